@@ -1,0 +1,1 @@
+//! allex-master (work in progress).

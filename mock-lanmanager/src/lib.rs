@@ -1,0 +1,1 @@
+//! allex-lanmanager (work in progress).

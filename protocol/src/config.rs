@@ -1,0 +1,371 @@
+//! `allexmasterconfig.json`: the master's configuration file.
+
+use crate::error::FileError;
+use crate::located::{error_at, find_key, json_error};
+use crate::names::validate_name;
+use crate::types::Protocol;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// The file a master writes when none exists: exactly the AllexJS seed.
+pub const DEFAULT_CONFIG_TEXT: &str = r#"{
+  "lanmanageraddress": "127.0.0.1",
+  "portrangestart": { "tcp": 15000, "http": 16000, "ws": 17000 }
+}
+"#;
+
+/// The config file's name in the master's working directory.
+pub const CONFIG_FILE_NAME: &str = "allexmasterconfig.json";
+
+/// The lan manager's default WebSocket port.
+pub const DEFAULT_LANMANAGER_PORT: u16 = 23552;
+
+/// The master's configuration. Keys are lowercase, as in AllexJS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[serde(deny_unknown_fields)]
+pub struct MasterConfig {
+    /// Host name or address of the lan manager.
+    pub lanmanageraddress: String,
+    /// The lan manager's WebSocket port.
+    #[serde(default = "default_lanmanagerport")]
+    pub lanmanagerport: u16,
+    /// First port of each protocol's range.
+    pub portrangestart: PortStarts,
+    /// How many ports each protocol's range holds, from its start.
+    #[serde(default = "default_portrangesize")]
+    pub portrangesize: u16,
+    /// The address other machines reach this one's services on; when absent,
+    /// the local address of the connection to the lan manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertiseaddress: Option<IpAddr>,
+    /// Where the master's and children's sockets, logs and state live.
+    #[serde(default = "default_runtimedirectory")]
+    #[cfg_attr(
+        test,
+        proptest(
+            strategy = "proptest::strategy::Strategy::prop_map(\"/[a-z]{1,10}\", PathBuf::from)"
+        )
+    )]
+    pub runtimedirectory: PathBuf,
+    /// The catalogue: module name -> how to run it.
+    #[serde(default)]
+    #[cfg_attr(
+        test,
+        proptest(
+            strategy = "proptest::collection::btree_map(\"[a-z]{1,8}\", proptest::prelude::any::<ServiceSpec>(), 0..3)"
+        )
+    )]
+    pub services: BTreeMap<String, ServiceSpec>,
+    /// Shared secret presented to the lan manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The name the lan manager knows this master by; default `<hostname>:<runtimedirectory>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Size at which a child's stdout/stderr log is rotated, in bytes.
+    #[serde(default = "default_logmaxbytes")]
+    pub logmaxbytes: u64,
+    /// Cap of the reconnect backoff to the lan manager, in milliseconds.
+    #[serde(default = "default_reconnectmaxms")]
+    pub reconnectmaxms: u64,
+}
+
+/// First port of each protocol's range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[serde(deny_unknown_fields)]
+pub struct PortStarts {
+    /// TCP range start.
+    pub tcp: u16,
+    /// HTTP range start.
+    pub http: u16,
+    /// WebSocket range start.
+    pub ws: u16,
+}
+
+impl PortStarts {
+    /// The start of one protocol's range.
+    pub fn get(&self, p: Protocol) -> u16 {
+        match p {
+            Protocol::Tcp => self.tcp,
+            Protocol::Http => self.http,
+            Protocol::Ws => self.ws,
+        }
+    }
+}
+
+/// How to run one module of the catalogue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// The program to execute (no shell is involved).
+    pub command: String,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Working directory; the master's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        test,
+        proptest(
+            strategy = "proptest::option::of(proptest::strategy::Strategy::prop_map(\"/[a-z]{1,10}\", PathBuf::from))"
+        )
+    )]
+    pub cwd: Option<PathBuf>,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Signal sent to the child's process group to stop it.
+    #[serde(default)]
+    pub stopsignal: StopSignal,
+    /// Milliseconds between the stop signal and SIGKILL.
+    #[serde(default = "default_stoptimeoutms")]
+    pub stoptimeoutms: u64,
+}
+
+/// Signals a service may be stopped with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub enum StopSignal {
+    /// SIGTERM, the default.
+    #[default]
+    #[serde(rename = "SIGTERM")]
+    Term,
+    /// SIGINT.
+    #[serde(rename = "SIGINT")]
+    Int,
+    /// SIGHUP.
+    #[serde(rename = "SIGHUP")]
+    Hup,
+    /// SIGQUIT.
+    #[serde(rename = "SIGQUIT")]
+    Quit,
+    /// SIGUSR1.
+    #[serde(rename = "SIGUSR1")]
+    Usr1,
+    /// SIGUSR2.
+    #[serde(rename = "SIGUSR2")]
+    Usr2,
+    /// SIGKILL: no grace at all.
+    #[serde(rename = "SIGKILL")]
+    Kill,
+}
+
+impl StopSignal {
+    /// The Linux signal number.
+    pub fn number(self) -> i32 {
+        match self {
+            StopSignal::Term => 15,
+            StopSignal::Int => 2,
+            StopSignal::Hup => 1,
+            StopSignal::Quit => 3,
+            StopSignal::Usr1 => 10,
+            StopSignal::Usr2 => 12,
+            StopSignal::Kill => 9,
+        }
+    }
+}
+
+fn default_lanmanagerport() -> u16 {
+    DEFAULT_LANMANAGER_PORT
+}
+fn default_portrangesize() -> u16 {
+    1000
+}
+fn default_runtimedirectory() -> PathBuf {
+    PathBuf::from("/tmp")
+}
+fn default_logmaxbytes() -> u64 {
+    1 << 20
+}
+fn default_reconnectmaxms() -> u64 {
+    5000
+}
+fn default_stoptimeoutms() -> u64 {
+    5000
+}
+
+impl MasterConfig {
+    /// Parses and validates a config file's text; `path` only names it in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<MasterConfig, FileError> {
+        let cfg: MasterConfig =
+            serde_json::from_str(text).map_err(|e| json_error(path, text, 0, &e))?;
+        cfg.check(path, text)?;
+        Ok(cfg)
+    }
+
+    /// Reads and parses a config file from disk.
+    pub fn load(path: &Path) -> Result<MasterConfig, FileError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| FileError::unlocated(path, format!("cannot read: {e}")))?;
+        Self::parse(path, &text)
+    }
+
+    /// The range of one protocol, inclusive.
+    pub fn port_range(&self, p: Protocol) -> std::ops::RangeInclusive<u32> {
+        let start = u32::from(self.portrangestart.get(p));
+        start..=start + u32::from(self.portrangesize) - 1
+    }
+
+    fn check(&self, path: &Path, text: &str) -> Result<(), FileError> {
+        let at = |key: &str, from: usize| find_key(text, from, key);
+        let fail = |offset: usize, msg: String| Err(error_at(path, text, offset, msg));
+        if self.lanmanageraddress.trim().is_empty() {
+            return fail(
+                at("lanmanageraddress", 0),
+                "lanmanageraddress is empty".into(),
+            );
+        }
+        if self.lanmanagerport == 0 {
+            return fail(
+                at("lanmanagerport", 0),
+                "lanmanagerport must be in 1..=65535".into(),
+            );
+        }
+        if self.portrangesize == 0 {
+            return fail(
+                at("portrangesize", 0),
+                "portrangesize must be at least 1".into(),
+            );
+        }
+        let starts = at("portrangestart", 0);
+        for p in Protocol::ALL {
+            let r = self.port_range(p);
+            if *r.start() == 0 || *r.end() > 65535 {
+                return fail(
+                    at(p.as_str(), starts),
+                    format!(
+                        "the {p} port range {}..={} leaves 1..=65535 (portrangestart.{p} with portrangesize {})",
+                        r.start(),
+                        r.end(),
+                        self.portrangesize
+                    ),
+                );
+            }
+        }
+        for (i, a) in Protocol::ALL.iter().enumerate() {
+            for b in &Protocol::ALL[i + 1..] {
+                let (ra, rb) = (self.port_range(*a), self.port_range(*b));
+                if ra.start() <= rb.end() && rb.start() <= ra.end() {
+                    return fail(
+                        at(b.as_str(), starts),
+                        format!(
+                            "the {a} port range {}..={} overlaps the {b} port range {}..={}",
+                            ra.start(),
+                            ra.end(),
+                            rb.start(),
+                            rb.end()
+                        ),
+                    );
+                }
+            }
+        }
+        if let Some(name) = &self.name {
+            if let Err(e) = validate_name("name", name) {
+                return fail(at("name", 0), e.to_string());
+            }
+        }
+        let services = at("services", 0);
+        for (module, spec) in &self.services {
+            let here = find_key(text, services, module);
+            if let Err(e) = validate_name("module name", module) {
+                return fail(here, e.to_string());
+            }
+            if spec.command.trim().is_empty() {
+                return fail(
+                    at("command", here),
+                    format!("services.{module}.command is empty"),
+                );
+            }
+            if spec.command.contains('\0') || spec.args.iter().any(|a| a.contains('\0')) {
+                return fail(
+                    at("command", here),
+                    format!("services.{module} holds a NUL character in its command or args"),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_text_is_the_seed() {
+        let cfg = MasterConfig::parse(Path::new(CONFIG_FILE_NAME), DEFAULT_CONFIG_TEXT).unwrap();
+        assert_eq!(cfg.lanmanageraddress, "127.0.0.1");
+        assert_eq!(
+            cfg.portrangestart,
+            PortStarts {
+                tcp: 15000,
+                http: 16000,
+                ws: 17000
+            }
+        );
+        assert_eq!(cfg.lanmanagerport, 23552);
+        assert_eq!(cfg.portrangesize, 1000);
+        assert_eq!(cfg.advertiseaddress, None);
+        assert_eq!(cfg.runtimedirectory, PathBuf::from("/tmp"));
+        assert!(cfg.services.is_empty());
+        assert_eq!(cfg.token, None);
+        let seed: serde_json::Value = serde_json::from_str(DEFAULT_CONFIG_TEXT).unwrap();
+        assert_eq!(
+            seed,
+            serde_json::json!({
+                "lanmanageraddress": "127.0.0.1",
+                "portrangestart": { "tcp": 15000, "http": 16000, "ws": 17000 }
+            })
+        );
+    }
+
+    fn err(text: &str) -> FileError {
+        MasterConfig::parse(Path::new("c.json"), text).unwrap_err()
+    }
+
+    #[test]
+    fn overlapping_ranges_are_refused_at_their_key() {
+        let e = err("{\"lanmanageraddress\":\"x\",\n\"portrangestart\":{\"tcp\":1000,\n\"http\":1500,\"ws\":3000}}");
+        assert_eq!((e.line, e.column), (3, 1));
+        assert!(e.message.contains("overlaps"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_ports_are_refused() {
+        let e = err("{\"lanmanageraddress\":\"x\",\"portrangestart\":{\"tcp\":65000,\"http\":1,\"ws\":2000}}");
+        assert!(e.message.contains("leaves 1..=65535"), "{e}");
+        let e = err("{\"lanmanageraddress\":\"x\",\"portrangestart\":{\"tcp\":0,\"http\":1000,\"ws\":2000}}");
+        assert!(e.message.contains("leaves 1..=65535"), "{e}");
+        let e = err("{\"lanmanageraddress\":\"x\",\"portrangestart\":{\"tcp\":70000,\"http\":1,\"ws\":2000}}");
+        assert_eq!(e.line, 1);
+        assert!(e.message.contains("70000"), "{e}");
+    }
+
+    #[test]
+    fn syntax_and_type_errors_are_located() {
+        let e = err("{\n  \"lanmanageraddress\": 5\n}");
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("invalid type"), "{e}");
+        let e = err("{\n  \"lanmanageraddress\": \"x\",,\n}");
+        assert_eq!(e.line, 2);
+        let e = err("{\"lanmanageraddress\":\"x\",\"portrangestart\":{\"tcp\":1,\"http\":2000,\"ws\":3000},\"portrangesise\":4}");
+        assert!(e.message.contains("unknown field `portrangesise`"), "{e}");
+    }
+
+    #[test]
+    fn hostile_module_names_are_refused() {
+        let e = err("{\"lanmanageraddress\":\"x\",\"portrangestart\":{\"tcp\":1,\"http\":2000,\"ws\":3000},\n\"services\":{\"../x\":{\"command\":\"/bin/true\"}}}");
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("module name"), "{e}");
+        let e = err("{\"lanmanageraddress\":\"x\",\"portrangestart\":{\"tcp\":1,\"http\":2000,\"ws\":3000},\"services\":{\"m\":{\"command\":\"\"}}}");
+        assert!(e.message.contains("command is empty"), "{e}");
+        let e = err("{\"lanmanageraddress\":\"x\",\"portrangestart\":{\"tcp\":1,\"http\":2000,\"ws\":3000},\"services\":{\"m\":{\"command\":\"x\",\"stopsignal\":\"SIGFOO\"}}}");
+        assert!(e.message.contains("SIGFOO"), "{e}");
+    }
+}

@@ -1,0 +1,250 @@
+//! Needs: services that should run somewhere on the LAN, in the AllexJS format.
+
+use crate::error::FileError;
+use crate::located::{error_at, find_key, parse_array};
+use crate::names::validate_name;
+use crate::types::Protocol;
+use ipnet::IpNet;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+use thiserror::Error;
+
+/// A need: one named instance of a module that should run somewhere.
+///
+/// `instancename` is the key: at most one service runs per instance name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct Need {
+    /// The module to run; a master only runs modules from its own catalogue.
+    pub modulename: String,
+    /// The unique name of this instance.
+    pub instancename: String,
+    /// Free-form properties handed to the service in `ALLEX_SPAWN`.
+    #[serde(default)]
+    #[cfg_attr(test, proptest(strategy = "arb::property_hash()"))]
+    pub propertyhash: serde_json::Map<String, serde_json::Value>,
+    /// An address or CIDR range; only a master advertising a matching address may take the need.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipaddress: Option<String>,
+    /// The protocols the service listens on; all three when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocols: Option<Vec<Protocol>>,
+}
+
+/// Why a need is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum NeedError {
+    /// The instance or module name is not acceptable.
+    #[error(transparent)]
+    Name(#[from] crate::names::NameError),
+    /// `ipaddress` is neither an address nor a CIDR range.
+    #[error("ipaddress {0:?} is neither an IP address nor a CIDR range")]
+    BadAddress(String),
+    /// `protocols` is present but empty or repeats a protocol.
+    #[error("protocols must list each of tcp, http, ws at most once, and at least one")]
+    BadProtocols,
+}
+
+impl Need {
+    /// A need with no properties, no address restriction and all protocols.
+    pub fn new(modulename: impl Into<String>, instancename: impl Into<String>) -> Self {
+        Need {
+            modulename: modulename.into(),
+            instancename: instancename.into(),
+            propertyhash: serde_json::Map::new(),
+            ipaddress: None,
+            protocols: None,
+        }
+    }
+
+    /// Checks names, address and protocols; every need is checked before it is stored.
+    pub fn validate(&self) -> Result<(), NeedError> {
+        validate_name("modulename", &self.modulename)?;
+        validate_name("instancename", &self.instancename)?;
+        if let Some(a) = &self.ipaddress {
+            parse_ipaddress(a)?;
+        }
+        if let Some(ps) = &self.protocols {
+            let mut seen = ps.clone();
+            seen.sort();
+            seen.dedup();
+            if ps.is_empty() || seen.len() != ps.len() {
+                return Err(NeedError::BadProtocols);
+            }
+        }
+        Ok(())
+    }
+
+    /// The protocols the service listens on (all three when unspecified).
+    pub fn protocols(&self) -> Vec<Protocol> {
+        match &self.protocols {
+            Some(ps) => Protocol::ALL
+                .into_iter()
+                .filter(|p| ps.contains(p))
+                .collect(),
+            None => Protocol::ALL.to_vec(),
+        }
+    }
+
+    /// Whether a master advertising `addr` may take this need.
+    pub fn allows(&self, addr: IpAddr) -> bool {
+        match &self.ipaddress {
+            None => true,
+            Some(a) => match parse_ipaddress(a) {
+                Ok(net) => net.contains(&addr),
+                Err(_) => false,
+            },
+        }
+    }
+}
+
+/// Parses an `ipaddress` field: a bare address is a /32 (or /128) range.
+pub fn parse_ipaddress(text: &str) -> Result<IpNet, NeedError> {
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net);
+    }
+    text.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| NeedError::BadAddress(text.to_string()))
+}
+
+/// The needs file, `.allexlanmanager/needs`: a JSON array of needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct NeedsFile(pub Vec<Need>);
+
+impl NeedsFile {
+    /// Parses and checks a needs file's text; `path` only names it in errors.
+    ///
+    /// Every need is validated and instance names must be unique; the first
+    /// fault is reported with its line and column.
+    pub fn parse(path: &Path, text: &str) -> Result<NeedsFile, FileError> {
+        let items: Vec<(usize, Need)> = parse_array(path, text)?;
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (offset, need) in &items {
+            if let Err(e) = need.validate() {
+                let key = match e {
+                    NeedError::Name(crate::names::NameError::Empty { kind })
+                    | NeedError::Name(crate::names::NameError::TooLong { kind, .. })
+                    | NeedError::Name(crate::names::NameError::BadChar { kind, .. })
+                    | NeedError::Name(crate::names::NameError::LeadingDot { kind, .. }) => kind,
+                    NeedError::BadAddress(_) => "ipaddress",
+                    NeedError::BadProtocols => "protocols",
+                };
+                let at = find_key(text, *offset, key);
+                return Err(error_at(path, text, at, e.to_string()));
+            }
+            if let Some(first) = seen.insert(need.instancename.as_str(), *offset) {
+                let (line, _) = crate::located::line_col(text, first);
+                let at = find_key(text, *offset, "instancename");
+                return Err(error_at(
+                    path,
+                    text,
+                    at,
+                    format!(
+                        "duplicate instancename {:?} (first defined on line {line})",
+                        need.instancename
+                    ),
+                ));
+            }
+        }
+        Ok(NeedsFile(items.into_iter().map(|(_, n)| n).collect()))
+    }
+
+    /// Reads and parses a needs file from disk.
+    pub fn load(path: &Path) -> Result<NeedsFile, FileError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| FileError::unlocated(path, format!("cannot read: {e}")))?;
+        Self::parse(path, &text)
+    }
+
+    /// The file's text: pretty JSON with a trailing newline.
+    pub fn to_text(&self) -> String {
+        let mut s = serde_json::to_string_pretty(&self.0).unwrap_or_else(|_| "[]".into());
+        s.push('\n');
+        s
+    }
+}
+
+/// proptest strategies for types whose fields need a hand-written one.
+#[cfg(test)]
+pub(crate) mod arb {
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    /// A small JSON object without floats (floats need not round-trip exactly).
+    pub fn property_hash() -> impl Strategy<Value = Map<String, Value>> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::String),
+        ];
+        proptest::collection::btree_map("[a-z]{1,8}", leaf, 0..4)
+            .prop_map(|m| m.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allexjs_needs_file_parses() {
+        let text =
+            r#"[{"modulename":"allex_timeservice","instancename":"Time","propertyhash":{}}]"#;
+        let f = NeedsFile::parse(Path::new("needs"), text).unwrap();
+        assert_eq!(f.0, vec![Need::new("allex_timeservice", "Time")]);
+        assert_eq!(f.0[0].protocols(), Protocol::ALL.to_vec());
+    }
+
+    #[test]
+    fn duplicate_instance_is_located() {
+        let text = "[\n {\"modulename\":\"m\",\"instancename\":\"A\"},\n {\"modulename\":\"m\",\"instancename\":\"A\"}\n]";
+        let e = NeedsFile::parse(Path::new("needs"), text).unwrap_err();
+        assert_eq!((e.line, e.column), (3, 20));
+        assert!(e.message.contains("duplicate instancename \"A\""), "{e}");
+        assert!(e.to_string().starts_with("needs:3:20: "), "{e}");
+    }
+
+    #[test]
+    fn hostile_instance_name_is_located() {
+        let text = "[{\"modulename\":\"m\",\n \"instancename\":\"../x\"}]";
+        let e = NeedsFile::parse(Path::new("needs"), text).unwrap_err();
+        assert_eq!((e.line, e.column), (2, 2));
+        assert!(e.message.contains("instancename"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_located() {
+        let text = "[\n{\"modulename\": 5, \"instancename\":\"A\"}]";
+        let e = NeedsFile::parse(Path::new("needs"), text).unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("invalid type"), "{e}");
+    }
+
+    #[test]
+    fn cidr_and_address_restrict() {
+        let mut n = Need::new("m", "A");
+        n.ipaddress = Some("10.1.0.0/16".into());
+        assert!(n.allows("10.1.2.3".parse().unwrap()));
+        assert!(!n.allows("10.2.0.1".parse().unwrap()));
+        n.ipaddress = Some("10.1.2.3".into());
+        assert!(n.allows("10.1.2.3".parse().unwrap()));
+        assert!(!n.allows("10.1.2.4".parse().unwrap()));
+        n.ipaddress = Some("nope".into());
+        assert!(n.validate().is_err());
+    }
+
+    #[test]
+    fn protocols_subset_in_canonical_order() {
+        let mut n = Need::new("m", "A");
+        n.protocols = Some(vec![Protocol::Ws, Protocol::Tcp]);
+        assert_eq!(n.protocols(), vec![Protocol::Tcp, Protocol::Ws]);
+        n.protocols = Some(vec![]);
+        assert_eq!(n.validate(), Err(NeedError::BadProtocols));
+    }
+}

@@ -1,0 +1,327 @@
+//! One canonical example of every message, snapshotted so that any wire change
+//! shows as a diff, and the typed errors of malformed input.
+
+use allex_protocol::frame::{decode_text, encode, MAX_TO_LAN_FRAME};
+use allex_protocol::lan::{
+    AdminToLan, ErrorCode, LanToAdmin, LanToMaster, MasterHello, MasterToLan, Opening,
+};
+use allex_protocol::local::{LocalReply, LocalRequest};
+use allex_protocol::*;
+
+fn ports() -> Ports {
+    Ports {
+        tcp: Some(15000),
+        http: Some(16000),
+        ws: Some(17000),
+    }
+}
+
+fn need() -> Need {
+    let mut n = Need::new("allex_timeservice", "Time");
+    n.propertyhash
+        .insert("tick".into(), serde_json::json!(1000));
+    n
+}
+
+fn hello() -> MasterHello {
+    MasterHello {
+        version: PROTOCOL_VERSION,
+        token: Some("secret".into()),
+        master: "host1:/tmp".into(),
+        pid: 4242,
+        advertiseaddress: "192.168.1.10".into(),
+        capacity: Capacity {
+            modules: vec!["allex_timeservice".into()],
+            free: PortCounts {
+                tcp: 999,
+                http: 999,
+                ws: 999,
+            },
+        },
+        inventory: vec![InventoryEntry {
+            instancename: "Time".into(),
+            modulename: "allex_timeservice".into(),
+            generation: 7,
+            pid: 4343,
+            ports: ports(),
+        }],
+    }
+}
+
+fn snapshot<T: serde::Serialize>(items: &[T]) -> serde_json::Value {
+    serde_json::Value::Array(
+        items
+            .iter()
+            .map(|m| serde_json::from_str(&encode(m)).unwrap())
+            .collect(),
+    )
+}
+
+#[test]
+fn master_to_lan_examples() {
+    let msgs = vec![
+        MasterToLan::Hello(hello()),
+        MasterToLan::Claim {
+            instancename: "Time".into(),
+        },
+        MasterToLan::Spawned {
+            instancename: "Time".into(),
+            generation: 7,
+            pid: 4343,
+            ports: ports(),
+        },
+        MasterToLan::SpawnFailed {
+            instancename: "Time".into(),
+            generation: 7,
+            reason: "tcp range exhausted".into(),
+        },
+        MasterToLan::Down {
+            instancename: "Time".into(),
+            generation: 7,
+            pid: 4343,
+            exit: ExitInfo {
+                code: None,
+                signal: Some(9),
+            },
+            ordered: false,
+            uptime_ms: 1500,
+        },
+        MasterToLan::Capacity(Capacity {
+            modules: vec!["allex_timeservice".into()],
+            free: PortCounts {
+                tcp: 1,
+                http: 2,
+                ws: 3,
+            },
+        }),
+        MasterToLan::Lookup {
+            id: 1,
+            instancename: "Time".into(),
+        },
+        MasterToLan::Heartbeat { seq: 3 },
+    ];
+    insta::assert_json_snapshot!(snapshot(&msgs));
+}
+
+#[test]
+fn lan_to_master_examples() {
+    let msgs = vec![
+        LanToMaster::Welcome {
+            version: PROTOCOL_VERSION,
+            grace_ms: 10000,
+            heartbeat_ms: 2000,
+        },
+        LanToMaster::Needs {
+            needs: vec![need()],
+        },
+        LanToMaster::NeedOpen { need: need() },
+        LanToMaster::NeedTaken {
+            instancename: "Time".into(),
+        },
+        LanToMaster::Grant {
+            need: need(),
+            generation: 7,
+            deadline_ms: 5000,
+        },
+        LanToMaster::ClaimRefused {
+            instancename: "Time".into(),
+            reason: "held by host2:/tmp".into(),
+        },
+        LanToMaster::Running {
+            instancename: "Time".into(),
+            generation: 7,
+        },
+        LanToMaster::Rejected {
+            instancename: "Time".into(),
+            generation: 7,
+            reason: "tcp port 15000 refused".into(),
+        },
+        LanToMaster::Stop {
+            instancename: "Time".into(),
+            generation: 7,
+            reason: "need removed".into(),
+        },
+        LanToMaster::LookupResult {
+            id: 1,
+            location: Some(ServiceLocation {
+                instancename: "Time".into(),
+                modulename: "allex_timeservice".into(),
+                address: "192.168.1.10".into(),
+                ports: ports(),
+            }),
+        },
+        LanToMaster::Heartbeat { seq: 3 },
+        LanToMaster::Error {
+            code: ErrorCode::Stale,
+            message: "generation 6 is not current (7)".into(),
+        },
+    ];
+    insta::assert_json_snapshot!(snapshot(&msgs));
+}
+
+#[test]
+fn admin_examples() {
+    let reqs = vec![
+        AdminToLan::AdminHello {
+            version: PROTOCOL_VERSION,
+            token: None,
+        },
+        AdminToLan::NeedAdd { need: need() },
+        AdminToLan::NeedRemove {
+            instancename: "Time".into(),
+        },
+        AdminToLan::Status,
+    ];
+    let replies = vec![
+        LanToAdmin::AdminWelcome {
+            version: PROTOCOL_VERSION,
+        },
+        LanToAdmin::Done {
+            message: "need Time added".into(),
+        },
+        LanToAdmin::Status {
+            status: LanStatus {
+                needs: vec![NeedStatus {
+                    need: need(),
+                    state: NeedState::Running,
+                    master: Some("host1:/tmp".into()),
+                    retry_in_ms: None,
+                    failures: 0,
+                }],
+                running: vec![RunningService {
+                    instancename: "Time".into(),
+                    modulename: "allex_timeservice".into(),
+                    master: "host1:/tmp".into(),
+                    address: "192.168.1.10".into(),
+                    ports: ports(),
+                    pid: 4343,
+                    generation: 7,
+                    since_unix_ms: 1_764_000_000_000,
+                }],
+                masters: vec![MasterSummary {
+                    name: "host1:/tmp".into(),
+                    address: "192.168.1.10".into(),
+                    connected: true,
+                    capacity: Capacity::default(),
+                    services: 1,
+                }],
+            },
+        },
+        LanToAdmin::Error {
+            code: ErrorCode::Duplicate,
+            message: "need Time exists".into(),
+        },
+    ];
+    insta::assert_json_snapshot!((snapshot(&reqs), snapshot(&replies)));
+}
+
+#[test]
+fn local_examples() {
+    let reqs = vec![
+        LocalRequest::Ready,
+        LocalRequest::Lookup {
+            instancename: "Time".into(),
+        },
+        LocalRequest::Status,
+    ];
+    let replies = vec![
+        LocalReply::Ack,
+        LocalReply::Location { location: None },
+        LocalReply::Status {
+            status: MasterStatus {
+                master: "host1:/tmp".into(),
+                pid: 4242,
+                advertiseaddress: Some("192.168.1.10".into()),
+                connected: true,
+                children: vec![ChildStatus {
+                    instancename: "Time".into(),
+                    modulename: "allex_timeservice".into(),
+                    pid: 4343,
+                    ports: ports(),
+                    state: ChildState::Running,
+                    ready: true,
+                    uptime_ms: 1500,
+                    generation: 7,
+                }],
+                free: PortCounts {
+                    tcp: 999,
+                    http: 999,
+                    ws: 999,
+                },
+                exhausted: vec![],
+            },
+        },
+        LocalReply::Error {
+            code: ErrorCode::Malformed,
+            message: "expected value".into(),
+        },
+    ];
+    insta::assert_json_snapshot!((snapshot(&reqs), snapshot(&replies)));
+}
+
+#[test]
+fn opening_is_hello_or_admin_hello() {
+    let m: Opening = decode_text(&encode(&MasterToLan::Hello(hello())), MAX_TO_LAN_FRAME).unwrap();
+    assert_eq!(m, Opening::Hello(hello()));
+    let a: Opening = decode_text(
+        r#"{"type":"admin_hello","version":{"major":1,"minor":0}}"#,
+        MAX_TO_LAN_FRAME,
+    )
+    .unwrap();
+    assert_eq!(
+        a,
+        Opening::AdminHello {
+            version: PROTOCOL_VERSION,
+            token: None
+        }
+    );
+    let other = ProtocolVersion { major: 2, minor: 0 };
+    assert!(!PROTOCOL_VERSION.compatible_with(&other));
+    assert!(PROTOCOL_VERSION.compatible_with(&ProtocolVersion { major: 1, minor: 9 }));
+}
+
+#[test]
+fn malformed_input_gets_typed_errors() {
+    let d = |t: &str| decode_text::<MasterToLan>(t, 64).unwrap_err();
+    assert!(matches!(
+        d("{not json"),
+        DecodeError::Malformed { line: 1, .. }
+    ));
+    assert_eq!(
+        d(r#"{"type":"launch_missiles"}"#),
+        DecodeError::UnknownType("launch_missiles".into())
+    );
+    assert_eq!(
+        d(r#"{"type":"claim"}"#),
+        DecodeError::MissingField("instancename".into())
+    );
+    assert_eq!(
+        d(r#"{"instancename":"x"}"#),
+        DecodeError::MissingField("type".into())
+    );
+    assert!(matches!(
+        d(r#"{"type":"claim","instancename":5}"#),
+        DecodeError::Invalid(_)
+    ));
+    assert!(matches!(
+        d(r#"{"type":"heartbeat","seq":-1}"#),
+        DecodeError::Invalid(_)
+    ));
+    let big = format!(r#"{{"type":"claim","instancename":"{}"}}"#, "x".repeat(100));
+    assert_eq!(
+        d(&big),
+        DecodeError::FrameTooLarge {
+            size: big.len(),
+            max: 64
+        }
+    );
+    assert_eq!(d(r#"{"type":"claim"}"#).code(), ErrorCode::MissingField);
+    assert_eq!(DecodeError::Binary.code(), ErrorCode::BinaryFrame);
+}
+
+#[test]
+fn allexjs_needs_file_parses() {
+    let text = r#"[{"modulename":"allex_timeservice","instancename":"Time","propertyhash":{}}]"#;
+    let f = NeedsFile::parse(std::path::Path::new(".allexlanmanager/needs"), text).unwrap();
+    assert_eq!(f.0, vec![Need::new("allex_timeservice", "Time")]);
+}

@@ -1,0 +1,1 @@
+//! allex-sim (work in progress).

@@ -1,0 +1,1 @@
+//! allex-e2e (work in progress).
