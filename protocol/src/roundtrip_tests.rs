@@ -61,3 +61,66 @@ proptest! {
         }
     }
 }
+
+/// One random edit (replace, insert or delete a byte) of a valid frame.
+fn mutate(mut bytes: Vec<u8>, at: usize, byte: u8, op: u8) -> Vec<u8> {
+    if bytes.is_empty() {
+        return vec![byte];
+    }
+    let at = at % bytes.len();
+    match op % 3 {
+        0 => bytes[at] = byte,
+        1 => bytes.insert(at, byte),
+        _ => {
+            bytes.remove(at);
+        }
+    }
+    bytes
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("ALLEX_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512)
+    ))]
+
+    /// The CI-sized fuzz pass: valid frames with edits hit the decoders' deep
+    /// paths (wrong types, broken strings, cut objects) far more often than
+    /// random bytes do. Raise ALLEX_FUZZ_CASES for a longer run; the
+    /// coverage-guided targets live in fuzz/.
+    #[test]
+    fn mutated_frames_never_panic(
+        m in any::<MasterToLan>(),
+        r in any::<LanToMaster>(),
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 1..4),
+    ) {
+        for frame in [encode(&m), encode(&r)] {
+            let mut bytes = frame.into_bytes();
+            for (at, byte, op) in &edits {
+                bytes = mutate(bytes, *at, *byte, *op);
+            }
+            let _ = crate::frame::decode_bytes::<MasterToLan>(&bytes, 1 << 20);
+            let _ = crate::frame::decode_bytes::<LanToMaster>(&bytes, 1 << 20);
+            let _ = crate::frame::decode_bytes::<AdminToLan>(&bytes, 1 << 20);
+            let _ = crate::frame::decode_bytes::<LocalRequest>(&bytes, 1 << 20);
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                let _ = crate::need::NeedsFile::parse(std::path::Path::new("n"), &format!("[{text}]"));
+                let _ = MasterConfig::parse(std::path::Path::new("c"), text);
+            }
+        }
+    }
+
+    /// Config texts with edits never panic the located-error code.
+    #[test]
+    fn mutated_configs_never_panic(
+        c in any::<MasterConfig>(),
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 1..4),
+    ) {
+        let mut bytes = serde_json::to_string_pretty(&c).unwrap_or_default().into_bytes();
+        for (at, byte, op) in &edits {
+            bytes = mutate(bytes, *at, *byte, *op);
+        }
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            let _ = MasterConfig::parse(std::path::Path::new("c"), text);
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The admin client: `need add|remove` and `status` talk to the running lan manager.
+
+use allex_protocol::frame::{decode_text, encode, MAX_FROM_LAN_FRAME};
+use allex_protocol::{
+    AdminToLan, ErrorCode, LanStatus, LanToAdmin, Need, Protocol, PROTOCOL_VERSION,
+};
+use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
+use thiserror::Error;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+/// How long an admin command waits for the lan manager.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why an admin command failed.
+#[derive(Debug, Error)]
+pub enum AdminError {
+    /// The lan manager cannot be reached.
+    #[error("cannot reach the lan manager at {addr}: {message}")]
+    Connect {
+        /// Where it was looked for.
+        addr: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The lan manager refused the request; nothing changed.
+    #[error("refused ({code}): {message}")]
+    Refused {
+        /// Machine-readable cause.
+        code: ErrorCode,
+        /// Detail.
+        message: String,
+    },
+    /// The link broke or carried something unexpected.
+    #[error("lan manager link: {0}")]
+    Link(String),
+    /// The lan manager did not answer in time.
+    #[error("the lan manager did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The command line holds a bad value.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Builds a need from `need add` options, checking it like the lan manager does.
+pub fn build_need(
+    module: &str,
+    instance: &str,
+    propertyhash: Option<&str>,
+    ipaddress: Option<&str>,
+    protocols: Option<&str>,
+) -> Result<Need, AdminError> {
+    let mut need = Need::new(module, instance);
+    if let Some(text) = propertyhash {
+        need.propertyhash = serde_json::from_str(text)
+            .map_err(|e| AdminError::Usage(format!("--propertyhash must be a JSON object: {e}")))?;
+    }
+    need.ipaddress = ipaddress.map(str::to_string);
+    if let Some(list) = protocols {
+        let mut ps = Vec::new();
+        for word in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            let p = Protocol::ALL
+                .into_iter()
+                .find(|p| p.as_str() == word)
+                .ok_or_else(|| {
+                    AdminError::Usage(format!("unknown protocol {word:?}; use tcp, http, ws"))
+                })?;
+            ps.push(p);
+        }
+        need.protocols = Some(ps);
+    }
+    need.validate()
+        .map_err(|e| AdminError::Usage(e.to_string()))?;
+    Ok(need)
+}
+
+/// Sends one admin request and returns the answer; a refusal is an error.
+pub async fn request(
+    addr: &str,
+    token: Option<String>,
+    req: AdminToLan,
+) -> Result<LanToAdmin, AdminError> {
+    tokio::time::timeout(ADMIN_TIMEOUT, request_inner(addr, token, req))
+        .await
+        .map_err(|_| AdminError::Timeout(ADMIN_TIMEOUT))?
+}
+
+async fn request_inner(
+    addr: &str,
+    token: Option<String>,
+    req: AdminToLan,
+) -> Result<LanToAdmin, AdminError> {
+    let url = format!("ws://{addr}/");
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_FROM_LAN_FRAME))
+        .max_frame_size(Some(MAX_FROM_LAN_FRAME));
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true)
+            .await
+            .map_err(|e| AdminError::Connect {
+                addr: addr.to_string(),
+                message: e.to_string(),
+            })?;
+    let link = |e: tokio_tungstenite::tungstenite::Error| AdminError::Link(e.to_string());
+    let hello = AdminToLan::AdminHello {
+        version: PROTOCOL_VERSION,
+        token,
+    };
+    ws.send(Message::text(encode(&hello))).await.map_err(link)?;
+    match next_reply(&mut ws).await? {
+        LanToAdmin::AdminWelcome { .. } => {}
+        other => return Err(unexpected(other)),
+    }
+    ws.send(Message::text(encode(&req))).await.map_err(link)?;
+    let answer = next_reply(&mut ws).await?;
+    let _ = ws.close(None).await;
+    match answer {
+        LanToAdmin::Error { code, message } => Err(AdminError::Refused { code, message }),
+        other => Ok(other),
+    }
+}
+
+fn unexpected(reply: LanToAdmin) -> AdminError {
+    match reply {
+        LanToAdmin::Error { code, message } => AdminError::Refused { code, message },
+        other => AdminError::Link(format!("unexpected answer: {}", encode(&other))),
+    }
+}
+
+async fn next_reply<S>(ws: &mut S) -> Result<LanToAdmin, AdminError>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => {
+                return decode_text(&t, MAX_FROM_LAN_FRAME)
+                    .map_err(|e| AdminError::Link(e.to_string()))
+            }
+            Some(Ok(Message::Close(frame))) => {
+                let why = frame.map(|f| f.reason.to_string()).unwrap_or_default();
+                return Err(AdminError::Link(format!(
+                    "closed by the lan manager: {why}"
+                )));
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(AdminError::Link(e.to_string())),
+            None => return Err(AdminError::Link("closed by the lan manager".into())),
+        }
+    }
+}
+
+/// Asks for the status.
+pub async fn status(addr: &str, token: Option<String>) -> Result<LanStatus, AdminError> {
+    match request(addr, token, AdminToLan::Status).await? {
+        LanToAdmin::Status { status } => Ok(status),
+        other => Err(unexpected(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn need_options_are_checked() {
+        let n = build_need(
+            "m",
+            "A",
+            Some(r#"{"x":1}"#),
+            Some("10.0.0.0/8"),
+            Some("tcp, ws"),
+        )
+        .unwrap();
+        assert_eq!(n.protocols, Some(vec![Protocol::Tcp, Protocol::Ws]));
+        assert_eq!(n.propertyhash["x"], 1);
+        assert!(build_need("m", "../A", None, None, None).is_err());
+        assert!(build_need("m", "A", Some("[1]"), None, None).is_err());
+        assert!(build_need("m", "A", None, Some("nope"), None).is_err());
+        assert!(build_need("m", "A", None, None, Some("udp")).is_err());
+    }
+}

@@ -1,0 +1,178 @@
+//! Command line: `run` (the default), `need add|remove` and `status`.
+
+use crate::settings::Settings;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The allex lan manager: keeps the needs of the LAN and hands them to masters.
+#[derive(Debug, Parser)]
+#[command(
+    name = "allexlanmanager",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// What to do; without a subcommand the lan manager runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of `run`, accepted without the subcommand too.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the lan manager (the default).
+    Run(RunArgs),
+    /// Add or remove a need on the running lan manager.
+    Need {
+        /// add or remove.
+        #[command(subcommand)]
+        action: NeedAction,
+    },
+    /// Show needs, running services and masters of the running lan manager.
+    Status {
+        /// Print JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Where the lan manager runs.
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+}
+
+/// `need` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum NeedAction {
+    /// Add a need; done once it is on disk.
+    Add {
+        /// Module to run.
+        #[arg(long = "module")]
+        module: String,
+        /// Unique instance name of the need.
+        #[arg(long = "instance")]
+        instance: String,
+        /// JSON object handed to the service in ALLEX_SPAWN.
+        #[arg(long)]
+        propertyhash: Option<String>,
+        /// Address or CIDR range a master must advertise to take the need.
+        #[arg(long)]
+        ipaddress: Option<String>,
+        /// Protocols the service listens on, comma separated (tcp,http,ws); all when absent.
+        #[arg(long)]
+        protocols: Option<String>,
+        /// Where the lan manager runs.
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+    /// Remove a need and stop its service; done once it is on disk.
+    Remove {
+        /// Instance name of the need.
+        name: String,
+        /// Where the lan manager runs.
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+}
+
+/// How an admin command reaches the running lan manager.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// Address and port of the running lan manager.
+    #[arg(long, default_value = "127.0.0.1:23552")]
+    pub connect: String,
+    /// Shared secret, when the lan manager requires one.
+    #[arg(long, env = "ALLEX_TOKEN")]
+    pub token: Option<String>,
+}
+
+/// Options of `run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Address and port to listen on for masters and admin commands.
+    #[arg(long, default_value = "0.0.0.0:23552")]
+    pub listen: String,
+    /// Working directory; needs live in DIR/.allexlanmanager/needs.
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// Shared secret masters and admin commands must present.
+    #[arg(long, env = "ALLEX_TOKEN")]
+    pub token: Option<String>,
+    /// Milliseconds a disconnected master keeps its services.
+    #[arg(long, default_value_t = 30_000)]
+    pub grace_ms: u64,
+    /// Milliseconds a restarted lan manager holds running needs for their masters.
+    #[arg(long, default_value_t = 10_000)]
+    pub settle_ms: u64,
+    /// Milliseconds a master has to report `spawned` after a grant.
+    #[arg(long, default_value_t = 10_000)]
+    pub claim_timeout_ms: u64,
+    /// Milliseconds the port check keeps trying.
+    #[arg(long, default_value_t = 5_000)]
+    pub check_timeout_ms: u64,
+    /// First retry delay of a crash-looping need, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub backoff_base_ms: u64,
+    /// Longest retry delay of a crash-looping need, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    pub backoff_cap_ms: u64,
+    /// Milliseconds of uptime after which a service counts as stable.
+    #[arg(long, default_value_t = 10_000)]
+    pub stable_ms: u64,
+    /// Heartbeat interval in milliseconds; a link silent for three is dropped.
+    #[arg(long, default_value_t = 2_000)]
+    pub heartbeat_ms: u64,
+    /// Milliseconds a new connection may take to send its opening frame.
+    #[arg(long, default_value_t = 5_000)]
+    pub hello_timeout_ms: u64,
+}
+
+impl RunArgs {
+    /// The settings these options describe.
+    pub fn settings(&self) -> Settings {
+        let ms = Duration::from_millis;
+        Settings {
+            listen: self.listen.clone(),
+            dir: self.dir.clone(),
+            token: self.token.clone().filter(|t| !t.is_empty()),
+            grace: ms(self.grace_ms),
+            settle: ms(self.settle_ms),
+            claim_timeout: ms(self.claim_timeout_ms),
+            check_timeout: ms(self.check_timeout_ms),
+            backoff_base: ms(self.backoff_base_ms),
+            backoff_cap: ms(self.backoff_cap_ms),
+            stable: ms(self.stable_ms),
+            heartbeat: ms(self.heartbeat_ms.max(1)),
+            hello_timeout: ms(self.hello_timeout_ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bare_flags_mean_run() {
+        let cli = Cli::try_parse_from([
+            "allexlanmanager",
+            "--listen",
+            "127.0.0.1:0",
+            "--grace-ms",
+            "5",
+        ])
+        .unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.run.settings().grace, Duration::from_millis(5));
+        let cli = Cli::try_parse_from(["allexlanmanager", "run", "--dir", "/x"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Run(a)) if a.dir.as_os_str() == "/x"));
+    }
+}

@@ -1,0 +1,446 @@
+//! One WebSocket connection: opening checks, decoding, forwarding, writing.
+//!
+//! The connection task never decides anything about needs: it checks the
+//! opening frame (version, token), answers heartbeats and undecodable frames
+//! itself, and forwards everything else to the state owner. Its writer drains
+//! a bounded queue, so a peer that never reads is dropped instead of growing
+//! memory or slowing anyone else.
+
+use crate::outbox::{ConnId, KillSwitch, Outbox, OutboxReceiver};
+use crate::settings::Settings;
+use crate::state::Event;
+use allex_protocol::frame::{decode_text, encode, MAX_TO_LAN_FRAME};
+use allex_protocol::names::validate_name;
+use allex_protocol::{
+    AdminToLan, DecodeError, ErrorCode, LanToAdmin, LanToMaster, MasterHello, MasterToLan, Opening,
+    ProtocolVersion, PROTOCOL_VERSION,
+};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+
+/// Frames above this size are not even buffered: the connection is closed.
+///
+/// Between [`MAX_TO_LAN_FRAME`] and this, a frame is refused with
+/// `frame_too_large` and the session goes on.
+pub const HARD_FRAME_LIMIT: usize = 4 * MAX_TO_LAN_FRAME;
+
+/// Longest a master name may be; names show up in logs and status.
+const MAX_MASTER_NAME: usize = 512;
+
+/// How long a closing connection may take to flush its last frames.
+const CLOSE_FLUSH: Duration = Duration::from_secs(1);
+
+/// An admin session is dropped after this long without a request.
+const ADMIN_IDLE: Duration = Duration::from_secs(60);
+
+/// Frames written before one flush.
+const WRITE_BATCH: usize = 512;
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// What every connection task shares.
+#[derive(Debug)]
+pub struct ConnContext {
+    /// The lan manager's settings.
+    pub settings: Arc<Settings>,
+    /// The state owner's inbox.
+    pub events: mpsc::Sender<Event>,
+}
+
+/// The WebSocket limits of the lan manager's side.
+pub fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(HARD_FRAME_LIMIT))
+        .max_frame_size(Some(HARD_FRAME_LIMIT))
+}
+
+/// Serves one accepted TCP connection until it ends.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, id: ConnId, ctx: Arc<ConnContext>) {
+    let hello_timeout = ctx.settings.hello_timeout;
+    let ws = match tokio::time::timeout(
+        hello_timeout,
+        tokio_tungstenite::accept_async_with_config(stream, Some(ws_config())),
+    )
+    .await
+    {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, "websocket handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "websocket handshake timed out");
+            return;
+        }
+    };
+    let (sink, mut stream) = ws.split();
+    let kill = Arc::new(KillSwitch::default());
+    let (outbox, rx) = Outbox::new(id, kill.clone());
+    let writer = tokio::spawn(write_loop(sink, rx, kill.clone()));
+
+    let first = tokio::select! {
+        r = tokio::time::timeout(hello_timeout, next_text(&mut stream)) => r,
+        _ = kill.killed() => Ok(Err(None)),
+    };
+    let opening = match first {
+        Err(_) => Err(("no opening frame in time".to_string(), None)),
+        Ok(Err(None)) => Err(("closed before the opening frame".to_string(), None)),
+        Ok(Err(Some(e))) => Err((e.to_string(), Some(e))),
+        Ok(Ok(text)) => {
+            decode_text::<Opening>(&text, MAX_TO_LAN_FRAME).map_err(|e| (e.to_string(), Some(e)))
+        }
+    };
+    match opening {
+        Err((why, _)) => {
+            tracing::debug!(%peer, "refusing connection without hello: {why}");
+            refuse(
+                &outbox,
+                &kill,
+                ErrorCode::HelloRequired,
+                format!("the first frame must be hello or admin_hello: {why}"),
+            );
+        }
+        Ok(Opening::Hello(hello)) => {
+            if admit(
+                &ctx.settings,
+                &outbox,
+                &kill,
+                hello.version,
+                hello.token.as_deref(),
+            ) {
+                master_session(hello, &mut stream, outbox.clone(), &kill, id, &ctx).await;
+            }
+        }
+        Ok(Opening::AdminHello { version, token }) => {
+            if admit(&ctx.settings, &outbox, &kill, version, token.as_deref()) {
+                admin_session(&mut stream, &outbox, &kill, &ctx).await;
+            }
+        }
+    }
+    kill.kill("closing");
+    drop(outbox);
+    let _ = writer.await;
+}
+
+/// Sends an error and closes the connection with the same reason.
+fn refuse(outbox: &Outbox, kill: &KillSwitch, code: ErrorCode, message: String) {
+    outbox.send(error_frame(code, &message));
+    kill.kill(format!("{code}: {message}"));
+}
+
+fn error_frame(code: ErrorCode, message: &str) -> Utf8Bytes {
+    // Masters and admin CLIs share the error message's shape.
+    Utf8Bytes::from(encode(&LanToMaster::Error {
+        code,
+        message: message.to_string(),
+    }))
+}
+
+/// Checks version and token of an opening frame; refuses and closes on a mismatch.
+fn admit(
+    settings: &Settings,
+    outbox: &Outbox,
+    kill: &KillSwitch,
+    version: ProtocolVersion,
+    token: Option<&str>,
+) -> bool {
+    if !PROTOCOL_VERSION.compatible_with(&version) {
+        refuse(
+            outbox,
+            kill,
+            ErrorCode::VersionMismatch,
+            format!("protocol version {version} is not supported; this lan manager speaks {PROTOCOL_VERSION}"),
+        );
+        return false;
+    }
+    if let Some(expected) = &settings.token {
+        let given = token.unwrap_or("");
+        let same: bool = given.as_bytes().ct_eq(expected.as_bytes()).into();
+        if !same {
+            refuse(
+                outbox,
+                kill,
+                ErrorCode::BadToken,
+                "wrong or missing token".into(),
+            );
+            return false;
+        }
+    }
+    true
+}
+
+/// Why a master name is refused, if it is.
+fn bad_hello(hello: &MasterHello) -> Option<String> {
+    let name = &hello.master;
+    if let Some(bad) = hello
+        .inventory
+        .iter()
+        .find_map(|i| validate_name("instancename", &i.instancename).err())
+    {
+        Some(format!("inventory: {bad}"))
+    } else if name.is_empty() {
+        Some("master name is empty".into())
+    } else if name.len() > MAX_MASTER_NAME {
+        Some(format!("master name is over {MAX_MASTER_NAME} bytes"))
+    } else if name.chars().any(char::is_control) {
+        Some("master name holds control characters".into())
+    } else if hello.advertiseaddress.is_empty()
+        || hello.advertiseaddress.chars().any(char::is_control)
+    {
+        Some("advertiseaddress is empty or holds control characters".into())
+    } else {
+        None
+    }
+}
+
+/// Why a report's instance name is refused; such names never reach the state or the log.
+fn bad_instance(msg: &MasterToLan) -> Option<String> {
+    let name = match msg {
+        MasterToLan::Claim { instancename }
+        | MasterToLan::Spawned { instancename, .. }
+        | MasterToLan::SpawnFailed { instancename, .. }
+        | MasterToLan::Down { instancename, .. }
+        | MasterToLan::Lookup { instancename, .. } => instancename,
+        MasterToLan::Hello(_) | MasterToLan::Heartbeat { .. } | MasterToLan::Capacity(_) => {
+            return None
+        }
+    };
+    validate_name("instancename", name)
+        .err()
+        .map(|e| e.to_string())
+}
+
+async fn master_session(
+    hello: MasterHello,
+    stream: &mut SplitStream<Ws>,
+    outbox: Outbox,
+    kill: &KillSwitch,
+    id: ConnId,
+    ctx: &ConnContext,
+) {
+    if let Some(why) = bad_hello(&hello) {
+        refuse(&outbox, kill, ErrorCode::Invalid, why);
+        return;
+    }
+    let name = hello.master.clone();
+    let replies = outbox.clone();
+    if ctx
+        .events
+        .send(Event::MasterHello { hello, outbox })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let link_timeout = ctx.settings.link_timeout();
+    loop {
+        let next = tokio::select! {
+            r = tokio::time::timeout(link_timeout, stream.next()) => r,
+            _ = kill.killed() => break,
+        };
+        let msg = match next {
+            Err(_) => {
+                tracing::warn!(master = %name, "no message for three heartbeat intervals; dropping the link");
+                kill.kill("no heartbeat for three intervals");
+                break;
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                tracing::warn!(master = %name, "link failed: {e}");
+                kill.kill(e.to_string());
+                break;
+            }
+            Ok(Some(Ok(m))) => m,
+        };
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Binary(_) => {
+                let e = DecodeError::Binary;
+                replies.send(error_frame(e.code(), &e.to_string()));
+                continue;
+            }
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+        };
+        match decode_text::<MasterToLan>(&text, MAX_TO_LAN_FRAME) {
+            Ok(MasterToLan::Heartbeat { seq }) => {
+                replies.send(Utf8Bytes::from(encode(&LanToMaster::Heartbeat { seq })));
+            }
+            Ok(MasterToLan::Hello(_)) => {
+                replies.send(error_frame(
+                    ErrorCode::Invalid,
+                    "hello is only the first frame",
+                ));
+            }
+            Ok(msg) => {
+                if let Some(why) = bad_instance(&msg) {
+                    replies.send(error_frame(ErrorCode::Invalid, &why));
+                    continue;
+                }
+                if ctx
+                    .events
+                    .send(Event::FromMaster { conn: id, msg })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(master = %name, error = ?e.to_string(), "refused frame");
+                replies.send(error_frame(e.code(), &e.to_string()));
+            }
+        }
+    }
+    let _ = ctx.events.send(Event::MasterGone { conn: id }).await;
+}
+
+async fn admin_session(
+    stream: &mut SplitStream<Ws>,
+    outbox: &Outbox,
+    kill: &KillSwitch,
+    ctx: &ConnContext,
+) {
+    let reply = |msg: &LanToAdmin| outbox.send(Utf8Bytes::from(encode(msg)));
+    reply(&LanToAdmin::AdminWelcome {
+        version: PROTOCOL_VERSION,
+    });
+    let idle = ctx.settings.link_timeout().max(ADMIN_IDLE);
+    loop {
+        let next = tokio::select! {
+            r = tokio::time::timeout(idle, stream.next()) => r,
+            _ = kill.killed() => break,
+        };
+        let msg = match next {
+            Err(_) | Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                kill.kill(e.to_string());
+                break;
+            }
+            Ok(Some(Ok(m))) => m,
+        };
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Binary(_) => {
+                let e = DecodeError::Binary;
+                outbox.send(error_frame(e.code(), &e.to_string()));
+                continue;
+            }
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+        };
+        let request = match decode_text::<AdminToLan>(&text, MAX_TO_LAN_FRAME) {
+            Ok(r) => r,
+            Err(e) => {
+                outbox.send(error_frame(e.code(), &e.to_string()));
+                continue;
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        if ctx
+            .events
+            .send(Event::Admin { request, reply: tx })
+            .await
+            .is_err()
+        {
+            break;
+        }
+        match rx.await {
+            Ok(answer) => {
+                reply(&answer);
+            }
+            Err(_) => break,
+        }
+    }
+}
+
+/// The next text frame's content; `Err(None)` when the peer closed.
+async fn next_text(stream: &mut SplitStream<Ws>) -> Result<Utf8Bytes, Option<DecodeError>> {
+    loop {
+        match stream.next().await {
+            None | Some(Err(_)) => return Err(None),
+            Some(Ok(Message::Text(t))) => return Ok(t),
+            Some(Ok(Message::Binary(_))) => return Err(Some(DecodeError::Binary)),
+            Some(Ok(Message::Close(_))) => return Err(None),
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+async fn write_loop(
+    mut sink: SplitSink<Ws, Message>,
+    mut rx: OutboxReceiver,
+    kill: Arc<KillSwitch>,
+) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            m = rx.recv() => m,
+            _ = kill.killed() => None,
+        };
+        let Some(first) = first else { break };
+        // Let a burst (one event broadcast to every master) queue up, so it
+        // goes out in one write instead of one syscall per frame.
+        tokio::task::yield_now().await;
+        let batch = async {
+            sink.feed(Message::Text(first)).await?;
+            let mut n = 1;
+            while n < WRITE_BATCH {
+                match rx.try_recv() {
+                    Some(t) => sink.feed(Message::Text(t)).await?,
+                    None => break,
+                }
+                n += 1;
+            }
+            sink.flush().await
+        };
+        // A batch that can be written goes out even when a close is pending.
+        let ok = tokio::select! {
+            biased;
+            r = batch => r.is_ok(),
+            _ = kill.killed() => false,
+        };
+        if !ok {
+            break;
+        }
+    }
+    let reason = kill.reason().unwrap_or_else(|| "closing".into());
+    let close = async {
+        // Frames queued before the close (an error that explains it) go out first.
+        while let Some(t) = rx.try_recv() {
+            sink.feed(Message::Text(t)).await?;
+        }
+        let frame = CloseFrame {
+            code: if reason == "closing" {
+                CloseCode::Normal
+            } else {
+                CloseCode::Policy
+            },
+            reason: Utf8Bytes::from(truncate(&reason, 120)),
+        };
+        sink.send(Message::Close(Some(frame))).await
+    };
+    let _ = tokio::time::timeout(CLOSE_FLUSH, close).await;
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary (close reasons are short).
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}

@@ -1,0 +1,144 @@
+//! The bounded outgoing queue of one connection, and the switch that drops it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// Messages a connection may have queued before it counts as not reading.
+pub const OUTBOX_CAPACITY: usize = 16 * 1024;
+
+/// Bytes a connection may have queued before it counts as not reading; room
+/// for one largest snapshot and then some.
+pub const OUTBOX_BYTES: usize = allex_protocol::frame::MAX_FROM_LAN_FRAME + (32 << 20);
+
+/// Identifies one accepted connection.
+pub type ConnId = u64;
+
+/// Tells a connection task to close, with the reason for its peer.
+#[derive(Debug)]
+pub struct KillSwitch {
+    reason: watch::Sender<Option<String>>,
+}
+
+impl Default for KillSwitch {
+    fn default() -> Self {
+        KillSwitch {
+            reason: watch::channel(None).0,
+        }
+    }
+}
+
+impl KillSwitch {
+    /// Asks the connection to close; the first reason given wins.
+    pub fn kill(&self, reason: impl Into<String>) {
+        let reason = reason.into();
+        self.reason.send_if_modified(|r| {
+            if r.is_none() {
+                *r = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Resolves once `kill` was called; returns the reason.
+    pub async fn killed(&self) -> String {
+        let mut rx = self.reason.subscribe();
+        // The sender lives in self, so it cannot be gone while we wait.
+        let reason = match rx.wait_for(Option::is_some).await {
+            Ok(r) => r.clone().unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        reason
+    }
+
+    /// The reason, when killed.
+    pub fn reason(&self) -> Option<String> {
+        self.reason.borrow().clone()
+    }
+}
+
+/// The sending side of a connection, held by the state owner.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    /// The connection it writes to.
+    pub id: ConnId,
+    tx: mpsc::Sender<Utf8Bytes>,
+    queued: Arc<AtomicUsize>,
+    kill: Arc<KillSwitch>,
+}
+
+/// The receiving side, drained by the connection's writer.
+#[derive(Debug)]
+pub struct OutboxReceiver {
+    rx: mpsc::Receiver<Utf8Bytes>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl OutboxReceiver {
+    /// The next frame; None once every sender is gone.
+    pub async fn recv(&mut self) -> Option<Utf8Bytes> {
+        let t = self.rx.recv().await?;
+        self.queued.fetch_sub(t.len(), Ordering::Relaxed);
+        Some(t)
+    }
+
+    /// The next frame if one is queued.
+    pub fn try_recv(&mut self) -> Option<Utf8Bytes> {
+        let t = self.rx.try_recv().ok()?;
+        self.queued.fetch_sub(t.len(), Ordering::Relaxed);
+        Some(t)
+    }
+}
+
+impl Outbox {
+    /// A new outbox and the receiver its connection's writer drains.
+    pub fn new(id: ConnId, kill: Arc<KillSwitch>) -> (Outbox, OutboxReceiver) {
+        let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY);
+        let queued = Arc::new(AtomicUsize::new(0));
+        (
+            Outbox {
+                id,
+                tx,
+                queued: queued.clone(),
+                kill,
+            },
+            OutboxReceiver { rx, queued },
+        )
+    }
+
+    /// Queues one frame without waiting; a full queue drops the connection.
+    ///
+    /// Returns false when the connection is gone or was dropped for not reading.
+    pub fn send(&self, text: Utf8Bytes) -> bool {
+        let len = text.len();
+        if self.queued.load(Ordering::Relaxed) + len > OUTBOX_BYTES {
+            return self.overflow();
+        }
+        match self.tx.try_send(text) {
+            Ok(()) => {
+                self.queued.fetch_add(len, Ordering::Relaxed);
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => self.overflow(),
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    fn overflow(&self) -> bool {
+        tracing::warn!(
+            conn = self.id,
+            "outgoing queue full; dropping the connection"
+        );
+        self.kill
+            .kill("outgoing queue full: the peer does not read");
+        false
+    }
+
+    /// Closes the connection with a reason.
+    pub fn kill(&self, reason: impl Into<String>) {
+        self.kill.kill(reason);
+    }
+}

@@ -1,0 +1,112 @@
+//! Startup (files, state owner) and the accept loop.
+
+use crate::connection::{self, ConnContext};
+use crate::needs_store::{Store, StoreError, GENERATION_BLOCK};
+use crate::settings::Settings;
+use crate::state::{Event, Startup, State, EVENT_QUEUE};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// Why the lan manager cannot start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// A file under `.allexlanmanager` is unreadable, unwritable or bad.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+/// A lan manager that has read its files and is listening.
+pub struct Server {
+    listener: TcpListener,
+    ctx: Arc<ConnContext>,
+}
+
+impl Server {
+    /// Reads the needs (refusing a bad file), starts the state owner and binds.
+    ///
+    /// Must be called inside a tokio runtime.
+    pub async fn start(settings: Settings) -> Result<Server, StartError> {
+        let settings = Arc::new(settings);
+        let store = Store::open(&settings.dir)?;
+        let needs = store.load_needs()?;
+        let hints = store.load_running();
+        // Everything below the stored bound may have been handed out already.
+        let next_generation = store.load_generation()?.max(1);
+        let generation_bound = next_generation.saturating_add(GENERATION_BLOCK);
+        store.write_generation(generation_bound)?;
+        tracing::info!(
+            needs = needs.len(),
+            settling = hints.keys().filter(|k| needs.iter().any(|n| &n.instancename == *k)).count(),
+            path = %store.needs_path().display(),
+            "needs loaded"
+        );
+        let listener = TcpListener::bind(&settings.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: settings.listen.clone(),
+                source,
+            })?;
+        let (events, inbox) = mpsc::channel(EVENT_QUEUE);
+        let startup = Startup {
+            needs,
+            hints,
+            next_generation,
+            generation_bound,
+        };
+        let state = State::new(settings.clone(), store, startup, events.clone());
+        tokio::spawn(state.run(inbox));
+        Ok(Server {
+            listener,
+            ctx: Arc::new(ConnContext { settings, events }),
+        })
+    }
+
+    /// The address actually bound (the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// A sender into the state owner, for embedding and tests.
+    pub fn events(&self) -> mpsc::Sender<Event> {
+        self.ctx.events.clone()
+    }
+
+    /// Accepts connections forever.
+    pub async fn run(self) {
+        let mut next_id: u64 = 0;
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    next_id += 1;
+                    tokio::spawn(connection::serve(stream, peer, next_id, self.ctx.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Writes the advisory `running` file now; for a clean shutdown.
+pub async fn flush(events: &mpsc::Sender<Event>) {
+    let (done, wait) = tokio::sync::oneshot::channel();
+    if events.send(Event::FlushNow { done }).await.is_ok() {
+        let _ = wait.await;
+    }
+}

@@ -1,0 +1,357 @@
+//! One need's life with a master: claim, grant deadline, spawned, port check,
+//! running, down, and the crash-loop delay.
+
+use super::*;
+
+impl State {
+    pub(super) fn start_check(
+        &mut self,
+        master: &str,
+        instance: &str,
+        generation: u64,
+        pid: u32,
+        ports: Ports,
+    ) {
+        self.snapshot_cache.clear();
+        let Some(address) = self.masters.get(master).map(|m| m.address.clone()) else {
+            return;
+        };
+        let Some(e) = self.needs.get_mut(instance) else {
+            return;
+        };
+        self.running_dirty = true;
+        e.slot = Slot::Checking {
+            master: master.to_string(),
+            generation,
+            pid,
+            ports,
+            address: address.clone(),
+        };
+        let protocols = e.need.protocols();
+        let tx = self.events.clone();
+        let timeout = self.settings.check_timeout;
+        let instance = instance.to_string();
+        tokio::spawn(async move {
+            let result = check_ports(&address, &protocols, ports, timeout).await;
+            let _ = tx
+                .send(Event::CheckDone {
+                    instance,
+                    generation,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    pub(super) fn on_claim(&mut self, master: &str, instance: &str) {
+        let ip = self.masters.get(master).and_then(|m| m.ip);
+        let refusal = match self.needs.get(instance) {
+            None => Some("no such need".to_string()),
+            Some(e) => match &e.slot {
+                Slot::Open if !allows(&e.need, ip) => Some(format!(
+                    "ipaddress {} does not allow this master's address",
+                    e.need.ipaddress.as_deref().unwrap_or("")
+                )),
+                Slot::Open => None,
+                Slot::Claimed { master: m, .. } | Slot::Checking { master: m, .. } => {
+                    Some(format!("held by {m}"))
+                }
+                Slot::Running(r) => Some(format!("running on {}", r.master)),
+                Slot::Backoff { .. } => Some("waiting out its crash-loop delay".to_string()),
+                Slot::Settling { master: m } => {
+                    Some(format!("held for {m} after a lan manager restart"))
+                }
+            },
+        };
+        let generation = match refusal {
+            None => match self.take_generation() {
+                Some(g) => Ok(g),
+                None => Err("storage: cannot reserve a generation number".to_string()),
+            },
+            Some(r) => Err(r),
+        };
+        let generation = match generation {
+            Ok(g) => g,
+            Err(reason) => {
+                self.send_to(
+                    master,
+                    &LanToMaster::ClaimRefused {
+                        instancename: instance.to_string(),
+                        reason,
+                    },
+                );
+                return;
+            }
+        };
+        let Some(e) = self.needs.get_mut(instance) else {
+            return;
+        };
+        self.snapshot_cache.clear();
+        e.slot = Slot::Claimed {
+            master: master.to_string(),
+            generation,
+        };
+        let need = e.need.clone();
+        let deadline = self.settings.claim_timeout;
+        self.send_to(
+            master,
+            &LanToMaster::Grant {
+                need,
+                generation,
+                deadline_ms: deadline.as_millis() as u64,
+            },
+        );
+        self.broadcast_taken(instance, Some(master));
+        self.after(
+            deadline,
+            Event::ClaimDeadline {
+                instance: instance.to_string(),
+                generation,
+            },
+        );
+    }
+
+    /// Refuses a report that does not match the need's current holder and generation.
+    pub(super) fn refuse_report(
+        &mut self,
+        master: &str,
+        instance: &str,
+        generation: u64,
+        stop_it: bool,
+    ) {
+        let current = self
+            .needs
+            .get(instance)
+            .and_then(|e| e.slot.holder())
+            .map(|(m, g)| (m.to_string(), g));
+        match current {
+            Some((holder, g)) if g == generation && holder != master => {
+                self.error_to(
+                    master,
+                    ErrorCode::NotYours,
+                    format!("{instance} generation {generation} is held by {holder}, not by you"),
+                );
+            }
+            _ => {
+                self.error_to(
+                    master,
+                    ErrorCode::Stale,
+                    format!("{instance} generation {generation} is not current"),
+                );
+                if stop_it {
+                    self.stop(master, instance, generation, "stale generation");
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_spawned(
+        &mut self,
+        master: &str,
+        instance: &str,
+        generation: u64,
+        pid: u32,
+        ports: Ports,
+    ) {
+        let Some(e) = self.needs.get(instance) else {
+            self.error_to(master, ErrorCode::Unknown, format!("no need {instance}"));
+            self.stop(master, instance, generation, "the need was removed");
+            return;
+        };
+        match &e.slot {
+            Slot::Claimed {
+                master: m,
+                generation: g,
+            } if m == master && *g == generation => {
+                self.start_check(master, instance, generation, pid, ports);
+            }
+            Slot::Checking {
+                master: m,
+                generation: g,
+                ..
+            } if m == master && *g == generation => {
+                self.error_to(
+                    master,
+                    ErrorCode::Stale,
+                    format!("{instance} generation {generation} was already reported"),
+                );
+            }
+            Slot::Running(r) if r.master == master && r.generation == generation => {
+                self.error_to(
+                    master,
+                    ErrorCode::Stale,
+                    format!("{instance} generation {generation} was already reported"),
+                );
+            }
+            _ => self.refuse_report(master, instance, generation, true),
+        }
+    }
+
+    pub(super) fn on_spawn_failed(
+        &mut self,
+        master: &str,
+        instance: &str,
+        generation: u64,
+        reason: &str,
+    ) {
+        let holds = self
+            .needs
+            .get(instance)
+            .is_some_and(|e| matches!(&e.slot, Slot::Claimed { master: m, generation: g } if m == master && *g == generation));
+        if holds {
+            tracing::warn!(master, instance, generation, "spawn failed: {reason}");
+            self.release(instance, Release::Failure);
+        } else {
+            self.refuse_report(master, instance, generation, false);
+        }
+    }
+
+    pub(super) fn on_down(
+        &mut self,
+        master: &str,
+        instance: &str,
+        generation: u64,
+        pid: u32,
+        ordered: bool,
+        uptime_ms: u64,
+    ) {
+        let stable = uptime_ms >= self.settings.stable.as_millis() as u64;
+        let Some(e) = self.needs.get(instance) else {
+            if !ordered {
+                self.error_to(master, ErrorCode::Unknown, format!("no need {instance}"));
+            }
+            return;
+        };
+        let current = match &e.slot {
+            Slot::Running(r) => Some((r.master.as_str(), r.generation, Some(r.pid))),
+            Slot::Checking {
+                master: m,
+                generation: g,
+                pid: p,
+                ..
+            } => Some((m.as_str(), *g, Some(*p))),
+            Slot::Claimed {
+                master: m,
+                generation: g,
+            } => Some((m.as_str(), *g, None)),
+            _ => None,
+        };
+        match current {
+            Some((m, g, p)) if m == master && g == generation => {
+                if p.is_some_and(|p| p != pid) {
+                    self.error_to(
+                        master,
+                        ErrorCode::Stale,
+                        format!(
+                            "{instance} generation {generation} runs as another pid than {pid}"
+                        ),
+                    );
+                    return;
+                }
+                self.release(
+                    instance,
+                    if stable {
+                        Release::Stable
+                    } else {
+                        Release::Failure
+                    },
+                );
+            }
+            // The confirmation of a stop we ordered, for a generation already gone.
+            _ if ordered => {
+                tracing::debug!(master, instance, generation, "ordered stop confirmed");
+            }
+            _ => self.refuse_report(master, instance, generation, false),
+        }
+    }
+
+    // ----- timers and checks -----
+
+    pub(super) fn on_claim_deadline(&mut self, instance: &str, generation: u64) {
+        let lapsed = match self.needs.get(instance).map(|e| &e.slot) {
+            Some(Slot::Claimed {
+                master,
+                generation: g,
+            }) if *g == generation => Some(master.clone()),
+            _ => None,
+        };
+        if let Some(master) = lapsed {
+            tracing::warn!(
+                master,
+                instance,
+                generation,
+                "claim lapsed: no spawned report in time"
+            );
+            self.release(instance, Release::Neutral);
+        }
+    }
+
+    pub(super) fn on_check_done(
+        &mut self,
+        instance: &str,
+        generation: u64,
+        result: Result<(), String>,
+    ) {
+        let Some(e) = self.needs.get_mut(instance) else {
+            return;
+        };
+        let Slot::Checking {
+            master,
+            generation: g,
+            pid,
+            ports,
+            address,
+        } = &e.slot
+        else {
+            return;
+        };
+        if *g != generation {
+            return;
+        }
+        let master = master.clone();
+        match result {
+            Ok(()) => {
+                tracing::info!(master, instance, generation, "running");
+                e.slot = Slot::Running(Record {
+                    master: master.clone(),
+                    generation,
+                    pid: *pid,
+                    ports: *ports,
+                    address: address.clone(),
+                    since_unix_ms: unix_ms(),
+                });
+                self.running_dirty = true;
+                self.send_to(
+                    &master,
+                    &LanToMaster::Running {
+                        instancename: instance.to_string(),
+                        generation,
+                    },
+                );
+            }
+            Err(reason) => {
+                tracing::warn!(master, instance, generation, "port check failed: {reason}");
+                self.send_to(
+                    &master,
+                    &LanToMaster::Rejected {
+                        instancename: instance.to_string(),
+                        generation,
+                        reason,
+                    },
+                );
+                self.release(instance, Release::Failure);
+            }
+        }
+    }
+
+    pub(super) fn on_backoff_over(&mut self, instance: &str, epoch: u64) {
+        self.snapshot_cache.clear();
+        let due = matches!(self.needs.get(instance).map(|e| &e.slot), Some(Slot::Backoff { epoch: e, .. }) if *e == epoch);
+        if due {
+            if let Some(e) = self.needs.get_mut(instance) {
+                e.slot = Slot::Open;
+            }
+            self.broadcast_open(instance);
+        }
+    }
+}

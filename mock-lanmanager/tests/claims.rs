@@ -1,0 +1,315 @@
+//! Claims, port checks, deaths and crash loops, driven by fake masters.
+
+mod common;
+
+use allex_protocol::{ErrorCode, LanToMaster, MasterToLan, Need, NeedState, Ports, Protocol};
+use common::*;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+fn is_open(m: &LanToMaster, inst: &str) -> bool {
+    matches!(m, LanToMaster::NeedOpen { need } if need.instancename == inst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_masters_racing_for_50_needs_each_need_is_granted_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    write_needs(dir.path(), &needs("svc", "N", 50));
+    let lm = Lm::start(dir.path(), &[]);
+    let race = |name: &'static str| {
+        let addr = lm.addr.clone();
+        tokio::spawn(async move {
+            let mut m = FakeMaster::connect(&addr, name, &["svc"]).await;
+            let snapshot = m
+                .expect("needs", |x| matches!(x, LanToMaster::Needs { .. }))
+                .await;
+            let LanToMaster::Needs { needs } = snapshot else {
+                unreachable!()
+            };
+            assert_eq!(needs.len(), 50);
+            for n in &needs {
+                m.send(&MasterToLan::Claim {
+                    instancename: n.instancename.clone(),
+                })
+                .await;
+            }
+            let mut answers = HashMap::new();
+            while answers.len() < 50 {
+                match m.recv().await {
+                    LanToMaster::Grant {
+                        need, generation, ..
+                    } => {
+                        assert!(answers
+                            .insert(need.instancename, Some(generation))
+                            .is_none());
+                    }
+                    LanToMaster::ClaimRefused { instancename, .. } => {
+                        assert!(answers.insert(instancename, None).is_none());
+                    }
+                    _ => {}
+                }
+            }
+            answers
+        })
+    };
+    let (a, b) = (race("m1"), race("m2"));
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    let mut generations = Vec::new();
+    for i in 0..50 {
+        let inst = format!("N{i}");
+        let (ga, gb) = (a[&inst], b[&inst]);
+        assert!(ga.is_some() != gb.is_some(), "{inst}: m1 {ga:?} m2 {gb:?}");
+        generations.push(ga.or(gb).unwrap());
+    }
+    generations.sort();
+    generations.dedup();
+    assert_eq!(generations.len(), 50, "generations are never reused");
+    let st = lm.status();
+    assert!(st.needs.iter().all(|n| n.state == NeedState::Claimed));
+}
+
+#[tokio::test]
+async fn claim_deadline_lapse_reopens_and_a_late_spawned_is_told_to_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    write_needs(dir.path(), &needs("svc", "A", 1));
+    let lm = Lm::start(dir.path(), &[("--claim-timeout-ms", "200")]);
+    let mut m1 = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    let mut m2 = FakeMaster::connect(&lm.addr, "m2", &["svc"]).await;
+    let g = m1.grant("A0").await;
+    m2.expect(
+        "need_taken",
+        |x| matches!(x, LanToMaster::NeedTaken { instancename } if instancename == "A0"),
+    )
+    .await;
+    m2.expect("need_open after the lapse", |x| is_open(x, "A0"))
+        .await;
+    let svc = listening();
+    m1.spawned("A0", g, 100, svc.ports).await;
+    m1.expect("stale error", |x| {
+        matches!(
+            x,
+            LanToMaster::Error {
+                code: ErrorCode::Stale,
+                ..
+            }
+        )
+    })
+    .await;
+    m1.expect("stop of the late generation", |x| {
+        matches!(x, LanToMaster::Stop { instancename, generation, .. } if instancename == "A0" && *generation == g)
+    })
+    .await;
+    let g2 = m2.run_service("A0", 200, svc.ports).await;
+    assert!(g2 > g);
+    let st = lm.status();
+    assert_eq!(st.running.len(), 1);
+    assert_eq!(st.running[0].master, "m2");
+}
+
+#[tokio::test]
+async fn ports_that_do_not_accept_are_rejected_and_the_need_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    write_needs(dir.path(), &needs("svc", "A", 1));
+    let lm = Lm::start(dir.path(), &[("--check-timeout-ms", "300")]);
+    let mut m = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    let g = m.grant("A0").await;
+    let half = listening();
+    let dead = dead_ports();
+    let ports = Ports {
+        tcp: half.ports.tcp,
+        http: dead.http,
+        ws: half.ports.ws,
+    };
+    let started = Instant::now();
+    m.spawned("A0", g, 100, ports).await;
+    match m
+        .expect("rejected", |x| matches!(x, LanToMaster::Rejected { .. }))
+        .await
+    {
+        LanToMaster::Rejected {
+            generation, reason, ..
+        } => {
+            assert_eq!(generation, g);
+            assert!(
+                reason.contains(&format!("http port 127.0.0.1:{}", dead.http.unwrap())),
+                "{reason}"
+            );
+        }
+        _ => unreachable!(),
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "gave up before the deadline"
+    );
+    m.expect("need_open", |x| is_open(x, "A0")).await;
+    let st = lm.status();
+    assert!(st.running.is_empty());
+    assert_eq!(st.needs[0].state, NeedState::Open);
+}
+
+#[tokio::test]
+async fn checked_service_runs_is_found_by_lookup_and_down_reopens_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tcp_only = Need::new("svc", "T");
+    tcp_only.protocols = Some(vec![Protocol::Tcp]);
+    write_needs(dir.path(), &[Need::new("svc", "A"), tcp_only]);
+    let lm = Lm::start(dir.path(), &[]);
+    let mut m = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    let mut watcher = FakeMaster::connect(&lm.addr, "m2", &["svc"]).await;
+    let svc = listening();
+    let g = m.run_service("A", 4711, svc.ports).await;
+    let t = listening();
+    let only_tcp = Ports {
+        tcp: t.ports.tcp,
+        ..Ports::default()
+    };
+    m.run_service("T", 4712, only_tcp).await;
+
+    let st = lm.status();
+    let r = st.running.iter().find(|r| r.instancename == "A").unwrap();
+    assert_eq!(
+        (r.master.as_str(), r.address.as_str(), r.pid, r.generation),
+        ("m1", "127.0.0.1", 4711, g)
+    );
+    assert_eq!(r.ports, svc.ports);
+    assert!(r.since_unix_ms > 0);
+
+    watcher
+        .send(&MasterToLan::Lookup {
+            id: 7,
+            instancename: "A".into(),
+        })
+        .await;
+    match watcher
+        .expect("lookup", |x| {
+            matches!(x, LanToMaster::LookupResult { id: 7, .. })
+        })
+        .await
+    {
+        LanToMaster::LookupResult {
+            location: Some(loc),
+            ..
+        } => {
+            assert_eq!((loc.address.as_str(), loc.ports), ("127.0.0.1", svc.ports));
+        }
+        x => panic!("{x:?}"),
+    }
+
+    watcher.drain().await;
+    m.down("A", g, 4711, 5, false).await;
+    watcher
+        .expect("need_open at once", |x| is_open(x, "A"))
+        .await;
+    watcher
+        .send(&MasterToLan::Lookup {
+            id: 8,
+            instancename: "A".into(),
+        })
+        .await;
+    match watcher
+        .expect("lookup", |x| {
+            matches!(x, LanToMaster::LookupResult { id: 8, .. })
+        })
+        .await
+    {
+        LanToMaster::LookupResult { location, .. } => assert!(location.is_none()),
+        _ => unreachable!(),
+    }
+    assert_eq!(lm.status().running.len(), 1);
+}
+
+#[tokio::test]
+async fn crash_loop_is_retried_with_a_growing_delay_that_resets_after_a_stable_run() {
+    let dir = tempfile::tempdir().unwrap();
+    write_needs(dir.path(), &needs("svc", "A", 1));
+    let lm = Lm::start(
+        dir.path(),
+        &[("--backoff-base-ms", "300"), ("--stable-ms", "10000")],
+    );
+    let mut m = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    let svc = listening();
+    let mut delays = Vec::new();
+    for round in 0..3u32 {
+        let g = m.run_service("A0", 100 + round, svc.ports).await;
+        let t = Instant::now();
+        m.down("A0", g, 100 + round, 50, false).await;
+        if round == 1 {
+            m.drain().await;
+            let st = lm.status();
+            assert_eq!(st.needs[0].state, NeedState::Backoff, "{st:?}");
+            assert_eq!(st.needs[0].failures, 2);
+            assert!(st.needs[0].retry_in_ms.unwrap() <= 300);
+            match m.claim("A0").await {
+                LanToMaster::ClaimRefused { reason, .. } => {
+                    assert!(reason.contains("crash-loop"), "{reason}")
+                }
+                x => panic!("claim during backoff: {x:?}"),
+            }
+        }
+        m.expect("need_open", |x| is_open(x, "A0")).await;
+        delays.push(t.elapsed());
+    }
+    assert!(
+        delays[0] < Duration::from_millis(250),
+        "first death reopens at once: {delays:?}"
+    );
+    assert!(delays[1] >= Duration::from_millis(300), "{delays:?}");
+    assert!(delays[2] >= Duration::from_millis(600), "{delays:?}");
+    // A stable run resets the count: the next death reopens at once.
+    let g = m.run_service("A0", 200, svc.ports).await;
+    m.down("A0", g, 200, 60_000, false).await;
+    let t = Instant::now();
+    m.expect("need_open", |x| is_open(x, "A0")).await;
+    assert!(t.elapsed() < Duration::from_millis(250));
+    assert_eq!(lm.status().needs[0].failures, 0);
+}
+
+#[tokio::test]
+async fn spawn_failed_reopens_the_need() {
+    let dir = tempfile::tempdir().unwrap();
+    write_needs(dir.path(), &needs("svc", "A", 1));
+    let lm = Lm::start(dir.path(), &[]);
+    let mut m = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    let g = m.grant("A0").await;
+    m.send(&MasterToLan::SpawnFailed {
+        instancename: "A0".into(),
+        generation: g,
+        reason: "exec failed".into(),
+    })
+    .await;
+    m.expect("need_open", |x| is_open(x, "A0")).await;
+    assert_eq!(lm.status().needs[0].failures, 1);
+}
+
+#[tokio::test]
+async fn removing_a_need_stops_its_running_service() {
+    let dir = tempfile::tempdir().unwrap();
+    write_needs(dir.path(), &needs("svc", "A", 2));
+    let lm = Lm::start(dir.path(), &[]);
+    let mut m = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    let svc = listening();
+    let g = m.run_service("A0", 100, svc.ports).await;
+    let out = lm.cli(&["need", "remove", "A0"]);
+    assert!(out.status.success(), "{out:?}");
+    m.expect("stop", |x| {
+        matches!(x, LanToMaster::Stop { instancename, generation, .. } if instancename == "A0" && *generation == g)
+    })
+    .await;
+    // Removing an open need withdraws it from the masters' lists.
+    let out = lm.cli(&["need", "remove", "A1"]);
+    assert!(out.status.success(), "{out:?}");
+    m.expect(
+        "need_taken",
+        |x| matches!(x, LanToMaster::NeedTaken { instancename } if instancename == "A1"),
+    )
+    .await;
+    // The stop's confirmation is accepted quietly.
+    m.down("A0", g, 100, 10, true).await;
+    let rest = m.drain().await;
+    assert!(
+        rest.iter().all(|x| !matches!(x, LanToMaster::Error { .. })),
+        "{rest:?}"
+    );
+    let st = lm.status();
+    assert!(st.needs.is_empty() && st.running.is_empty(), "{st:?}");
+}

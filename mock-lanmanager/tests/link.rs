@@ -1,0 +1,398 @@
+//! Link cuts, grace, reconnection, lan manager restarts and settling.
+
+mod common;
+
+use allex_protocol::{ErrorCode, InventoryEntry, LanToMaster, MasterToLan, NeedState, Ports};
+use common::*;
+
+fn inv(instance: &str, generation: u64, pid: u32, ports: Ports) -> InventoryEntry {
+    InventoryEntry {
+        instancename: instance.into(),
+        modulename: "svc".into(),
+        generation,
+        pid,
+        ports,
+    }
+}
+
+fn stops(msgs: &[LanToMaster]) -> Vec<(String, u64)> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            LanToMaster::Stop {
+                instancename,
+                generation,
+                ..
+            } => Some((instancename.clone(), *generation)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn opened(msgs: &[LanToMaster]) -> Vec<String> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            LanToMaster::NeedOpen { need } => Some(need.instancename.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn reconnect_within_grace_keeps_the_service_and_reconciles_the_inventory() {
+    let dir = tempfile::tempdir().unwrap();
+    write_needs(dir.path(), &needs("svc", "A", 2));
+    let lm = Lm::start(dir.path(), &[]);
+    let mut m1 = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    let mut m2 = FakeMaster::connect(&lm.addr, "m2", &["svc"]).await;
+    let svc = listening();
+    let g = m1.run_service("A0", 100, svc.ports).await;
+    let other = listening();
+    let g_other = m2.run_service("A1", 200, other.ports).await;
+    m1.close().await;
+    let st = eventually("m1 listed as disconnected", || {
+        let st = lm.status();
+        st.masters
+            .iter()
+            .any(|m| m.name == "m1" && !m.connected)
+            .then_some(st)
+    })
+    .await;
+    assert_eq!(st.running.len(), 2, "services stay listed within the grace");
+    assert!(opened(&m2.drain().await).is_empty());
+
+    let inventory = vec![
+        inv("A0", g, 100, svc.ports),
+        inv("A1", g_other, 999, other.ports),
+        inv("Gone", 7, 300, svc.ports),
+    ];
+    let mut m1 = FakeMaster::connect_with(&lm.addr, hello("m1", &["svc"], inventory)).await;
+    let mut got = stops(&m1.drain().await);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![("A1".to_string(), g_other), ("Gone".to_string(), 7)]
+    );
+    let st = lm.status();
+    assert_eq!(st.running.len(), 2);
+    let a0 = st.running.iter().find(|r| r.instancename == "A0").unwrap();
+    assert_eq!((a0.master.as_str(), a0.generation, a0.pid), ("m1", g, 100));
+    assert!(st.masters.iter().all(|m| m.connected));
+}
+
+#[tokio::test]
+async fn past_the_grace_the_need_goes_to_another_master_and_the_stale_copy_is_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    write_needs(dir.path(), &needs("svc", "A", 1));
+    let lm = Lm::start(dir.path(), &[("--grace-ms", "300")]);
+    let mut m1 = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    let mut m2 = FakeMaster::connect(&lm.addr, "m2", &["svc"]).await;
+    let svc = listening();
+    let g1 = m1.run_service("A0", 100, svc.ports).await;
+    m2.expect("need_taken", |x| matches!(x, LanToMaster::NeedTaken { .. }))
+        .await;
+    m1.close().await;
+    m2.expect(
+        "need_open after the grace",
+        |x| matches!(x, LanToMaster::NeedOpen { need } if need.instancename == "A0"),
+    )
+    .await;
+    let svc2 = listening();
+    let g2 = m2.run_service("A0", 200, svc2.ports).await;
+    assert!(g2 > g1);
+    let m1 = FakeMaster::connect_with(
+        &lm.addr,
+        hello("m1", &["svc"], vec![inv("A0", g1, 100, svc.ports)]),
+    )
+    .await;
+    let mut m1 = m1;
+    assert_eq!(stops(&m1.drain().await), vec![("A0".to_string(), g1)]);
+    // Its confirmation changes nothing.
+    m1.down("A0", g1, 100, 5, true).await;
+    m1.drain().await;
+    let st = lm.status();
+    assert_eq!(st.running.len(), 1);
+    assert_eq!(
+        (st.running[0].master.as_str(), st.running[0].generation),
+        ("m2", g2)
+    );
+}
+
+#[tokio::test]
+async fn restart_holds_running_needs_for_their_master_and_adopts_its_inventory() {
+    let dir = tempfile::tempdir().unwrap();
+    write_needs(dir.path(), &needs("svc", "A", 3));
+    let mut lm = Lm::start(dir.path(), &[]);
+    let mut m1 = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    let a = listening();
+    let b = listening();
+    let ga = m1.run_service("A0", 100, a.ports).await;
+    let gb = m1.run_service("A1", 101, b.ports).await;
+    let running_file = dir.path().join(".allexlanmanager/running");
+    eventually("running file lists both", || {
+        let t = std::fs::read_to_string(&running_file).ok()?;
+        (t.contains("A0") && t.contains("A1")).then_some(())
+    })
+    .await;
+    lm.kill();
+    drop(m1);
+
+    let lm = Lm::start(dir.path(), &[]);
+    let mut m2 = FakeMaster::connect(&lm.addr, "m2", &["svc"]).await;
+    let snapshot = m2.drain().await;
+    let offered: Vec<String> = snapshot
+        .iter()
+        .filter_map(|x| match x {
+            LanToMaster::Needs { needs } => Some(
+                needs
+                    .iter()
+                    .map(|n| n.instancename.clone())
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(offered, vec!["A2"], "needs that were running are held back");
+    let st = lm.status();
+    let states: Vec<(NeedState, Option<&str>)> = st
+        .needs
+        .iter()
+        .map(|n| (n.state, n.master.as_deref()))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            (NeedState::Settling, Some("m1")),
+            (NeedState::Settling, Some("m1")),
+            (NeedState::Open, None)
+        ]
+    );
+    match m2.claim("A0").await {
+        LanToMaster::ClaimRefused { reason, .. } => assert!(reason.contains("m1"), "{reason}"),
+        x => panic!("{x:?}"),
+    }
+
+    // m1 comes back still running A0; A1 died while the lan manager was away.
+    let mut m1 = FakeMaster::connect_with(
+        &lm.addr,
+        hello("m1", &["svc"], vec![inv("A0", ga, 100, a.ports)]),
+    )
+    .await;
+    m1.expect("running for the adopted service", |x| {
+        matches!(x, LanToMaster::Running { instancename, generation } if instancename == "A0" && *generation == ga)
+    })
+    .await;
+    m2.expect(
+        "need_open of the service that died",
+        |x| matches!(x, LanToMaster::NeedOpen { need } if need.instancename == "A1"),
+    )
+    .await;
+    let g = m2.grant("A1").await;
+    assert!(g > gb, "generations are not reused across restarts");
+    let st = lm.status();
+    assert_eq!(st.running.len(), 1);
+    assert_eq!(
+        (
+            st.running[0].instancename.as_str(),
+            st.running[0].generation
+        ),
+        ("A0", ga)
+    );
+}
+
+#[tokio::test]
+async fn needs_of_a_master_that_does_not_come_back_open_when_the_settle_period_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    write_needs(dir.path(), &needs("svc", "A", 1));
+    let mut lm = Lm::start(dir.path(), &[]);
+    let mut m1 = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    let a = listening();
+    m1.run_service("A0", 100, a.ports).await;
+    let running_file = dir.path().join(".allexlanmanager/running");
+    eventually("running file lists A0", || {
+        std::fs::read_to_string(&running_file)
+            .ok()?
+            .contains("A0")
+            .then_some(())
+    })
+    .await;
+    lm.kill();
+    let lm = Lm::start(dir.path(), &[("--settle-ms", "300")]);
+    let mut m2 = FakeMaster::connect(&lm.addr, "m2", &["svc"]).await;
+    m2.expect(
+        "need_open after the settle period",
+        |x| matches!(x, LanToMaster::NeedOpen { need } if need.instancename == "A0"),
+    )
+    .await;
+    m2.grant("A0").await;
+}
+
+#[tokio::test]
+async fn an_open_need_found_in_an_inventory_is_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    write_needs(dir.path(), &needs("svc", "A", 1));
+    let lm = Lm::start(dir.path(), &[]);
+    let a = listening();
+    let mut m1 = FakeMaster::connect_with(
+        &lm.addr,
+        hello("m1", &["svc"], vec![inv("A0", 500, 100, a.ports)]),
+    )
+    .await;
+    m1.expect("running", |x| {
+        matches!(
+            x,
+            LanToMaster::Running {
+                generation: 500,
+                ..
+            }
+        )
+    })
+    .await;
+    // Later grants stay above every generation seen.
+    lm.need_add("svc", "B", &[]);
+    assert!(m1.grant("B").await > 500);
+}
+
+#[tokio::test]
+async fn a_newer_connection_of_the_same_master_replaces_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    write_needs(dir.path(), &needs("svc", "A", 1));
+    let lm = Lm::start(dir.path(), &[]);
+    let mut old = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    let mut new = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    loop {
+        if old.recv_opt().await.is_none() {
+            break;
+        }
+    }
+    new.grant("A0").await;
+    let st = lm.status();
+    assert_eq!(st.masters.len(), 1);
+    assert!(st.masters[0].connected);
+}
+
+#[tokio::test]
+async fn heartbeats_are_echoed_and_a_silent_link_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let lm = Lm::start(dir.path(), &[("--heartbeat-ms", "100")]);
+    let mut m = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    m.send(&MasterToLan::Heartbeat { seq: 41 }).await;
+    m.expect("echo", |x| matches!(x, LanToMaster::Heartbeat { seq: 41 }))
+        .await;
+    let t = std::time::Instant::now();
+    while m.recv_opt().await.is_some() {}
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
+    let st = lm.status();
+    assert!(!st.masters[0].connected);
+}
+
+#[tokio::test]
+async fn reports_on_other_masters_services_or_stale_generations_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    write_needs(dir.path(), &needs("svc", "A", 1));
+    let lm = Lm::start(dir.path(), &[]);
+    let mut m1 = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    let mut m2 = FakeMaster::connect(&lm.addr, "m2", &["svc"]).await;
+    let a = listening();
+    let g = m1.run_service("A0", 100, a.ports).await;
+
+    m2.down("A0", g, 100, 5, false).await;
+    m2.expect("not_yours", |x| {
+        matches!(
+            x,
+            LanToMaster::Error {
+                code: ErrorCode::NotYours,
+                ..
+            }
+        )
+    })
+    .await;
+    m1.down("A0", g + 1000, 100, 5, false).await;
+    m1.expect("stale generation", |x| {
+        matches!(
+            x,
+            LanToMaster::Error {
+                code: ErrorCode::Stale,
+                ..
+            }
+        )
+    })
+    .await;
+    m1.down("A0", g, 999, 5, false).await;
+    m1.expect("stale pid", |x| {
+        matches!(
+            x,
+            LanToMaster::Error {
+                code: ErrorCode::Stale,
+                ..
+            }
+        )
+    })
+    .await;
+    m2.spawned("A0", g, 5, a.ports).await;
+    m2.expect("not_yours", |x| {
+        matches!(
+            x,
+            LanToMaster::Error {
+                code: ErrorCode::NotYours,
+                ..
+            }
+        )
+    })
+    .await;
+    m2.send(&MasterToLan::SpawnFailed {
+        instancename: "A0".into(),
+        generation: g,
+        reason: "x".into(),
+    })
+    .await;
+    m2.expect("not_yours", |x| {
+        matches!(
+            x,
+            LanToMaster::Error {
+                code: ErrorCode::NotYours,
+                ..
+            }
+        )
+    })
+    .await;
+
+    let st = lm.status();
+    assert_eq!(st.running.len(), 1);
+    assert_eq!(
+        (
+            st.running[0].master.as_str(),
+            st.running[0].pid,
+            st.running[0].generation
+        ),
+        ("m1", 100, g)
+    );
+    assert_eq!(st.needs[0].failures, 0);
+}
+
+#[tokio::test]
+async fn sigterm_records_running_needs_before_exiting() {
+    let dir = tempfile::tempdir().unwrap();
+    write_needs(dir.path(), &needs("svc", "A", 1));
+    let mut lm = Lm::start(dir.path(), &[]);
+    let mut m1 = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    let a = listening();
+    let g = m1.run_service("A0", 100, a.ports).await;
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &lm.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = lm.wait_exit(WAIT).unwrap();
+    assert!(status.success(), "{status:?}");
+    let hints: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join(".allexlanmanager/running")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(hints["A0"]["master"], "m1");
+    assert_eq!(hints["A0"]["generation"], g);
+}
