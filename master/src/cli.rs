@@ -1,0 +1,32 @@
+//! Command-line arguments of `allexmaster`.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// allexmaster: runs services for the allex lan manager on this machine.
+#[derive(Debug, Parser)]
+#[command(name = "allexmaster", version, about)]
+pub struct Cli {
+    /// What to do; `run` when absent.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Path of the config file (written with the default seed when missing).
+    #[arg(long, global = true, default_value = allex_protocol::config::CONFIG_FILE_NAME)]
+    pub config: PathBuf,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the master (the default).
+    Run,
+    /// Show what the running master holds: children and free ports.
+    Status {
+        /// Print JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The master's socket; default `<runtimedirectory>/allexmachinemanager` from the config.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+}

@@ -1,0 +1,64 @@
+//! `allexmaster run`: wires the socket, the state task, the spawner and the link.
+
+use crate::config::load_or_create;
+use crate::link::{self, LinkConfig};
+use crate::ports::PortOffice;
+use crate::socket::{self, socket_path};
+use crate::spawner::Spawner;
+use crate::state::{Event, State};
+use anyhow::Context;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Runs the master until SIGTERM or SIGINT, then stops every child.
+pub async fn run(config: &Path) -> anyhow::Result<()> {
+    let mut cfg = load_or_create(config)?;
+    socket::check_runtime_dir(&cfg.runtimedirectory)?;
+    // Children may run in another working directory, so every path they get is absolute.
+    let rt = std::fs::canonicalize(&cfg.runtimedirectory)
+        .with_context(|| format!("runtime directory {}", cfg.runtimedirectory.display()))?;
+    cfg.runtimedirectory = rt.clone();
+    let sock = socket_path(&rt);
+    let listener = socket::bind(&sock)?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    let spawner = Spawner::start().context("cannot start the spawner thread")?;
+    let grace = cfg
+        .services
+        .values()
+        .map(|s| s.stoptimeoutms)
+        .max()
+        .unwrap_or(0)
+        .saturating_add(1000);
+    let link_cfg = LinkConfig {
+        host: cfg.lanmanageraddress.clone(),
+        port: cfg.lanmanagerport,
+        reconnect_max: Duration::from_millis(cfg.reconnectmaxms),
+    };
+    let ports = PortOffice::from_config(&cfg);
+    let state = State::new(cfg, sock.clone(), tx.clone(), spawner, ports);
+    let state_task = tokio::spawn(state.run(rx, Duration::from_millis(grace)));
+    let server = tokio::spawn(socket::serve(listener, tx.clone()));
+    let link_task = tokio::spawn(link::run(link_cfg, tx.clone()));
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "allexmaster ready socket={}", sock.display())
+            .and_then(|_| out.flush())
+            .context("cannot write the ready line to stdout")?;
+    }
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+    let _ = tx.send(Event::Shutdown);
+    let _ = state_task.await;
+    link_task.abort();
+    server.abort();
+    if let Err(e) = std::fs::remove_file(&sock) {
+        tracing::debug!(error = %e, "cannot remove the master socket");
+    }
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! The WebSocket link to the lan manager, reconnecting with capped backoff.
+//!
+//! The link task owns the socket and its liveness (heartbeats, the 3-missed
+//! rule); what the messages mean is the state task's business, so every frame
+//! except heartbeats is handed to it as an [`Event`].
+
+use crate::state::Event;
+use allex_protocol::frame::{decode_text, encode, MAX_FROM_LAN_FRAME};
+use allex_protocol::{LanToMaster, MasterToLan};
+use futures_util::{SinkExt, StreamExt};
+use rand::Rng;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::{self, UnboundedSender};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+/// First reconnect delay; doubled per failure up to the configured cap.
+const BACKOFF_START: Duration = Duration::from_millis(50);
+/// How long the lan manager has to welcome a hello.
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long TCP connect plus WebSocket handshake may take; a link that
+/// accepts and then says nothing must not hold the reconnect loop forever.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A link with no frame for this many heartbeats is treated as cut.
+const MISSED_HEARTBEATS: u32 = 3;
+
+/// Where the lan manager is and how patiently to reconnect.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// Host name or address.
+    pub host: String,
+    /// WebSocket port.
+    pub port: u16,
+    /// Cap of the reconnect backoff.
+    pub reconnect_max: Duration,
+}
+
+/// Why one session ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionEnd {
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("connect and handshake took over {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("a frame could not be sent within {0:?}")]
+    SendTimeout(Duration),
+    #[error("websocket: {0}")]
+    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("the lan manager closed the link")]
+    Closed,
+    #[error("no welcome within {0:?}")]
+    NoWelcome(Duration),
+    #[error("no frame for {0:?} ({MISSED_HEARTBEATS} heartbeats)")]
+    Silent(Duration),
+    #[error("the master is shutting down")]
+    Shutdown,
+}
+
+/// Runs the link forever: connect, session, backoff, again.
+pub async fn run(cfg: LinkConfig, events: UnboundedSender<Event>) {
+    let mut backoff = BACKOFF_START;
+    loop {
+        let mut welcomed = false;
+        let mut up = false;
+        let mut unsent = Vec::new();
+        let end = session(&cfg, &events, &mut up, &mut welcomed, &mut unsent).await;
+        if up && events.send(Event::LinkDown { unsent }).is_err() {
+            return;
+        }
+        if matches!(end, SessionEnd::Shutdown) {
+            return;
+        }
+        if welcomed {
+            backoff = BACKOFF_START;
+        }
+        let jittered = backoff.mul_f64(rand::rng().random_range(0.5..=1.0));
+        tracing::info!(error = %end, retry_in = ?jittered, "link to {}:{} ended", cfg.host, cfg.port);
+        tokio::time::sleep(jittered).await;
+        backoff = (backoff * 2).min(cfg.reconnect_max.max(BACKOFF_START));
+    }
+}
+
+async fn session(
+    cfg: &LinkConfig,
+    events: &UnboundedSender<Event>,
+    up: &mut bool,
+    welcomed: &mut bool,
+    unsent: &mut Vec<MasterToLan>,
+) -> SessionEnd {
+    let (mut ws, local) = match tokio::time::timeout(CONNECT_TIMEOUT, connect(cfg)).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(end)) => return end,
+        Err(_) => return SessionEnd::ConnectTimeout(CONNECT_TIMEOUT),
+    };
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<MasterToLan>();
+    if events.send(Event::LinkUp { local, out: out_tx }).is_err() {
+        return SessionEnd::Shutdown;
+    }
+    *up = true;
+    let end = drive(&mut ws, &mut out_rx, events, welcomed, unsent).await;
+    // Whatever the state task queued and the socket never took goes back to
+    // it, so no `down` report is lost with the connection.
+    out_rx.close();
+    while let Ok(msg) = out_rx.try_recv() {
+        unsent.push(msg);
+    }
+    end
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+async fn connect(cfg: &LinkConfig) -> Result<(Ws, std::net::IpAddr), SessionEnd> {
+    let tcp = TcpStream::connect((cfg.host.as_str(), cfg.port))
+        .await
+        .map_err(SessionEnd::Connect)?;
+    let local = tcp.local_addr().map_err(SessionEnd::Connect)?.ip();
+    let _ = tcp.set_nodelay(true);
+    let url = match cfg.host.parse::<std::net::Ipv6Addr>() {
+        Ok(v6) => format!("ws://[{v6}]:{}/", cfg.port),
+        Err(_) => format!("ws://{}:{}/", cfg.host, cfg.port),
+    };
+    let ws_cfg = WebSocketConfig::default().max_message_size(Some(MAX_FROM_LAN_FRAME));
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(ws_cfg)).await?;
+    Ok((ws, local))
+}
+
+/// Sends one frame, giving up when the peer stops taking data.
+async fn send(ws: &mut Ws, msg: &MasterToLan, limit: Duration) -> Result<(), SessionEnd> {
+    match tokio::time::timeout(limit, ws.send(Message::text(encode(msg)))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(SessionEnd::Ws(e)),
+        Err(_) => Err(SessionEnd::SendTimeout(limit)),
+    }
+}
+
+async fn drive(
+    ws: &mut Ws,
+    out_rx: &mut mpsc::UnboundedReceiver<MasterToLan>,
+    events: &UnboundedSender<Event>,
+    welcomed: &mut bool,
+    unsent: &mut Vec<MasterToLan>,
+) -> SessionEnd {
+    let mut heartbeat: Option<Duration> = None;
+    let mut seq: u64 = 0;
+    let mut last_rx = Instant::now();
+    let mut next_beat = Instant::now() + WELCOME_TIMEOUT;
+    loop {
+        tokio::select! {
+            out = out_rx.recv() => {
+                let Some(msg) = out else { return SessionEnd::Shutdown };
+                let limit = heartbeat.map_or(WELCOME_TIMEOUT, |every| every * MISSED_HEARTBEATS);
+                if let Err(end) = send(ws, &msg, limit).await {
+                    unsent.push(msg);
+                    return end;
+                }
+            }
+            frame = ws.next() => {
+                let text = match frame {
+                    None => return SessionEnd::Closed,
+                    Some(Err(e)) => return SessionEnd::Ws(e),
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(_))) => return SessionEnd::Closed,
+                    Some(Ok(Message::Binary(_))) => {
+                        tracing::warn!("binary frame from the lan manager ignored");
+                        last_rx = Instant::now();
+                        continue;
+                    }
+                    Some(Ok(_)) => { last_rx = Instant::now(); continue; }
+                };
+                last_rx = Instant::now();
+                let msg: LanToMaster = match decode_text(text.as_str(), MAX_FROM_LAN_FRAME) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "undecodable frame from the lan manager ignored");
+                        continue;
+                    }
+                };
+                match &msg {
+                    LanToMaster::Heartbeat { .. } => continue,
+                    LanToMaster::Welcome { heartbeat_ms, .. } => {
+                        *welcomed = true;
+                        let every = Duration::from_millis((*heartbeat_ms).max(10));
+                        heartbeat = Some(every);
+                        next_beat = Instant::now() + every;
+                    }
+                    LanToMaster::Error { code, message } if !*welcomed => {
+                        tracing::error!(%code, %message, "the lan manager refused the hello");
+                    }
+                    _ => {}
+                }
+                if events.send(Event::LinkMessage(msg)).is_err() {
+                    return SessionEnd::Shutdown;
+                }
+            }
+            _ = tokio::time::sleep_until(next_beat) => {
+                let Some(every) = heartbeat else {
+                    return SessionEnd::NoWelcome(WELCOME_TIMEOUT);
+                };
+                let silent = every * MISSED_HEARTBEATS;
+                if last_rx.elapsed() > silent {
+                    return SessionEnd::Silent(silent);
+                }
+                seq += 1;
+                if let Err(end) = send(ws, &MasterToLan::Heartbeat { seq }, silent).await {
+                    return end;
+                }
+                next_beat = Instant::now() + every;
+            }
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The master's Unix socket: `<runtimedirectory>/allexmachinemanager`.
+//!
+//! Checks on the runtime directory, kept pragmatic so the default `/tmp`
+//! works: it is created 0700 when missing; it is refused when owned by
+//! another user other than root (that user could swap our socket), and when
+//! it is writable by others without the sticky bit (anyone could unlink and
+//! replace our socket). `/tmp` is root-owned and sticky, so it passes. The
+//! socket itself is created under umask 0177 and chmod'ed 0600, so only our
+//! user can connect whatever the directory allows.
+
+use crate::state::Event;
+use allex_protocol::frame::{read_line_frame, write_line_frame, FrameError, MAX_LOCAL_FRAME};
+use allex_protocol::local::MASTER_SOCKET_NAME;
+use allex_protocol::{LocalReply, LocalRequest};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use tokio::io::BufReader;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::oneshot;
+
+/// Why the socket could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    /// The runtime directory is unusable or unsafe.
+    #[error("runtime directory {}: {problem}", path.display())]
+    RuntimeDir {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A master already answers on the socket.
+    #[error("another allexmaster is running on {} (its socket accepts connections); refusing to start", path.display())]
+    InUse {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// Binding failed.
+    #[error("cannot listen on {}: {source}", path.display())]
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// The fault.
+        source: std::io::Error,
+    },
+}
+
+/// The master socket's path in a runtime directory.
+pub fn socket_path(runtimedir: &Path) -> PathBuf {
+    runtimedir.join(MASTER_SOCKET_NAME)
+}
+
+/// Creates the runtime directory if needed and refuses an unsafe one.
+pub fn check_runtime_dir(dir: &Path) -> Result<(), SocketError> {
+    let fail = |problem: String| SocketError::RuntimeDir {
+        path: dir.to_path_buf(),
+        problem,
+    };
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create: {e}")))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| fail(format!("cannot restrict to 0700: {e}")))?;
+    }
+    let meta = std::fs::metadata(dir).map_err(|e| fail(format!("cannot stat: {e}")))?;
+    if !meta.is_dir() {
+        return Err(fail("is not a directory".into()));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(fail(format!(
+            "is owned by uid {}, not by this user (uid {me}) or root",
+            meta.uid()
+        )));
+    }
+    let mode = meta.mode();
+    if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+        return Err(fail(format!(
+            "is writable by every user without the sticky bit (mode {:o}); anyone could replace the master's socket",
+            mode & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// Binds the master socket owner-only, replacing a stale socket file.
+pub fn bind(path: &Path) -> Result<UnixListener, SocketError> {
+    let bind_err = |source| SocketError::Bind {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(bind_err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a file that is not a socket is in the way",
+            )));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(SocketError::InUse {
+                path: path.to_path_buf(),
+            });
+        }
+        tracing::info!(path = %path.display(), "replacing a stale master socket");
+        std::fs::remove_file(path).map_err(bind_err)?;
+    }
+    // The umask makes the socket owner-only from its first moment; the chmod
+    // after it is a second line in case the umask was not honoured.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let listener = UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = listener.map_err(bind_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+    Ok(listener)
+}
+
+/// Accepts connections forever, one task per connection.
+pub async fn serve(listener: UnixListener, events: UnboundedSender<Event>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(connection(stream, events.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept on the master socket failed");
+                // Out of file descriptors is the usual cause; give others a moment.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn connection(stream: UnixStream, events: UnboundedSender<Event>) {
+    let peer_pid = stream
+        .peer_cred()
+        .ok()
+        .and_then(|c| c.pid())
+        .and_then(|p| u32::try_from(p).ok());
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    loop {
+        let reply = match read_line_frame::<_, LocalRequest>(&mut read, MAX_LOCAL_FRAME).await {
+            Ok(None) => return,
+            Ok(Some(req)) => {
+                let (tx, rx) = oneshot::channel();
+                if events
+                    .send(Event::Local {
+                        req,
+                        peer_pid,
+                        reply: tx,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+                match rx.await {
+                    Ok(r) => r,
+                    Err(_) => return,
+                }
+            }
+            Err(FrameError::Decode(e)) => LocalReply::Error {
+                code: e.code(),
+                message: e.to_string(),
+            },
+            Err(e) => {
+                tracing::debug!(?peer_pid, error = %e, "master socket connection dropped");
+                return;
+            }
+        };
+        if write_line_frame(&mut write, &reply).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Starting children from a few long-lived threads.
+//!
+//! Children get `PR_SET_PDEATHSIG(SIGKILL)` so that none outlives a master
+//! killed with SIGKILL. Linux fires that signal when the *thread* that forked
+//! the child exits, so every fork happens on these dedicated threads, which
+//! live as long as the master (they end only when the state owner drops the
+//! [`Spawner`] at shutdown), and never on a short-lived blocking thread.
+
+use crate::logs::{log_path, pump, RotatingLog};
+use crate::state::Event;
+use allex_protocol::spawn::{
+    SpawnInfo, ENV_HTTP_PORT, ENV_INSTANCE, ENV_MASTER_SOCKET, ENV_MODULE, ENV_RUNTIMEDIRECTORY,
+    ENV_SPAWN, ENV_TCP_PORT, ENV_WS_PORT,
+};
+use allex_protocol::{ExitInfo, Ports, Protocol, ServiceSpec};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Everything needed to start one child; built by the state task.
+#[derive(Debug, Clone)]
+pub struct SpawnPlan {
+    /// Instance name (validated).
+    pub instance: String,
+    /// The grant's generation.
+    pub generation: u64,
+    /// The catalogue entry to run.
+    pub spec: ServiceSpec,
+    /// What goes into `ALLEX_SPAWN`.
+    pub info: SpawnInfo,
+    /// The reserved ports.
+    pub ports: Ports,
+    /// The master's socket path.
+    pub socket: PathBuf,
+    /// The runtime directory.
+    pub runtimedir: PathBuf,
+    /// Log rotation size.
+    pub logmaxbytes: u64,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Forks run in parallel on this many threads, so a burst of grants (a cold
+/// start of hundreds of services) is not serialised behind one fork at a time.
+const SPAWNER_THREADS: usize = 4;
+
+/// Handle of the spawner thread.
+pub struct Spawner {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl Spawner {
+    /// Starts the spawner threads inside the current tokio runtime.
+    pub fn start() -> std::io::Result<Spawner> {
+        let handle = tokio::runtime::Handle::current();
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..SPAWNER_THREADS {
+            let (handle, rx) = (handle.clone(), rx.clone());
+            std::thread::Builder::new()
+                .name(format!("allex-spawner-{i}"))
+                .spawn(move || {
+                    let _rt = handle.enter();
+                    loop {
+                        // The lock is held only while waiting for the next job.
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(poisoned) => poisoned.into_inner().recv(),
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })?;
+        }
+        Ok(Spawner { jobs: tx })
+    }
+
+    /// Starts a child; reports `Event::Spawned` and later `Event::Exited` on `events`.
+    pub fn spawn(&self, plan: SpawnPlan, events: UnboundedSender<Event>) {
+        let failed = events.clone();
+        let (instance, generation) = (plan.instance.clone(), plan.generation);
+        let job: Job = Box::new(move || spawn_now(plan, events));
+        if self.jobs.send(job).is_err() {
+            let _ = failed.send(Event::Spawned {
+                instance,
+                generation,
+                result: Err("the spawner thread is gone".into()),
+            });
+        }
+    }
+}
+
+fn port_env(cmd: &mut tokio::process::Command, name: &str, port: Option<u16>) {
+    match port {
+        Some(p) => cmd.env(name, p.to_string()),
+        None => cmd.env_remove(name),
+    };
+}
+
+fn build_command(plan: &SpawnPlan) -> tokio::process::Command {
+    let spec = &plan.spec;
+    let mut cmd = tokio::process::Command::new(&spec.command);
+    cmd.args(&spec.args)
+        .envs(&spec.env)
+        .env(ENV_SPAWN, allex_protocol::frame::encode(&plan.info))
+        .env(ENV_MODULE, &plan.info.modulename)
+        .env(ENV_INSTANCE, &plan.instance)
+        .env(ENV_MASTER_SOCKET, &plan.socket)
+        .env(ENV_RUNTIMEDIRECTORY, &plan.runtimedir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false);
+    port_env(&mut cmd, ENV_TCP_PORT, plan.ports.get(Protocol::Tcp));
+    port_env(&mut cmd, ENV_HTTP_PORT, plan.ports.get(Protocol::Http));
+    port_env(&mut cmd, ENV_WS_PORT, plan.ports.get(Protocol::Ws));
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    let master = nix::unistd::getpid().as_raw();
+    // SAFETY: the closure runs between fork and exec and only makes
+    // async-signal-safe system calls; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setpgid(0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The master may have died between fork and prctl; then the
+            // death signal would never come, so give up now.
+            if libc::getppid() != master {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+fn spawn_now(plan: SpawnPlan, events: UnboundedSender<Event>) {
+    let (instance, generation) = (plan.instance.clone(), plan.generation);
+    let mut child = match build_command(&plan).spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let _ = events.send(Event::Spawned {
+                instance,
+                generation,
+                result: Err(format!("cannot start {}: {e}", plan.spec.command)),
+            });
+            return;
+        }
+    };
+    let Some(pid) = child.id() else {
+        let _ = events.send(Event::Spawned {
+            instance,
+            generation,
+            result: Err("the child vanished at once".into()),
+        });
+        return;
+    };
+    let log = Arc::new(RotatingLog::new(
+        log_path(&plan.runtimedir, &plan.instance),
+        plan.logmaxbytes,
+    ));
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(pump(out, log.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(pump(err, log));
+    }
+    let _ = events.send(Event::Spawned {
+        instance: instance.clone(),
+        generation,
+        result: Ok(pid),
+    });
+    tokio::spawn(async move {
+        let exit = match child.wait().await {
+            Ok(status) => ExitInfo {
+                code: status.code(),
+                signal: status.signal(),
+            },
+            Err(e) => {
+                tracing::error!(%instance, pid, error = %e, "cannot wait for child");
+                ExitInfo::default()
+            }
+        };
+        let _ = events.send(Event::Exited {
+            instance,
+            generation,
+            pid,
+            exit,
+        });
+    });
+}

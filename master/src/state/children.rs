@@ -1,0 +1,275 @@
+//! The children's lifecycle: grant -> spawn -> (running) -> stop -> exit.
+
+use super::{Child, Event, State};
+use crate::spawner::SpawnPlan;
+use allex_protocol::spawn::SpawnInfo;
+use allex_protocol::{ChildState, ExitInfo, MasterToLan, Need, Ports};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// First delay before re-claiming an instance whose spawn failed.
+const SPAWN_RETRY_BASE: Duration = Duration::from_millis(500);
+/// Longest such delay.
+const SPAWN_RETRY_CAP: Duration = Duration::from_secs(30);
+
+pub(super) fn send_signal(pgid: u32, sig: i32) {
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return;
+    };
+    if pgid <= 0 {
+        return;
+    }
+    // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
+    let rc = unsafe { libc::kill(-pgid, sig) };
+    if rc != 0 {
+        tracing::debug!(pgid, sig, error = %std::io::Error::last_os_error(), "signal to process group failed");
+    }
+}
+
+impl State {
+    pub(super) fn grant(&mut self, need: Need, generation: u64) {
+        let instance = need.instancename.clone();
+        self.open.remove(&instance);
+        let claimed = self.claims.remove(&instance);
+        let fail = |this: &mut State, reason: String, claimed: Option<Ports>| {
+            tracing::warn!(%instance, generation, %reason, "cannot act on grant");
+            if let Some(p) = claimed {
+                this.release_ports(&p);
+            }
+            this.send(MasterToLan::SpawnFailed {
+                instancename: instance.clone(),
+                generation,
+                reason,
+            });
+        };
+        if self.shutting_down {
+            return fail(self, "the master is shutting down".into(), claimed);
+        }
+        if let Err(e) = need.validate() {
+            return fail(self, e.to_string(), claimed);
+        }
+        let Some(spec) = self.cfg.services.get(&need.modulename).cloned() else {
+            self.hold_back(&instance);
+            return fail(
+                self,
+                format!(
+                    "module {} is not in this master's catalogue",
+                    need.modulename
+                ),
+                claimed,
+            );
+        };
+        if let Some(c) = self.children.get(&instance) {
+            if c.generation == generation {
+                return;
+            }
+            let reason = format!("instance already runs here as generation {}", c.generation);
+            return fail(self, reason, claimed);
+        }
+        let protocols = need.protocols();
+        let ports = match claimed {
+            Some(p)
+                if p.iter()
+                    .map(|(proto, _)| proto)
+                    .eq(protocols.iter().copied()) =>
+            {
+                p
+            }
+            other => {
+                if let Some(p) = other {
+                    self.release_ports(&p);
+                }
+                match self.ports.reserve(&protocols) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.note_exhausted(&e);
+                        return fail(self, e.to_string(), None);
+                    }
+                }
+            }
+        };
+        let info = SpawnInfo {
+            modulename: need.modulename.clone(),
+            instancename: instance.clone(),
+            propertyhash: need.propertyhash.clone(),
+            tcpport: ports.tcp,
+            httpport: ports.http,
+            wsport: ports.ws,
+            masterpid: std::process::id(),
+        };
+        let plan = SpawnPlan {
+            instance: instance.clone(),
+            generation,
+            spec: spec.clone(),
+            info,
+            ports,
+            socket: self.socket.clone(),
+            runtimedir: self.cfg.runtimedirectory.clone(),
+            logmaxbytes: self.cfg.logmaxbytes,
+        };
+        self.children.insert(
+            instance.clone(),
+            Child {
+                module: need.modulename,
+                generation,
+                pid: 0,
+                ports,
+                started: Instant::now(),
+                state: ChildState::Starting,
+                ready: false,
+                stop: None,
+                stopsignal: spec.stopsignal.number(),
+                stoptimeout: Duration::from_millis(spec.stoptimeoutms),
+            },
+        );
+        self.spawner.spawn(plan, self.events.clone());
+        self.capacity_changed();
+    }
+
+    pub(super) fn spawned(
+        &mut self,
+        instance: String,
+        generation: u64,
+        result: Result<u32, String>,
+    ) {
+        self.spawned_inner(instance, generation, result);
+        self.settle_early_ready();
+    }
+
+    pub(super) fn spawned_inner(
+        &mut self,
+        instance: String,
+        generation: u64,
+        result: Result<u32, String>,
+    ) {
+        let Some(c) = self.children.get_mut(&instance) else {
+            return;
+        };
+        if c.generation != generation || c.pid != 0 {
+            return;
+        }
+        match result {
+            Ok(pid) => {
+                c.pid = pid;
+                c.started = Instant::now();
+                let ports = c.ports;
+                let stop = c.stop;
+                self.by_pid.insert(pid, instance.clone());
+                self.spawn_failures.remove(&instance);
+                tracing::info!(%instance, generation, pid, ?ports, "child spawned");
+                self.send(MasterToLan::Spawned {
+                    instancename: instance.clone(),
+                    generation,
+                    pid,
+                    ports,
+                });
+                if let Some(ordered) = stop {
+                    self.stop_child(&instance, ordered);
+                }
+            }
+            Err(reason) => {
+                let ports = c.ports;
+                self.children.remove(&instance);
+                tracing::warn!(%instance, generation, %reason, "spawn failed");
+                self.hold_back(&instance);
+                self.release_ports(&ports);
+                self.send(MasterToLan::SpawnFailed {
+                    instancename: instance,
+                    generation,
+                    reason,
+                });
+                self.capacity_changed();
+            }
+        }
+    }
+
+    pub(super) fn order_stop(&mut self, instance: &str, generation: u64) {
+        match self.children.get(instance) {
+            Some(c) if c.generation == generation => self.stop_child(instance, true),
+            Some(c) => tracing::info!(
+                instance,
+                generation,
+                running = c.generation,
+                "stop for another generation ignored"
+            ),
+            None => tracing::info!(instance, generation, "stop for an unknown instance ignored"),
+        }
+    }
+
+    pub(super) fn stop_child(&mut self, instance: &str, ordered: bool) {
+        let Some(c) = self.children.get_mut(instance) else {
+            return;
+        };
+        // An order from the lan manager wins over our own reasons (shutdown):
+        // the `down` then confirms that order.
+        let ordered = ordered || c.stop == Some(true);
+        let already = c.stop.is_some() && c.state == ChildState::Stopping;
+        c.stop = Some(ordered);
+        if already {
+            return;
+        }
+        if c.pid == 0 {
+            return;
+        }
+        c.state = ChildState::Stopping;
+        send_signal(c.pid, c.stopsignal);
+        if c.stopsignal != libc::SIGKILL {
+            let events = self.events.clone();
+            let (instance, pid, wait) = (instance.to_string(), c.pid, c.stoptimeout);
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                let _ = events.send(Event::StopTimeout { instance, pid });
+            });
+        }
+    }
+
+    pub(super) fn exited(&mut self, instance: String, generation: u64, pid: u32, exit: ExitInfo) {
+        match self.children.get(&instance) {
+            Some(c) if c.generation == generation && c.pid == pid => {}
+            _ => return,
+        }
+        let Some(c) = self.children.remove(&instance) else {
+            return;
+        };
+        self.by_pid.remove(&pid);
+        // Grandchildren left in the group would outlive their service.
+        send_signal(pid, libc::SIGKILL);
+        let uptime_ms = u64::try_from(c.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let ordered = c.stop == Some(true);
+        if ordered {
+            tracing::info!(%instance, generation, pid, %exit, "child stopped");
+        } else {
+            tracing::warn!(%instance, generation, pid, %exit, uptime_ms, "child died");
+        }
+        self.send_down(MasterToLan::Down {
+            instancename: instance.clone(),
+            generation,
+            pid,
+            exit,
+            ordered,
+            uptime_ms,
+        });
+        self.release_ports(&c.ports);
+        // The need may have reopened while this child was still stopping.
+        self.try_claim(&instance, &BTreeSet::new());
+        self.capacity_changed();
+    }
+
+    /// Keeps this master from claiming an instance it just failed to spawn,
+    /// with a doubling delay, so a broken catalogue entry cannot turn
+    /// grant -> spawn_failed -> reopen -> claim into a hot loop.
+    pub(super) fn hold_back(&mut self, instance: &str) {
+        let failures = self.spawn_failures.get(instance).map_or(0, |f| f.0) + 1;
+        let shift = failures.saturating_sub(1).min(16);
+        let delay = SPAWN_RETRY_BASE
+            .saturating_mul(1 << shift)
+            .min(SPAWN_RETRY_CAP);
+        self.spawn_failures
+            .insert(instance.to_string(), (failures, Instant::now() + delay));
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = events.send(Event::RetryClaims);
+        });
+    }
+}

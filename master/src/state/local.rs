@@ -1,0 +1,129 @@
+//! Requests on the master's Unix socket: ready, lookup, status.
+
+use super::{Event, State, LOOKUP_TIMEOUT};
+use allex_protocol::lan::ErrorCode;
+use allex_protocol::{ChildState, LocalReply, LocalRequest, MasterToLan, ServiceLocation};
+use tokio::sync::oneshot;
+
+fn not_yours(pid: Option<u32>) -> LocalReply {
+    LocalReply::Error {
+        code: ErrorCode::NotYours,
+        message: format!(
+            "process {} is not a child of this master",
+            pid.map_or_else(|| "?".to_string(), |p| p.to_string())
+        ),
+    }
+}
+
+impl State {
+    pub(super) fn find_child_of(&self, pid: u32) -> Option<String> {
+        if let Some(name) = self.by_pid.get(&pid) {
+            return Some(name.clone());
+        }
+        let raw = libc::pid_t::try_from(pid).ok()?;
+        let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(raw))).ok()?;
+        let pgid = u32::try_from(pgid.as_raw()).ok()?;
+        self.by_pid.get(&pgid).cloned()
+    }
+
+    pub(super) fn local(
+        &mut self,
+        req: LocalRequest,
+        peer_pid: Option<u32>,
+        reply: oneshot::Sender<LocalReply>,
+    ) {
+        match req {
+            LocalRequest::Ready => match peer_pid {
+                Some(pid) if self.children.values().any(|c| c.pid == 0) => {
+                    if !self.mark_ready(pid) {
+                        self.early_ready.push((pid, reply));
+                        return;
+                    }
+                    let _ = reply.send(LocalReply::Ack);
+                }
+                Some(pid) if self.mark_ready(pid) => {
+                    let _ = reply.send(LocalReply::Ack);
+                }
+                _ => {
+                    let _ = reply.send(not_yours(peer_pid));
+                }
+            },
+            LocalRequest::Lookup { instancename } => {
+                if let Err(e) = allex_protocol::names::validate_name("instancename", &instancename)
+                {
+                    let _ = reply.send(LocalReply::Error {
+                        code: ErrorCode::Invalid,
+                        message: e.to_string(),
+                    });
+                    return;
+                }
+                if self.welcomed() {
+                    let id = self.next_lookup;
+                    self.next_lookup += 1;
+                    self.lookups.insert(id, reply);
+                    self.send(MasterToLan::Lookup { id, instancename });
+                    let events = self.events.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(LOOKUP_TIMEOUT).await;
+                        let _ = events.send(Event::LookupTimeout { id });
+                    });
+                } else {
+                    // Without the lan manager only this master's own services are known.
+                    let location = self.local_location(&instancename);
+                    let _ = reply.send(LocalReply::Location { location });
+                }
+            }
+            LocalRequest::Status => {
+                let _ = reply.send(LocalReply::Status {
+                    status: self.status(),
+                });
+            }
+        }
+    }
+
+    /// Marks the child owning `pid` (leader or group member) ready.
+    pub(super) fn mark_ready(&mut self, pid: u32) -> bool {
+        let Some(name) = self.find_child_of(pid) else {
+            return false;
+        };
+        let Some(c) = self.children.get_mut(&name) else {
+            return false;
+        };
+        c.ready = true;
+        if c.state == ChildState::Starting {
+            c.state = ChildState::Ready;
+        }
+        tracing::info!(instance = %name, pid = c.pid, "child is ready");
+        true
+    }
+
+    /// Answers early `ready`s once the pids they wait for are known.
+    pub(super) fn settle_early_ready(&mut self) {
+        if self.early_ready.is_empty() {
+            return;
+        }
+        let still_spawning = self.children.values().any(|c| c.pid == 0);
+        for (pid, reply) in std::mem::take(&mut self.early_ready) {
+            if self.mark_ready(pid) {
+                let _ = reply.send(LocalReply::Ack);
+            } else if still_spawning {
+                self.early_ready.push((pid, reply));
+            } else {
+                let _ = reply.send(not_yours(Some(pid)));
+            }
+        }
+    }
+
+    pub(super) fn local_location(&self, instance: &str) -> Option<ServiceLocation> {
+        let c = self.children.get(instance)?;
+        if c.pid == 0 || c.state == ChildState::Stopping {
+            return None;
+        }
+        Some(ServiceLocation {
+            instancename: instance.to_string(),
+            modulename: c.module.clone(),
+            address: self.advertise?.to_string(),
+            ports: c.ports,
+        })
+    }
+}

@@ -1,0 +1,742 @@
+//! The state owner: one task holds children, ports, needs and the link queue.
+//!
+//! Everything else (the link, the socket server, the spawner, child waiters,
+//! timers) sends it [`Event`]s; it never waits on I/O itself, so one event
+//! costs microseconds and 200 grants are turned into spawn jobs at once.
+//! The children's lifecycle lives in `children.rs`, socket requests in `local.rs`.
+
+mod children;
+mod local;
+
+use children::send_signal;
+
+use crate::config::master_name;
+use crate::ports::{PortError, PortOffice};
+use crate::spawner::Spawner;
+use allex_protocol::{
+    Capacity, ChildState, ChildStatus, ExitInfo, InventoryEntry, LanToMaster, LocalReply,
+    LocalRequest, MasterConfig, MasterHello, MasterStatus, MasterToLan, Need, PortCounts, Ports,
+    Protocol, PROTOCOL_VERSION,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::oneshot;
+
+/// How long a child's lookup waits for the lan manager's answer.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often an exhausted master probes its ranges again.
+const EXHAUSTED_RETRY: Duration = Duration::from_secs(1);
+
+/// What the state task reacts to.
+#[derive(Debug)]
+pub enum Event {
+    /// A WebSocket to the lan manager is open; the hello goes out on `out`.
+    LinkUp {
+        /// Local address of the TCP connection (the default advertise address).
+        local: IpAddr,
+        /// Frames to send on this connection.
+        out: UnboundedSender<MasterToLan>,
+    },
+    /// A message from the lan manager.
+    LinkMessage(LanToMaster),
+    /// The link is gone; the link task reconnects.
+    LinkDown {
+        /// Messages handed to the link that never reached the socket.
+        unsent: Vec<MasterToLan>,
+    },
+    /// A request on the master's Unix socket.
+    Local {
+        /// The request.
+        req: LocalRequest,
+        /// The peer's pid from the socket credentials.
+        peer_pid: Option<u32>,
+        /// Where the reply goes.
+        reply: oneshot::Sender<LocalReply>,
+    },
+    /// The spawner started a child, or could not.
+    Spawned {
+        /// Instance name.
+        instance: String,
+        /// Grant generation.
+        generation: u64,
+        /// The pid, or why it failed.
+        result: Result<u32, String>,
+    },
+    /// A child ended (observed by its parent, at once).
+    Exited {
+        /// Instance name.
+        instance: String,
+        /// Grant generation.
+        generation: u64,
+        /// Its pid.
+        pid: u32,
+        /// Exit code or signal.
+        exit: ExitInfo,
+    },
+    /// A stopped child's grace ran out: SIGKILL it.
+    StopTimeout {
+        /// Instance name.
+        instance: String,
+        /// Its pid.
+        pid: u32,
+    },
+    /// Ports were exhausted: probe again, since another process may have let some go.
+    RetryClaims,
+    /// A lookup got no answer in time.
+    LookupTimeout {
+        /// The lookup's id.
+        id: u64,
+    },
+    /// Stop every child and end.
+    Shutdown,
+}
+
+struct Child {
+    module: String,
+    generation: u64,
+    /// 0 while the spawner is still starting it.
+    pid: u32,
+    ports: Ports,
+    started: Instant,
+    state: ChildState,
+    ready: bool,
+    /// Set once a stop was decided; `true` when the lan manager ordered it.
+    stop: Option<bool>,
+    stopsignal: i32,
+    stoptimeout: Duration,
+}
+
+struct Link {
+    out: UnboundedSender<MasterToLan>,
+    welcomed: bool,
+}
+
+/// Everything the master holds; owned by the state task.
+pub struct State {
+    cfg: MasterConfig,
+    name: String,
+    socket: PathBuf,
+    events: UnboundedSender<Event>,
+    spawner: Spawner,
+    ports: PortOffice,
+    children: HashMap<String, Child>,
+    by_pid: HashMap<u32, String>,
+    link: Option<Link>,
+    advertise: Option<IpAddr>,
+    queued_downs: Vec<MasterToLan>,
+    open: BTreeMap<String, Need>,
+    claims: HashMap<String, Ports>,
+    lookups: HashMap<u64, oneshot::Sender<LocalReply>>,
+    next_lookup: u64,
+    exhausted: BTreeSet<Protocol>,
+    last_capacity: Option<(BTreeSet<Protocol>, [bool; 3])>,
+    retry_scheduled: bool,
+    /// `ready` from pids not known yet: a child can speak before the
+    /// spawner's report of its pid has reached this task.
+    early_ready: Vec<(u32, oneshot::Sender<LocalReply>)>,
+    /// Instances whose spawn failed: failures in a row, and not claimed before when.
+    spawn_failures: HashMap<String, (u32, Instant)>,
+    shutting_down: bool,
+}
+
+impl State {
+    /// A state with no children; `events` is the sender of the task's own queue.
+    pub fn new(
+        cfg: MasterConfig,
+        socket: PathBuf,
+        events: UnboundedSender<Event>,
+        spawner: Spawner,
+        ports: PortOffice,
+    ) -> State {
+        State {
+            name: master_name(&cfg),
+            advertise: cfg.advertiseaddress,
+            cfg,
+            socket,
+            events,
+            spawner,
+            ports,
+            children: HashMap::new(),
+            by_pid: HashMap::new(),
+            link: None,
+            queued_downs: Vec::new(),
+            open: BTreeMap::new(),
+            claims: HashMap::new(),
+            lookups: HashMap::new(),
+            next_lookup: 1,
+            exhausted: BTreeSet::new(),
+            last_capacity: None,
+            retry_scheduled: false,
+            early_ready: Vec::new(),
+            spawn_failures: HashMap::new(),
+            shutting_down: false,
+        }
+    }
+
+    /// Runs until shutdown has stopped every child.
+    pub async fn run(mut self, mut rx: UnboundedReceiver<Event>, shutdown_grace: Duration) {
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            if self.shutting_down && self.children.is_empty() {
+                break;
+            }
+            let ev = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, rx.recv()).await {
+                    Ok(ev) => ev,
+                    Err(_) => {
+                        tracing::warn!(
+                            left = self.children.len(),
+                            "children did not stop in time; killing them"
+                        );
+                        for c in self.children.values() {
+                            send_signal(c.pid, libc::SIGKILL);
+                        }
+                        break;
+                    }
+                },
+                None => rx.recv().await,
+            };
+            let Some(ev) = ev else { break };
+            if matches!(ev, Event::Shutdown) && deadline.is_none() {
+                deadline = Some(tokio::time::Instant::now() + shutdown_grace);
+            }
+            self.handle(ev);
+        }
+    }
+
+    /// Applies one event.
+    pub fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::LinkUp { local, out } => self.link_up(local, out),
+            Event::LinkMessage(msg) => self.lan_message(msg),
+            Event::LinkDown { unsent } => self.link_down(unsent),
+            Event::Local {
+                req,
+                peer_pid,
+                reply,
+            } => self.local(req, peer_pid, reply),
+            Event::Spawned {
+                instance,
+                generation,
+                result,
+            } => self.spawned(instance, generation, result),
+            Event::Exited {
+                instance,
+                generation,
+                pid,
+                exit,
+            } => self.exited(instance, generation, pid, exit),
+            Event::StopTimeout { instance, pid } => {
+                if let Some(c) = self.children.get(&instance) {
+                    if c.pid == pid {
+                        tracing::warn!(%instance, pid, "child ignored its stop signal; sending SIGKILL");
+                        send_signal(pid, libc::SIGKILL);
+                    }
+                }
+            }
+            Event::LookupTimeout { id } => {
+                if let Some(reply) = self.lookups.remove(&id) {
+                    let _ = reply.send(LocalReply::Location { location: None });
+                }
+            }
+            Event::RetryClaims => {
+                self.retry_scheduled = false;
+                self.claim_open_needs();
+                self.capacity_changed();
+            }
+            Event::Shutdown => self.shutdown(),
+        }
+    }
+
+    fn welcomed(&self) -> bool {
+        self.link.as_ref().is_some_and(|l| l.welcomed)
+    }
+
+    /// Sends on a welcomed link; otherwise the message is moot (the next
+    /// hello's inventory and the lan manager's needs snapshot replace it).
+    fn send(&mut self, msg: MasterToLan) {
+        match &self.link {
+            Some(link) if link.welcomed => {
+                let _ = link.out.send(msg);
+            }
+            _ => tracing::debug!(?msg, "link down: message not sent"),
+        }
+    }
+
+    fn send_down(&mut self, msg: MasterToLan) {
+        match &self.link {
+            Some(link) if link.welcomed => {
+                if let Err(e) = link.out.send(msg) {
+                    self.queued_downs.push(e.0);
+                }
+            }
+            _ => self.queued_downs.push(msg),
+        }
+    }
+
+    fn capacity(&self) -> Capacity {
+        Capacity {
+            modules: self.cfg.services.keys().cloned().collect(),
+            free: self.free(),
+        }
+    }
+
+    /// Free ports per protocol; an exhausted protocol counts none, even when
+    /// the ports it could not bind belong to other processes.
+    fn free(&self) -> PortCounts {
+        let mut free = self.ports.free_counts();
+        for p in &self.exhausted {
+            match p {
+                Protocol::Tcp => free.tcp = 0,
+                Protocol::Http => free.http = 0,
+                Protocol::Ws => free.ws = 0,
+            }
+        }
+        free
+    }
+
+    fn link_up(&mut self, local: IpAddr, out: UnboundedSender<MasterToLan>) {
+        let advertise = self.cfg.advertiseaddress.unwrap_or(local);
+        self.advertise = Some(advertise);
+        let inventory = self
+            .children
+            .iter()
+            .filter(|(_, c)| c.pid != 0)
+            .map(|(name, c)| InventoryEntry {
+                instancename: name.clone(),
+                modulename: c.module.clone(),
+                generation: c.generation,
+                pid: c.pid,
+                ports: c.ports,
+            })
+            .collect();
+        let hello = MasterToLan::Hello(MasterHello {
+            version: PROTOCOL_VERSION,
+            token: self.cfg.token.clone(),
+            master: self.name.clone(),
+            pid: std::process::id(),
+            advertiseaddress: advertise.to_string(),
+            capacity: self.capacity(),
+            inventory,
+        });
+        tracing::info!(%advertise, children = self.children.len(), "link up: sending hello");
+        let _ = out.send(hello);
+        self.link = Some(Link {
+            out,
+            welcomed: false,
+        });
+    }
+
+    fn link_down(&mut self, unsent: Vec<MasterToLan>) {
+        if self.link.take().is_some() {
+            tracing::warn!("link to the lan manager is down; children keep running");
+        }
+        // Unsent downs are older than any queued since, so they go first.
+        let mut downs: Vec<MasterToLan> = unsent
+            .into_iter()
+            .filter(|m| matches!(m, MasterToLan::Down { .. }))
+            .collect();
+        downs.append(&mut self.queued_downs);
+        self.queued_downs = downs;
+        self.open.clear();
+        let claims: Vec<Ports> = self.claims.drain().map(|(_, p)| p).collect();
+        for ports in claims {
+            self.release_ports(&ports);
+        }
+        for (_, reply) in self.lookups.drain() {
+            let _ = reply.send(LocalReply::Location { location: None });
+        }
+        self.last_capacity = None;
+    }
+
+    fn lan_message(&mut self, msg: LanToMaster) {
+        match msg {
+            LanToMaster::Welcome { heartbeat_ms, .. } => {
+                tracing::info!(heartbeat_ms, "welcomed by the lan manager");
+                if let Some(link) = &mut self.link {
+                    link.welcomed = true;
+                    let queued = std::mem::take(&mut self.queued_downs);
+                    for msg in queued {
+                        self.send_down(msg);
+                    }
+                }
+                self.last_capacity = Some(self.capacity_key());
+            }
+            LanToMaster::Needs { needs } => {
+                self.open = needs
+                    .into_iter()
+                    .map(|n| (n.instancename.clone(), n))
+                    .collect();
+                // A snapshot replaces what we knew: claims on needs it no longer lists are moot.
+                let moot: Vec<String> = self
+                    .claims
+                    .keys()
+                    .filter(|k| !self.open.contains_key(*k))
+                    .cloned()
+                    .collect();
+                for name in moot {
+                    self.drop_claim(&name);
+                }
+                self.claim_open_needs();
+                self.capacity_changed();
+            }
+            LanToMaster::NeedOpen { need } => {
+                let name = need.instancename.clone();
+                self.open.insert(name.clone(), need);
+                self.try_claim(&name, &BTreeSet::new());
+                self.capacity_changed();
+            }
+            LanToMaster::NeedTaken { instancename } => {
+                self.open.remove(&instancename);
+                self.drop_claim(&instancename);
+            }
+            LanToMaster::ClaimRefused {
+                instancename,
+                reason,
+            } => {
+                tracing::debug!(instance = %instancename, %reason, "claim refused");
+                self.open.remove(&instancename);
+                self.drop_claim(&instancename);
+            }
+            LanToMaster::Grant {
+                need, generation, ..
+            } => self.grant(need, generation),
+            LanToMaster::Running {
+                instancename,
+                generation,
+            } => match self.children.get_mut(&instancename) {
+                Some(c) if c.generation == generation && c.stop.is_none() => {
+                    c.state = ChildState::Running;
+                    tracing::info!(instance = %instancename, generation, "listed as running");
+                }
+                _ => {
+                    tracing::debug!(instance = %instancename, generation, "running for no such child")
+                }
+            },
+            LanToMaster::Rejected {
+                instancename,
+                generation,
+                reason,
+            } => {
+                tracing::warn!(instance = %instancename, generation, %reason, "port check failed; stopping");
+                self.order_stop(&instancename, generation);
+            }
+            LanToMaster::Stop {
+                instancename,
+                generation,
+                reason,
+            } => {
+                tracing::info!(instance = %instancename, generation, %reason, "stop ordered");
+                self.order_stop(&instancename, generation);
+            }
+            LanToMaster::LookupResult { id, location } => {
+                if let Some(reply) = self.lookups.remove(&id) {
+                    let _ = reply.send(LocalReply::Location { location });
+                }
+            }
+            LanToMaster::Heartbeat { .. } => {}
+            LanToMaster::Error { code, message } => {
+                tracing::warn!(%code, %message, "the lan manager refused a message");
+            }
+        }
+    }
+
+    fn drop_claim(&mut self, instance: &str) {
+        if let Some(ports) = self.claims.remove(instance) {
+            self.release_ports(&ports);
+        }
+    }
+
+    /// Claims an open need if this master can serve it, holding its ports
+    /// meanwhile; returns the protocol whose range ran out, if one did.
+    fn try_claim(&mut self, instance: &str, blocked: &BTreeSet<Protocol>) -> Option<Protocol> {
+        if self.shutting_down || !self.welcomed() {
+            return None;
+        }
+        if self.claims.contains_key(instance) || self.children.contains_key(instance) {
+            return None;
+        }
+        let need = self.open.get(instance)?;
+        if !self.cfg.services.contains_key(&need.modulename) || need.validate().is_err() {
+            return None;
+        }
+        if let Some(addr) = self.advertise {
+            if !need.allows(addr) {
+                return None;
+            }
+        }
+        if let Some((_, until)) = self.spawn_failures.get(instance) {
+            if Instant::now() < *until {
+                return None;
+            }
+        }
+        let protocols = need.protocols();
+        if protocols.iter().any(|p| blocked.contains(p)) {
+            return None;
+        }
+        match self.ports.reserve(&protocols) {
+            Ok(ports) => {
+                for p in &protocols {
+                    if self.exhausted.remove(p) {
+                        tracing::info!("{p} ports are free again");
+                    }
+                }
+                self.claims.insert(instance.to_string(), ports);
+                self.send(MasterToLan::Claim {
+                    instancename: instance.to_string(),
+                });
+                None
+            }
+            Err(e) => {
+                self.note_exhausted(&e);
+                let PortError::Exhausted { protocol, .. } = e;
+                Some(protocol)
+            }
+        }
+    }
+
+    fn note_exhausted(&mut self, e: &PortError) {
+        let PortError::Exhausted { protocol, .. } = e;
+        if self.exhausted.insert(*protocol) {
+            tracing::warn!(error = %e, "not claiming needs that want {protocol} ports until one is free");
+        }
+        // Ports taken by other processes come back without telling us, so
+        // look again now and then; one timer at a time, never a spin.
+        if !self.retry_scheduled {
+            self.retry_scheduled = true;
+            let events = self.events.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(EXHAUSTED_RETRY).await;
+                let _ = events.send(Event::RetryClaims);
+            });
+        }
+    }
+
+    fn release_ports(&mut self, ports: &Ports) {
+        self.ports.release(ports);
+        let mut freed = false;
+        for (p, _) in ports.iter() {
+            if self.exhausted.remove(&p) {
+                tracing::info!("{p} ports are free again");
+                freed = true;
+            }
+        }
+        if freed {
+            self.claim_open_needs();
+        }
+    }
+
+    /// One pass over the open needs; once a protocol runs out in this pass,
+    /// needs that want it are skipped instead of probing the range again.
+    fn claim_open_needs(&mut self) {
+        let names: Vec<String> = self.open.keys().cloned().collect();
+        let mut blocked = BTreeSet::new();
+        for name in names {
+            if let Some(p) = self.try_claim(&name, &blocked) {
+                blocked.insert(p);
+            }
+        }
+    }
+
+    fn capacity_key(&self) -> (BTreeSet<Protocol>, [bool; 3]) {
+        let f = self.free();
+        (self.exhausted.clone(), [f.tcp == 0, f.http == 0, f.ws == 0])
+    }
+
+    /// Tells the lan manager about free ports when exhaustion starts or ends.
+    fn capacity_changed(&mut self) {
+        if !self.welcomed() {
+            return;
+        }
+        let key = self.capacity_key();
+        if self.last_capacity.as_ref() != Some(&key) {
+            self.last_capacity = Some(key);
+            let cap = self.capacity();
+            self.send(MasterToLan::Capacity(cap));
+        }
+    }
+
+    /// What `allexmaster status` shows.
+    pub fn status(&self) -> MasterStatus {
+        let mut children: Vec<ChildStatus> = self
+            .children
+            .iter()
+            .filter(|(_, c)| c.pid != 0)
+            .map(|(name, c)| ChildStatus {
+                instancename: name.clone(),
+                modulename: c.module.clone(),
+                pid: c.pid,
+                ports: c.ports,
+                state: c.state,
+                ready: c.ready,
+                uptime_ms: u64::try_from(c.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                generation: c.generation,
+            })
+            .collect();
+        children.sort_by(|a, b| a.instancename.cmp(&b.instancename));
+        MasterStatus {
+            master: self.name.clone(),
+            pid: std::process::id(),
+            advertiseaddress: self.advertise.map(|a| a.to_string()),
+            connected: self.welcomed(),
+            children,
+            free: self.free(),
+            exhausted: self.exhausted.iter().copied().collect(),
+        }
+    }
+
+    fn shutdown(&mut self) {
+        if self.shutting_down {
+            return;
+        }
+        self.shutting_down = true;
+        tracing::info!(
+            children = self.children.len(),
+            "shutting down: stopping every child"
+        );
+        let names: Vec<String> = self.children.keys().cloned().collect();
+        for name in names {
+            self.stop_child(&name, false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use allex_protocol::lan::ErrorCode;
+    use allex_protocol::PROTOCOL_VERSION;
+
+    fn config() -> MasterConfig {
+        let text = r#"{
+            "lanmanageraddress": "127.0.0.1",
+            "portrangestart": { "tcp": 41000, "http": 41100, "ws": 41200 },
+            "portrangesize": 4,
+            "services": { "svc": { "command": "/nonexistent/allex-test" } }
+        }"#;
+        MasterConfig::parse(std::path::Path::new("t.json"), text).unwrap()
+    }
+
+    fn state() -> (
+        State,
+        UnboundedReceiver<Event>,
+        UnboundedReceiver<MasterToLan>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let ports = PortOffice::new([41000, 41100, 41200], 4, Box::new(|_, _| true));
+        let mut st = State::new(
+            config(),
+            PathBuf::from("/nonexistent/sock"),
+            tx,
+            Spawner::start().unwrap(),
+            ports,
+        );
+        let (out, lan) = tokio::sync::mpsc::unbounded_channel();
+        st.handle(Event::LinkUp {
+            local: IpAddr::from([127, 0, 0, 1]),
+            out,
+        });
+        st.handle(Event::LinkMessage(LanToMaster::Welcome {
+            version: PROTOCOL_VERSION,
+            grace_ms: 1000,
+            heartbeat_ms: 1000,
+        }));
+        (st, rx, lan)
+    }
+
+    // Pids above the kernel's largest pid_max (2^22), so no signal can reach a real process.
+    fn ready(st: &mut State, pid: u32) -> oneshot::Receiver<LocalReply> {
+        let (reply, rx) = oneshot::channel();
+        st.handle(Event::Local {
+            req: LocalRequest::Ready,
+            peer_pid: Some(pid),
+            reply,
+        });
+        rx
+    }
+
+    #[tokio::test]
+    async fn a_ready_that_outruns_the_spawn_report_is_answered_once_the_pid_is_known() {
+        let (mut st, _events, _lan) = state();
+        st.handle(Event::LinkMessage(LanToMaster::Grant {
+            need: Need::new("svc", "Early"),
+            generation: 5,
+            deadline_ms: 1000,
+        }));
+        let mut early = ready(&mut st, 4_300_001);
+        assert!(
+            early.try_recv().is_err(),
+            "answered before the pid was known"
+        );
+        st.handle(Event::Spawned {
+            instance: "Early".into(),
+            generation: 5,
+            result: Ok(4_300_001),
+        });
+        assert_eq!(early.try_recv().unwrap(), LocalReply::Ack);
+        let s = st.status();
+        assert!(s.children[0].ready);
+        assert_eq!(s.children[0].state, ChildState::Ready);
+        // With nothing left spawning, a stranger is refused at once.
+        let mut stranger = ready(&mut st, 4_300_002);
+        assert!(matches!(
+            stranger.try_recv().unwrap(),
+            LocalReply::Error {
+                code: ErrorCode::NotYours,
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_stale_exit_report_changes_nothing() {
+        let (mut st, _events, mut lan) = state();
+        st.handle(Event::LinkMessage(LanToMaster::Grant {
+            need: Need::new("svc", "Solo"),
+            generation: 2,
+            deadline_ms: 1000,
+        }));
+        st.handle(Event::Spawned {
+            instance: "Solo".into(),
+            generation: 2,
+            result: Ok(4_300_010),
+        });
+        // An exit of another generation or pid is not this child's.
+        for (generation, pid) in [(1, 4_300_010), (2, 4_300_011)] {
+            st.handle(Event::Exited {
+                instance: "Solo".into(),
+                generation,
+                pid,
+                exit: ExitInfo::default(),
+            });
+        }
+        assert_eq!(st.status().children.len(), 1);
+        let sent: Vec<MasterToLan> = std::iter::from_fn(|| lan.try_recv().ok()).collect();
+        assert!(
+            sent.iter().all(|m| !matches!(m, MasterToLan::Down { .. })),
+            "{sent:?}"
+        );
+        st.handle(Event::Exited {
+            instance: "Solo".into(),
+            generation: 2,
+            pid: 4_300_010,
+            exit: ExitInfo {
+                code: Some(0),
+                signal: None,
+            },
+        });
+        assert!(st.status().children.is_empty());
+        assert!(matches!(
+            lan.try_recv().unwrap(),
+            MasterToLan::Down {
+                generation: 2,
+                ordered: false,
+                ..
+            }
+        ));
+        assert_eq!(st.status().free.tcp, 4);
+    }
+}

@@ -1,0 +1,114 @@
+//! `allexmaster status`: asks the running master over its socket and prints.
+
+use crate::config::load_or_default;
+use crate::socket::socket_path;
+use allex_protocol::client::MasterClient;
+use allex_protocol::{ChildState, MasterStatus, Ports};
+use anyhow::Context;
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+/// Fetches the status from the master at `socket` (or the config's runtime directory).
+pub fn fetch(config: &Path, socket: Option<PathBuf>) -> anyhow::Result<MasterStatus> {
+    let socket = match socket {
+        Some(s) => s,
+        None => {
+            let cfg = load_or_default(config)?;
+            socket_path(&cfg.runtimedirectory)
+        }
+    };
+    let mut client = MasterClient::connect(&socket)
+        .with_context(|| format!("is allexmaster running? cannot reach {}", socket.display()))?;
+    client
+        .status()
+        .with_context(|| format!("status from {}", socket.display()))
+}
+
+fn ports_text(p: &Ports) -> String {
+    let parts: Vec<String> = p
+        .iter()
+        .map(|(proto, port)| format!("{proto}={port}"))
+        .collect();
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(",")
+    }
+}
+
+fn state_text(s: ChildState) -> &'static str {
+    match s {
+        ChildState::Starting => "starting",
+        ChildState::Ready => "ready",
+        ChildState::Running => "running",
+        ChildState::Stopping => "stopping",
+    }
+}
+
+fn uptime_text(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=59 => format!("{}.{}s", s, (ms % 1000) / 100),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// The human table of a status.
+pub fn render(st: &MasterStatus) -> String {
+    let mut out = String::new();
+    let link = if st.connected {
+        "connected"
+    } else {
+        "disconnected"
+    };
+    let _ = writeln!(
+        out,
+        "master {} (pid {}), lan manager {link}, advertise {}",
+        st.master,
+        st.pid,
+        st.advertiseaddress.as_deref().unwrap_or("-")
+    );
+    let _ = writeln!(
+        out,
+        "free ports: tcp {} http {} ws {}{}",
+        st.free.tcp,
+        st.free.http,
+        st.free.ws,
+        if st.exhausted.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<&str> = st.exhausted.iter().map(|p| p.as_str()).collect();
+            format!(" (exhausted: {})", names.join(","))
+        }
+    );
+    let rows: Vec<[String; 6]> = st
+        .children
+        .iter()
+        .map(|c| {
+            [
+                c.instancename.clone(),
+                c.modulename.clone(),
+                c.pid.to_string(),
+                ports_text(&c.ports),
+                state_text(c.state).to_string(),
+                uptime_text(c.uptime_ms),
+            ]
+        })
+        .collect();
+    let head = ["INSTANCE", "MODULE", "PID", "PORTS", "STATE", "UPTIME"].map(String::from);
+    let mut width = head.clone().map(|h| h.len());
+    for r in &rows {
+        for (w, cell) in width.iter_mut().zip(r.iter()) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    for r in std::iter::once(&head).chain(rows.iter()) {
+        let mut line = String::new();
+        for (cell, w) in r.iter().zip(width.iter()) {
+            let _ = write!(line, "{cell:<w$}  ");
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    out
+}

@@ -1,0 +1,327 @@
+//! The master spawns, supervises and stops real children on the fake lan manager's orders.
+
+mod common;
+
+use allex_protocol::{ChildState, ExitInfo, LanToMaster, MasterToLan, Ports, Protocol};
+use allex_sim::{read_port_banner, wait_until};
+use common::fake_lan::{FakeLan, Options};
+use common::{need, pid_gone, spawned_all, TestMaster, SOON};
+use serde_json::json;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+fn spawned(lan: &FakeLan, instance: &str) -> (u64, u32, Ports) {
+    lan.wait_msg(&format!("spawned {instance}"), SOON, |m| match m {
+        MasterToLan::Spawned {
+            instancename,
+            generation,
+            pid,
+            ports,
+        } if instancename == instance => Some((*generation, *pid, *ports)),
+        _ => None,
+    })
+}
+
+fn down(lan: &FakeLan, instance: &str, deadline: Duration) -> (u64, u32, ExitInfo, bool) {
+    lan.wait_msg(&format!("down {instance}"), deadline, |m| match m {
+        MasterToLan::Down {
+            instancename,
+            generation,
+            pid,
+            exit,
+            ordered,
+            ..
+        } if instancename == instance => Some((*generation, *pid, *exit, *ordered)),
+        _ => None,
+    })
+}
+
+fn assert_banner(port: u16, instance: &str, pid: u32) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_until(
+        &format!("{instance} (pid {pid}) to answer on {port}"),
+        SOON,
+        || match read_port_banner(addr) {
+            Some(b) if b.instance == instance && b.pid == pid => Ok(()),
+            other => Err(other),
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn n_children_listen_on_distinct_ports_from_the_ranges() {
+    let lan = FakeLan::start(Options::default());
+    let m = TestMaster::start(lan.addr.port(), 10);
+    let names: Vec<String> = (0..5).map(|i| format!("svc{i}")).collect();
+    lan.offer(names.iter().map(|n| need(n, json!({}))).collect());
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let all = spawned_all(&lan, &refs);
+    let mut seen_ports = HashSet::new();
+    let mut pids = Vec::new();
+    for n in &names {
+        let (_, pid, ports) = all[n];
+        for p in Protocol::ALL {
+            let port = ports
+                .get(p)
+                .unwrap_or_else(|| panic!("{n} got no {p} port"));
+            assert!(
+                m.in_range(p, port),
+                "{n}: {p} port {port} outside its range"
+            );
+            assert!(seen_ports.insert(port), "port {port} handed out twice");
+            assert_banner(port, n, pid);
+        }
+        pids.push(pid);
+    }
+    // Status lists exactly what runs, and every child said ready over the socket.
+    let st = wait_until("every child ready in status", SOON, || {
+        let st = m.status();
+        if st.children.iter().all(|c| c.ready) {
+            Ok(st)
+        } else {
+            Err(st)
+        }
+    })
+    .unwrap();
+    let listed: Vec<(String, u32)> = st
+        .children
+        .iter()
+        .map(|c| (c.instancename.clone(), c.pid))
+        .collect();
+    let want: Vec<(String, u32)> = names.iter().cloned().zip(pids.iter().copied()).collect();
+    assert_eq!(listed, want);
+    assert!(st.connected);
+    assert_eq!(st.free.tcp, 5);
+    assert!(st.children.iter().all(|c| c.state == ChildState::Ready));
+    // The child's environment carries the spec's variables, seen through the children's logs.
+    let log = std::fs::read_to_string(m.runtimedir().join("logs/svc0.log")).unwrap_or_default();
+    assert!(log.contains("svc0"), "svc0 log: {log:?}");
+}
+
+#[test]
+fn sigkilled_child_is_reported_with_its_signal_and_its_ports_are_reused() {
+    let lan = FakeLan::start(Options::default());
+    let m = TestMaster::start(lan.addr.port(), 1);
+    lan.offer(vec![need("A", json!({}))]);
+    let (gen_a, pid_a, ports_a) = spawned(&lan, "A");
+    assert_banner(ports_a.tcp.unwrap(), "A", pid_a);
+    // With one port per protocol the second need cannot be claimed while A runs.
+    lan.open(need("B", json!({})));
+    let killed = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid_a as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let (generation, pid, exit, ordered) = down(&lan, "A", SOON);
+    assert!(
+        killed.elapsed() < Duration::from_secs(2),
+        "down took {:?}",
+        killed.elapsed()
+    );
+    assert_eq!(
+        (generation, pid, exit.signal, ordered),
+        (gen_a, pid_a, Some(9), false)
+    );
+    let (_, pid_b, ports_b) = spawned(&lan, "B");
+    assert_eq!(ports_b, ports_a, "the freed ports go to the next child");
+    assert_banner(ports_b.http.unwrap(), "B", pid_b);
+    let st = m.status();
+    assert_eq!(st.children.len(), 1);
+    assert_eq!(st.children[0].instancename, "B");
+}
+
+#[test]
+fn child_ignoring_sigterm_is_killed_after_its_stop_timeout() {
+    let lan = FakeLan::start(Options::default());
+    let _m = TestMaster::start_with(lan.addr.port(), 2, 400, |_| {});
+    lan.offer(vec![need("Stubborn", json!({ "ignore_sigterm": true }))]);
+    let (generation, pid, ports) = spawned(&lan, "Stubborn");
+    // Listening comes after the SIGTERM handler is set, so the banner says it is armed.
+    assert_banner(ports.ws.unwrap(), "Stubborn", pid);
+    // A stop for another generation or instance changes nothing.
+    lan.send(LanToMaster::Stop {
+        instancename: "Stubborn".into(),
+        generation: generation + 7,
+        reason: "stale".into(),
+    });
+    lan.send(LanToMaster::Stop {
+        instancename: "Nobody".into(),
+        generation,
+        reason: "unknown".into(),
+    });
+    let stopped = Instant::now();
+    lan.send(LanToMaster::Stop {
+        instancename: "Stubborn".into(),
+        generation,
+        reason: "test".into(),
+    });
+    // The need comes back while the old child is still stopping: it is
+    // claimed once the old child is gone, not before.
+    lan.open(need("Stubborn", json!({})));
+    let (g, p, exit, ordered) = down(&lan, "Stubborn", SOON);
+    let took = stopped.elapsed();
+    assert_eq!((g, p, ordered), (generation, pid, true));
+    assert_eq!(exit.signal, Some(9), "{exit:?}");
+    assert!(
+        took >= Duration::from_millis(400),
+        "killed before the stop timeout: {took:?}"
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    lan.wait_msg("the reopened need claimed", SOON, |msg| match msg {
+        MasterToLan::Claim { instancename } if instancename == "Stubborn" => Some(()),
+        _ => None,
+    });
+    spawned(&lan, "Stubborn");
+}
+
+#[test]
+fn rejected_child_is_stopped_with_sigterm_and_confirmed_as_ordered() {
+    let lan = FakeLan::start(Options::default());
+    let m = TestMaster::start(lan.addr.port(), 2);
+    lan.offer(vec![need("R", json!({}))]);
+    let (generation, pid, ports) = spawned(&lan, "R");
+    assert_banner(ports.tcp.unwrap(), "R", pid);
+    lan.send(LanToMaster::Rejected {
+        instancename: "R".into(),
+        generation,
+        reason: "port check failed".into(),
+    });
+    let (_, _, exit, ordered) = down(&lan, "R", SOON);
+    assert!(ordered);
+    assert_eq!(exit.signal, Some(15), "{exit:?}");
+    assert_eq!(m.status().free.tcp, 2);
+}
+
+#[test]
+fn running_marks_the_child_and_crash_is_reported_with_exit_code() {
+    let lan = FakeLan::start(Options::default());
+    let m = TestMaster::start(lan.addr.port(), 2);
+    lan.offer(vec![need(
+        "C",
+        json!({ "crash_after_ms": 300, "exit_code": 3 }),
+    )]);
+    let (generation, pid, _) = spawned(&lan, "C");
+    lan.send(LanToMaster::Running {
+        instancename: "C".into(),
+        generation,
+    });
+    wait_until("C listed as running", SOON, || {
+        let st = m.status();
+        match st.children.first() {
+            Some(c) if c.state == ChildState::Running => Ok(()),
+            _ => Err(st),
+        }
+    })
+    .unwrap();
+    let (_, p, exit, ordered) = down(&lan, "C", SOON);
+    assert_eq!(
+        (p, exit.code, exit.signal, ordered),
+        (pid, Some(3), None, false)
+    );
+}
+
+#[test]
+fn killed_master_leaves_no_child_behind() {
+    let lan = FakeLan::start(Options::default());
+    let m = TestMaster::start(lan.addr.port(), 5);
+    lan.offer(vec![
+        need("K1", json!({})),
+        need("K2", json!({ "ignore_sigterm": true })),
+        need("K3", json!({})),
+    ]);
+    let pids: Vec<u32> = spawned_all(&lan, &["K1", "K2", "K3"])
+        .values()
+        .map(|v| v.1)
+        .collect();
+    assert!(pids.iter().all(|p| !pid_gone(*p)));
+    m.proc.kill(nix::sys::signal::Signal::SIGKILL).ok();
+    // Proc::kill signals the master's group only; the children have their own groups.
+    m.proc.wait_exit(SOON).unwrap();
+    wait_until("every child of the killed master to die", SOON, || {
+        let alive: Vec<u32> = pids.iter().copied().filter(|p| !pid_gone(*p)).collect();
+        if alive.is_empty() {
+            Ok(())
+        } else {
+            Err(alive)
+        }
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_hundred_children_start_at_once() {
+    let lan = FakeLan::start(Options::default());
+    let m = TestMaster::start(lan.addr.port(), 120);
+    lan.wait_msg("hello", SOON, |msg| {
+        matches!(msg, MasterToLan::Hello(_)).then_some(())
+    });
+    let names: Vec<String> = (0..100).map(|i| format!("many{i:03}")).collect();
+    let started = Instant::now();
+    lan.offer(names.iter().map(|n| need(n, json!({}))).collect());
+    let mut pids = HashSet::new();
+    while pids.len() < names.len() {
+        let pid = lan.wait_msg("the next spawned", SOON, |msg| match msg {
+            MasterToLan::Spawned { pid, .. } => Some(*pid),
+            _ => None,
+        });
+        assert!(pids.insert(pid));
+    }
+    let took = started.elapsed();
+    eprintln!("100 children spawned in {took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert_eq!(m.status().children.len(), 100);
+    assert_eq!(m.status().free.ws, 20);
+}
+
+#[test]
+fn a_process_in_the_childs_group_may_say_ready_and_dies_with_the_group() {
+    let lan = FakeLan::start(Options::default());
+    let svc = common::testsvc();
+    let m = TestMaster::start_with(lan.addr.port(), 2, 3000, |cfg| {
+        // The shell is the child; the test service is its child in the same group.
+        cfg["services"]["wrapped"] = json!({
+            "command": "/bin/sh",
+            "args": ["-c", "\"$0\" & wait", svc],
+        });
+    });
+    let mut n = need("Wrapped", json!({}));
+    n.modulename = "wrapped".into();
+    lan.offer(vec![n]);
+    let (generation, shell_pid, ports) = spawned(&lan, "Wrapped");
+    let addr = SocketAddr::from(([127, 0, 0, 1], ports.tcp.unwrap()));
+    let banner = wait_until("the wrapped service to answer", SOON, || {
+        read_port_banner(addr).ok_or("no banner")
+    })
+    .unwrap();
+    assert_ne!(banner.pid, shell_pid, "the service runs as a grandchild");
+    wait_until(
+        "the grandchild's ready to count for the child",
+        SOON,
+        || {
+            let st = m.status();
+            match st.children.first() {
+                Some(c) if c.ready && c.pid == shell_pid => Ok(()),
+                _ => Err(st),
+            }
+        },
+    )
+    .unwrap();
+    lan.send(LanToMaster::Stop {
+        instancename: "Wrapped".into(),
+        generation,
+        reason: "test".into(),
+    });
+    let (_, pid, _, ordered) = down(&lan, "Wrapped", SOON);
+    assert_eq!((pid, ordered), (shell_pid, true));
+    wait_until("the grandchild to die with its group", SOON, || {
+        if pid_gone(banner.pid) {
+            Ok(())
+        } else {
+            Err(banner.pid)
+        }
+    })
+    .unwrap();
+}

@@ -1,0 +1,358 @@
+//! `allex-sim bench`: the issue-6 figures of the real binaries on this
+//! machine, each beside the raw limit of fork/exec alone.
+//!
+//! The figures: cold start ([`cold_start`]), recovery ([`recovery`]),
+//! footprint ([`footprint`]) and lan manager scale ([`scale`]), with the
+//! raw limit from [`raw`]. [`run_bench`] runs them and builds a [`Report`];
+//! [`command`] is the `allex-sim bench` subcommand.
+
+pub mod admin_link;
+pub mod cold_start;
+pub mod command;
+pub mod footprint;
+pub mod probe;
+pub mod raw;
+pub mod recovery;
+pub mod report;
+pub mod scale;
+pub mod system;
+
+pub use report::{Machine, Report, Row};
+
+use crate::harness::HarnessError;
+use std::time::{Duration, Instant};
+use system::System;
+
+/// Why the bench could not produce its figures.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Starting or driving a component failed.
+    #[error(transparent)]
+    Harness(#[from] HarnessError),
+    /// A workspace binary is missing.
+    #[error(transparent)]
+    Binary(#[from] crate::bins::BinaryNotFound),
+    /// A virtual master failed.
+    #[error(transparent)]
+    VirtualMaster(#[from] crate::virtual_master::VirtualMasterError),
+    /// The admin link to the lan manager failed.
+    #[error("admin link: {0}")]
+    Admin(String),
+    /// Something expected did not happen in time.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// An OS call failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The fault.
+        source: std::io::Error,
+    },
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What to measure and how much.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Cold-start sizes N (figure 1).
+    pub sizes: Vec<usize>,
+    /// N of the recovery and footprint figures (2 and 3).
+    pub recovery_n: usize,
+    /// Single kills to take the median and p99 over.
+    pub kills: usize,
+    /// Idle window of the CPU figure.
+    pub idle: Duration,
+    /// Virtual masters V (figure 4); 0 skips the figure.
+    pub virtual_masters: usize,
+    /// Needs K of figure 4.
+    pub scale_needs: usize,
+    /// Whether every virtual master also claims every need (a racing run).
+    pub racing: bool,
+    /// Whether this is the small smoke run: no targets apply.
+    pub quick: bool,
+}
+
+impl BenchConfig {
+    /// The sizes of the issue: N = 50, 200, 1000; 50 kills; 30 s idle; 100 x 10,000.
+    pub fn full() -> BenchConfig {
+        BenchConfig {
+            sizes: vec![50, 200, 1000],
+            recovery_n: 200,
+            kills: 50,
+            idle: Duration::from_secs(30),
+            virtual_masters: 100,
+            scale_needs: 10_000,
+            racing: false,
+            quick: false,
+        }
+    }
+
+    /// A run of a few seconds, even in a debug build, that shows every row.
+    pub fn quick() -> BenchConfig {
+        BenchConfig {
+            sizes: vec![5, 10],
+            recovery_n: 10,
+            kills: 3,
+            idle: Duration::from_secs(1),
+            virtual_masters: 4,
+            scale_needs: 100,
+            racing: false,
+            quick: true,
+        }
+    }
+}
+
+/// Milliseconds of a duration, as a float.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The `q` quantile (0..=1) of `samples`, nearest rank; NaN when empty.
+pub fn quantile(samples: &[f64], q: f64) -> f64 {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1;
+    s[i]
+}
+
+/// Raises this process's soft open-file limit to its hard limit, for 1000
+/// children and 10,000 needs; children inherit it.
+pub fn raise_nofile() -> Result<u64, BenchError> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let err = |e: nix::Error| BenchError::Other(format!("RLIMIT_NOFILE: {e}"));
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(err)?;
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(err)?;
+    Ok(hard)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Runs every figure and returns the report; `command` is recorded in it.
+pub fn run_bench(cfg: &BenchConfig, command: String) -> Result<Report, BenchError> {
+    let nofile = raise_nofile()?;
+    tracing::info!(nofile, "open-file limit raised");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|source| BenchError::Io {
+            what: "starting the async runtime".into(),
+            source,
+        })?;
+    let on_target = !cfg.quick;
+    let mut rows = Vec::new();
+    let mut sizes = cfg.sizes.clone();
+    if !sizes.contains(&cfg.recovery_n) {
+        sizes.push(cfg.recovery_n);
+    }
+    sizes.sort_unstable();
+    sizes.dedup();
+
+    let raw_single = raw::recovery(cfg.kills.max(1))?;
+    for &n in &sizes {
+        let raw_n = raw::cold_start(n)?;
+        tracing::info!(n, raw_ms = raw_n, "raw cold start");
+        let started = Instant::now();
+        let mut sys = System::start(&rt, n)?;
+        tracing::info!(n, took = ?started.elapsed(), "system up");
+        let cs = cold_start::run(&rt, &mut sys, n, "cs")?;
+        tracing::info!(?cs, "cold start");
+        let at200 = on_target && n == 200;
+        rows.push(Row::new(
+            1,
+            format!("cold start N={n}: needs acknowledged"),
+            cs.acked_ms,
+            "ms",
+        ));
+        rows.push(
+            Row::new(
+                1,
+                format!("cold start N={n}: all ports accept"),
+                cs.accept_ms,
+                "ms",
+            )
+            .target(at200, 200.0)
+            .raw(raw_n),
+        );
+        rows.push(
+            Row::new(
+                1,
+                format!("cold start N={n}: all listed running"),
+                cs.running_ms,
+                "ms",
+            )
+            .target(at200, 300.0)
+            .raw(raw_n),
+        );
+        if n != cfg.recovery_n {
+            continue;
+        }
+        let on = on_target && n == 200;
+
+        // Figure 3 first, while nothing else happens: a second to settle
+        // (batched state writes), then the idle window.
+        std::thread::sleep(Duration::from_secs(1));
+        let pids = [sys.master_pid()?, sys.lan_pid()?];
+        let cpu = footprint::idle_cpu_ms(&pids, cfg.idle)?;
+        let per30 = 30.0 / cfg.idle.as_secs_f64().max(1e-3);
+        let master_mem = footprint::memory(pids[0])?;
+        let lan_mem = footprint::memory(pids[1])?;
+        tracing::info!(?cpu, ?master_mem, ?lan_mem, "footprint");
+        rows.push(Row::new(
+            3,
+            format!("master RSS, idle, {n} children"),
+            mib(master_mem.rss_kib),
+            "MiB",
+        ));
+        rows.push(
+            Row::new(
+                3,
+                format!("master PSS, idle, {n} children"),
+                mib(master_mem.pss_kib),
+                "MiB",
+            )
+            .target(on, 5.0),
+        );
+        rows.push(Row::new(
+            3,
+            format!("lan manager RSS, idle, {n} services"),
+            mib(lan_mem.rss_kib),
+            "MiB",
+        ));
+        rows.push(
+            Row::new(
+                3,
+                format!("lan manager PSS, idle, {n} services"),
+                mib(lan_mem.pss_kib),
+                "MiB",
+            )
+            .target(on, 10.0),
+        );
+        rows.push(
+            Row::new(3, "master CPU per 30 s idle", cpu[0] * per30, "ms").target(on_target, 2.0),
+        );
+        rows.push(
+            Row::new(3, "lan manager CPU per 30 s idle", cpu[1] * per30, "ms")
+                .target(on_target, 2.0),
+        );
+
+        let kills = recovery::single(&rt, &mut sys, cfg.kills)?;
+        tracing::info!(?kills, "single kills");
+        let k = kills.accept_ms.len();
+        let (rm, rp) = (quantile(&raw_single, 0.5), quantile(&raw_single, 0.99));
+        rows.push(
+            Row::new(
+                2,
+                format!("kill 1 of {n} -> port accepts, median of {k}"),
+                quantile(&kills.accept_ms, 0.5),
+                "ms",
+            )
+            .target(on, 2.0)
+            .raw(rm),
+        );
+        rows.push(
+            Row::new(
+                2,
+                format!("kill 1 of {n} -> port accepts, p99 of {k}"),
+                quantile(&kills.accept_ms, 0.99),
+                "ms",
+            )
+            .target(on, 10.0)
+            .raw(rp),
+        );
+        rows.push(
+            Row::new(
+                2,
+                format!("kill 1 of {n} -> listed running, median of {k}"),
+                quantile(&kills.running_ms, 0.5),
+                "ms",
+            )
+            .target(on, 5.0)
+            .raw(rm),
+        );
+        rows.push(
+            Row::new(
+                2,
+                format!("kill 1 of {n} -> listed running, p99 of {k}"),
+                quantile(&kills.running_ms, 0.99),
+                "ms",
+            )
+            .target(on, 10.0)
+            .raw(rp),
+        );
+        let all = recovery::all(&rt, &mut sys, n)?;
+        tracing::info!(all, "kill all");
+        rows.push(
+            Row::new(2, format!("kill all {n} -> all listed running"), all, "ms")
+                .target(on, 150.0)
+                .raw(raw_n),
+        );
+    }
+
+    if cfg.virtual_masters > 0 && cfg.scale_needs > 0 {
+        let mut runs = vec![false];
+        if cfg.racing {
+            runs.push(true);
+        }
+        for racing in runs {
+            let s = scale::run(&rt, cfg.virtual_masters, cfg.scale_needs, racing)?;
+            tracing::info!(?s, "scale");
+            let (v, k) = (s.masters, s.needs);
+            let how = if racing { "racing" } else { "shared out" };
+            let on = on_target && v == 100 && k == 10_000;
+            rows.push(
+                Row::new(
+                    4,
+                    format!("{v} virtual masters, {k} needs ({how}): all running"),
+                    s.running_ms,
+                    "ms",
+                )
+                .target(on, 3000.0),
+            );
+            rows.push(Row::new(
+                4,
+                format!("{v} x {k} ({how}): messages per second"),
+                s.messages_per_s,
+                "msg/s",
+            ));
+            rows.push(Row::new(
+                4,
+                format!("{v} x {k} ({how}): lan manager RSS after"),
+                mib(s.lan_rss_kib),
+                "MiB",
+            ));
+        }
+    }
+    rows.sort_by_key(|r| r.group);
+
+    Ok(Report {
+        command,
+        machine: Machine::this(),
+        quick: cfg.quick,
+        rows,
+        method: method_notes(),
+    })
+}
+
+fn method_notes() -> Vec<String> {
+    vec![
+        format!(
+            "ports accept: a connect-retry sweep over the ports still refusing, {} us pause between sweeps",
+            probe::SWEEP_PAUSE.as_micros()
+        ),
+        "listed running: the lan manager's status polled back to back over one persistent admin WebSocket (each poll a full status round trip)".into(),
+        "raw limit: allex-testsvc fork/exec'd from one thread with the same env, no master, no lan manager; single-kill raw = SIGKILL, reap, re-exec, port accepts".into(),
+        "needs are added over 32 parallel admin sessions (each addition is on disk before it is acknowledged); times start at the first need_add".into(),
+        "lan manager timings: production defaults except --stable-ms 500; killed children had run over 1.1 s".into(),
+        "CPU: /proc/PID/task/*/schedstat run time over the idle window, scaled to 30 s; memory: /proc/PID/smaps_rollup".into(),
+        "figure 4: needs added before the virtual masters connect; time from the first connect to the last `running`; each virtual master's services share its 3 real accepting ports".into(),
+    ]
+}

@@ -1,0 +1,126 @@
+//! Figure 4, lan manager scale: V virtual masters (the real protocol over
+//! real WebSockets, real listening ports, no processes) and K needs.
+
+use super::admin_link::add_all;
+use super::footprint::memory;
+use super::{ms, BenchError};
+use crate::harness::{LanManager, LanOptions, Timings};
+use crate::virtual_master::{hello, AcceptingPorts, Progress, VirtualMaster};
+use allex_protocol::Need;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+use tokio::runtime::Runtime;
+
+/// Longest a scale run may take.
+const SCALE_DEADLINE: Duration = Duration::from_secs(300);
+
+/// What one scale run measured.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Scale {
+    /// Virtual masters.
+    pub masters: usize,
+    /// Needs.
+    pub needs: usize,
+    /// Whether every master claimed every need (racing) or only its share.
+    pub racing: bool,
+    /// From the first connect until the last need was listed as running.
+    pub running_ms: f64,
+    /// Frames both ways per second over that time.
+    pub messages_per_s: f64,
+    /// Frames both ways in all.
+    pub messages: u64,
+    /// The lan manager's RSS after the run, in KiB.
+    pub lan_rss_kib: u64,
+    /// The lan manager's PSS after the run, in KiB.
+    pub lan_pss_kib: u64,
+}
+
+/// The share of needs master `idx` of `masters` claims when not racing.
+fn share(need: &Need, idx: usize, masters: usize) -> bool {
+    let n: usize = need
+        .instancename
+        .trim_start_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .unwrap_or(0);
+    n % masters == idx
+}
+
+/// Adds `needs` needs to a fresh lan manager before any master connects,
+/// then connects `masters` virtual masters at once and times them until
+/// every need is running.
+pub fn run(rt: &Runtime, masters: usize, needs: usize, racing: bool) -> Result<Scale, BenchError> {
+    let lan = LanManager::start(LanOptions {
+        timings: Timings {
+            check_timeout: Duration::from_secs(30),
+            claim_timeout: Duration::from_secs(60),
+            ..Timings::production()
+        },
+        ..LanOptions::default()
+    })?;
+    let addr = lan.addr();
+    let pid = lan
+        .proc()
+        .map(|p| p.pid())
+        .ok_or_else(|| BenchError::Other("the lan manager is not running".into()))?;
+    let list: Vec<Need> = (0..needs)
+        .map(|i| Need::new("testsvc", format!("v{i}")))
+        .collect();
+    rt.block_on(add_all(addr, list, 128))?;
+    let masters = masters.max(1);
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let result = rt.block_on(async move {
+        let mut ports = Vec::with_capacity(masters);
+        for _ in 0..masters {
+            ports.push(AcceptingPorts::bind(ip).await.map_err(BenchError::from)?);
+        }
+        let progress = Progress::new(needs);
+        let t0 = Instant::now();
+        let mut tasks = Vec::with_capacity(masters);
+        for (idx, p) in ports.iter().enumerate() {
+            let progress = progress.clone();
+            let served = p.ports;
+            tasks.push(tokio::spawn(async move {
+                let vm = VirtualMaster::connect(addr, hello(&format!("vm{idx}"), &["testsvc"], ip))
+                    .await?;
+                vm.serve(served, move |n| racing || share(n, idx, masters), progress)
+                    .await
+            }));
+        }
+        let mut messages = 0;
+        let joined = tokio::time::timeout(SCALE_DEADLINE, async {
+            for t in tasks {
+                let stats = t
+                    .await
+                    .map_err(|e| BenchError::Other(format!("virtual master task: {e}")))??;
+                messages += stats.sent + stats.received;
+            }
+            Ok::<(), BenchError>(())
+        })
+        .await;
+        progress.stop();
+        match joined {
+            Err(_) => Err(BenchError::Timeout(format!(
+                "{} of {needs} needs running after {SCALE_DEADLINE:?}",
+                progress.running()
+            ))),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(())) => {
+                let end = progress.finished_at().unwrap_or_else(Instant::now);
+                drop(ports);
+                Ok((ms(end - t0), messages))
+            }
+        }
+    });
+    let (running_ms, messages) = result?;
+    let mem = memory(pid)?;
+    Ok(Scale {
+        masters,
+        needs,
+        racing,
+        running_ms,
+        messages_per_s: messages as f64 / (running_ms / 1000.0).max(1e-9),
+        messages,
+        lan_rss_kib: mem.rss_kib,
+        lan_pss_kib: mem.pss_kib,
+    })
+}

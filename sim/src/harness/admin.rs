@@ -1,0 +1,90 @@
+//! A blocking admin client of the lan manager's WebSocket port, so polling
+//! loops need not start an `allexlanmanager status` process per poll.
+
+use super::HarnessError;
+use allex_protocol::frame::{decode_text, encode, MAX_FROM_LAN_FRAME};
+use allex_protocol::{AdminToLan, LanStatus, LanToAdmin, PROTOCOL_VERSION};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::{Message, WebSocket};
+
+/// An open admin session.
+pub struct AdminClient {
+    ws: WebSocket<TcpStream>,
+}
+
+fn link(addr: SocketAddr, detail: impl std::fmt::Display) -> HarnessError {
+    HarnessError::Io {
+        what: format!("admin session with {addr}"),
+        source: std::io::Error::other(detail.to_string()),
+    }
+}
+
+impl AdminClient {
+    /// Connects, says `admin_hello` and waits for the welcome.
+    pub fn connect(
+        addr: SocketAddr,
+        token: Option<&str>,
+        timeout: Duration,
+    ) -> Result<AdminClient, HarnessError> {
+        let stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| link(addr, e))?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .and_then(|_| stream.set_write_timeout(Some(timeout)))
+            .map_err(|e| link(addr, e))?;
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_FROM_LAN_FRAME))
+            .max_frame_size(Some(MAX_FROM_LAN_FRAME));
+        let (ws, _) =
+            tungstenite::client::client_with_config(format!("ws://{addr}/"), stream, Some(config))
+                .map_err(|e| link(addr, e))?;
+        let mut client = AdminClient { ws };
+        match client.call(&AdminToLan::AdminHello {
+            version: PROTOCOL_VERSION,
+            token: token.map(str::to_string),
+        })? {
+            LanToAdmin::AdminWelcome { .. } => Ok(client),
+            other => Err(link(addr, format!("unexpected welcome: {other:?}"))),
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.ws
+            .get_ref()
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Sends one request and returns the answer (`error` answers included).
+    pub fn call(&mut self, req: &AdminToLan) -> Result<LanToAdmin, HarnessError> {
+        let addr = self.addr();
+        self.ws
+            .send(Message::text(encode(req)))
+            .map_err(|e| link(addr, e))?;
+        loop {
+            match self.ws.read().map_err(|e| link(addr, e))? {
+                Message::Text(t) => {
+                    return decode_text(&t, MAX_FROM_LAN_FRAME).map_err(|e| link(addr, e))
+                }
+                Message::Close(f) => return Err(link(addr, format!("closed: {f:?}"))),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Asks for the lan manager's status.
+    pub fn status(&mut self) -> Result<LanStatus, HarnessError> {
+        match self.call(&AdminToLan::Status)? {
+            LanToAdmin::Status { status } => Ok(status),
+            other => Err(link(self.addr(), format!("unexpected answer: {other:?}"))),
+        }
+    }
+}
+
+impl Drop for AdminClient {
+    fn drop(&mut self) {
+        let _ = self.ws.close(None);
+        let _ = self.ws.flush();
+    }
+}

@@ -1,0 +1,283 @@
+//! [`LanManager`]: a real `allexlanmanager` process in its own directory.
+
+use super::{log_tail, maybe_keep, stderr_for, temp_dir, HarnessError, Timings, START_DEADLINE};
+use crate::bins::binary;
+use crate::process::{run_with_deadline, Output, Proc};
+use allex_protocol::{LanStatus, Need};
+use nix::sys::signal::Signal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// How to start a [`LanManager`].
+#[derive(Debug, Clone, Default)]
+pub struct LanOptions {
+    /// Timing flags.
+    pub timings: Timings,
+    /// Shared secret (`--token`), also used by the CLI calls.
+    pub token: Option<String>,
+    /// Port on 127.0.0.1 to listen on; 0 lets the kernel pick.
+    pub port: u16,
+    /// Extra arguments after `run`.
+    pub extra_args: Vec<String>,
+    /// Address to listen on instead of 127.0.0.1.
+    pub listen_ip: Option<std::net::IpAddr>,
+    /// Network namespace to run it (and its CLI calls) in, via `ip netns exec`.
+    pub netns: Option<String>,
+}
+
+/// A running `allexlanmanager run` over a temporary directory.
+pub struct LanManager {
+    proc: Option<Proc>,
+    addr: SocketAddr,
+    opts: LanOptions,
+    log: PathBuf,
+    // Declared last so the process dies before its directory goes.
+    dir: Option<tempfile::TempDir>,
+}
+
+impl LanManager {
+    /// Starts a lan manager and waits for its `listening on` line.
+    pub fn start(opts: LanOptions) -> Result<LanManager, HarnessError> {
+        let dir = temp_dir("allexlan")?;
+        let log = dir.path().join("allexlanmanager.log");
+        let mut lan = LanManager {
+            proc: None,
+            addr: SocketAddr::new(
+                opts.listen_ip
+                    .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+                opts.port,
+            ),
+            opts,
+            log,
+            dir: Some(dir),
+        };
+        lan.spawn(lan.addr.port())?;
+        Ok(lan)
+    }
+
+    fn spawn(&mut self, port: u16) -> Result<(), HarnessError> {
+        let started = Instant::now();
+        loop {
+            let mut cmd = self.command()?;
+            cmd.arg("run")
+                .arg("--listen")
+                .arg(SocketAddr::new(self.addr.ip(), port).to_string())
+                .arg("--dir")
+                .arg(self.dir())
+                .args(self.opts.timings.args())
+                .args(&self.opts.extra_args)
+                .current_dir(self.dir())
+                .env_remove("ALLEX_TOKEN");
+            if let Some(t) = &self.opts.token {
+                cmd.arg("--token").arg(t);
+            }
+            let proc = Proc::spawn("allexlanmanager", cmd, stderr_for(&self.log))?;
+            let remaining = START_DEADLINE.saturating_sub(started.elapsed());
+            match proc.wait_for_line(
+                |l| l.starts_with("allexlanmanager listening on "),
+                remaining,
+            ) {
+                Ok(line) => {
+                    let text = line
+                        .trim_start_matches("allexlanmanager listening on ")
+                        .trim();
+                    self.addr = text.parse().map_err(|_| HarnessError::Start {
+                        what: "allexlanmanager".into(),
+                        detail: format!("unparsable listening line {line:?}"),
+                        log: log_tail(&self.log, 20),
+                    })?;
+                    self.proc = Some(proc);
+                    return Ok(());
+                }
+                // A restart on a fixed port can race the old socket's release: retry.
+                Err(e) if port != 0 && started.elapsed() < START_DEADLINE => {
+                    tracing::debug!(error = %e, port, "lan manager did not listen; retrying");
+                    drop(proc);
+                    std::thread::sleep(crate::wait::POLL);
+                }
+                Err(e) => {
+                    return Err(HarnessError::Start {
+                        what: "allexlanmanager".into(),
+                        detail: e.to_string(),
+                        log: log_tail(&self.log, 20),
+                    })
+                }
+            }
+        }
+    }
+
+    /// `allexlanmanager`, inside the namespace when one is set.
+    fn command(&self) -> Result<Command, HarnessError> {
+        let bin = binary("allexlanmanager")?;
+        Ok(match &self.opts.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        })
+    }
+
+    /// The address masters and CLIs connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its working directory (needs live in `.allexlanmanager/needs` under it).
+    pub fn dir(&self) -> &Path {
+        match &self.dir {
+            Some(d) => d.path(),
+            None => Path::new("/nonexistent"),
+        }
+    }
+
+    /// The needs file.
+    pub fn needs_path(&self) -> PathBuf {
+        self.dir().join(".allexlanmanager").join("needs")
+    }
+
+    /// Its stderr log file (empty when logs are inherited).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The running process, if any.
+    pub fn proc(&self) -> Option<&Proc> {
+        self.proc.as_ref()
+    }
+
+    /// Whether the process runs.
+    pub fn is_running(&self) -> bool {
+        self.proc.as_ref().is_some_and(Proc::is_running)
+    }
+
+    /// Runs `allexlanmanager <args> --connect <addr> [--token T]` and returns
+    /// its output whatever the exit status, for tests of refusals.
+    pub fn cli(&self, args: &[&str]) -> Result<Output, HarnessError> {
+        let mut cmd = self.command()?;
+        cmd.args(args)
+            .arg("--connect")
+            .arg(self.addr.to_string())
+            .env_remove("ALLEX_TOKEN");
+        if let Some(t) = &self.opts.token {
+            cmd.arg("--token").arg(t);
+        }
+        Ok(run_with_deadline("allexlanmanager", cmd, START_DEADLINE)?)
+    }
+
+    fn cli_ok(&self, args: &[&str]) -> Result<Output, HarnessError> {
+        let out = self.cli(args)?;
+        if !out.status.success() {
+            return Err(HarnessError::Cli {
+                command: format!("allexlanmanager {}", args.join(" ")),
+                status: out.status,
+                stderr: out.stderr,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Adds a need through `allexlanmanager need add`.
+    pub fn need_add(&self, need: &Need) -> Result<(), HarnessError> {
+        let props = serde_json::Value::Object(need.propertyhash.clone()).to_string();
+        let mut args = vec![
+            "need",
+            "add",
+            "--module",
+            &need.modulename,
+            "--instance",
+            &need.instancename,
+            "--propertyhash",
+            &props,
+        ];
+        if let Some(a) = &need.ipaddress {
+            args.extend(["--ipaddress", a.as_str()]);
+        }
+        let protocols = need
+            .protocols
+            .as_ref()
+            .map(|ps| ps.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(","));
+        if let Some(p) = &protocols {
+            args.extend(["--protocols", p.as_str()]);
+        }
+        self.cli_ok(&args).map(drop)
+    }
+
+    /// Removes a need through `allexlanmanager need remove`.
+    pub fn need_remove(&self, instance: &str) -> Result<(), HarnessError> {
+        self.cli_ok(&["need", "remove", instance]).map(drop)
+    }
+
+    /// Asks `allexlanmanager status --json`.
+    pub fn status(&self) -> Result<LanStatus, HarnessError> {
+        let out = self.cli_ok(&["status", "--json"])?;
+        serde_json::from_str(out.stdout.trim()).map_err(|source| HarnessError::Parse {
+            command: "allexlanmanager status --json".into(),
+            source,
+            stdout: out.stdout,
+        })
+    }
+
+    /// Asks for the status over the admin protocol directly, without the
+    /// CLI: cheaper in polling loops. Inside a network namespace the address
+    /// is unreachable from here, so that case goes through the CLI.
+    pub fn status_direct(&self) -> Result<LanStatus, HarnessError> {
+        if self.opts.netns.is_some() {
+            return self.status();
+        }
+        super::AdminClient::connect(self.addr, self.opts.token.as_deref(), START_DEADLINE)?.status()
+    }
+
+    /// Sends `signal` to the lan manager's process group.
+    pub fn signal(&self, signal: Signal) -> Result<(), HarnessError> {
+        match &self.proc {
+            Some(p) => Ok(p.kill(signal)?),
+            None => Err(HarnessError::NotRunning("allexlanmanager".into())),
+        }
+    }
+
+    /// Kills it with SIGKILL and reaps it; the directory stays.
+    pub fn kill(&mut self) -> Result<(), HarnessError> {
+        if let Some(p) = self.proc.take() {
+            p.kill_now()?;
+        }
+        Ok(())
+    }
+
+    /// Sends `signal` and waits for it to exit (SIGKILL after `deadline`).
+    pub fn stop(&mut self, signal: Signal, deadline: Duration) -> Result<(), HarnessError> {
+        if let Some(p) = self.proc.take() {
+            p.kill(signal)?;
+            if p.wait_exit(deadline).is_err() {
+                p.kill_now()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills it (SIGKILL, a crash) if it runs and starts it again on the
+    /// same address and directory.
+    pub fn restart(&mut self) -> Result<(), HarnessError> {
+        self.kill()?;
+        self.spawn(self.addr.port())
+    }
+
+    /// Stops it with SIGTERM (a clean shutdown) and starts it again on the
+    /// same address and directory.
+    pub fn restart_graceful(&mut self) -> Result<(), HarnessError> {
+        self.stop(Signal::SIGTERM, START_DEADLINE)?;
+        self.spawn(self.addr.port())
+    }
+}
+
+impl Drop for LanManager {
+    fn drop(&mut self) {
+        self.proc.take();
+        if let Some(dir) = self.dir.take() {
+            maybe_keep(dir);
+        }
+    }
+}

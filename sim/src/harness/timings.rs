@@ -1,0 +1,75 @@
+//! The lan manager's timing knobs, small by default so tests run fast.
+
+use std::time::Duration;
+
+/// The lan manager's timing flags; [`Timings::default`] is the fast test set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    /// `--grace-ms`: how long a disconnected master keeps its services.
+    pub grace: Duration,
+    /// `--settle-ms`: how long a restarted lan manager waits for masters.
+    pub settle: Duration,
+    /// `--claim-timeout-ms`: how long a master has to report `spawned`.
+    pub claim_timeout: Duration,
+    /// `--check-timeout-ms`: how long the port check keeps trying.
+    pub check_timeout: Duration,
+    /// `--backoff-base-ms`: first retry delay of a crash loop.
+    pub backoff_base: Duration,
+    /// `--backoff-cap-ms`: longest retry delay.
+    pub backoff_cap: Duration,
+    /// `--stable-ms`: uptime after which a service counts as stable.
+    pub stable: Duration,
+    /// `--heartbeat-ms`: heartbeat interval; three missed drop the link.
+    pub heartbeat: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        let ms = Duration::from_millis;
+        Timings {
+            grace: ms(1500),
+            settle: ms(1000),
+            claim_timeout: ms(2000),
+            check_timeout: ms(1500),
+            backoff_base: ms(50),
+            backoff_cap: ms(1000),
+            stable: ms(1000),
+            // Three missed beats drop a link: 1.5 s rides out a loaded 2-core CI box.
+            heartbeat: ms(500),
+        }
+    }
+}
+
+impl Timings {
+    /// The production defaults of the contract.
+    pub fn production() -> Self {
+        let ms = Duration::from_millis;
+        Timings {
+            grace: ms(30_000),
+            settle: ms(10_000),
+            claim_timeout: ms(10_000),
+            check_timeout: ms(5_000),
+            backoff_base: ms(200),
+            backoff_cap: ms(30_000),
+            stable: ms(10_000),
+            heartbeat: ms(2_000),
+        }
+    }
+
+    /// The command-line flags that set these timings.
+    pub fn args(&self) -> Vec<String> {
+        [
+            ("--grace-ms", self.grace),
+            ("--settle-ms", self.settle),
+            ("--claim-timeout-ms", self.claim_timeout),
+            ("--check-timeout-ms", self.check_timeout),
+            ("--backoff-base-ms", self.backoff_base),
+            ("--backoff-cap-ms", self.backoff_cap),
+            ("--stable-ms", self.stable),
+            ("--heartbeat-ms", self.heartbeat),
+        ]
+        .into_iter()
+        .flat_map(|(flag, d)| [flag.to_string(), d.as_millis().to_string()])
+        .collect()
+    }
+}

@@ -1,0 +1,72 @@
+//! Port blocks for tests that run in parallel, in this process and in others.
+
+use std::sync::Mutex;
+
+/// Lowest port handed out.
+pub const LOW: u16 = 20000;
+/// One past the highest port handed out, unless the ephemeral range starts lower.
+pub const HIGH: u16 = 60000;
+
+/// Offset of the next block from the span's start; `None` until first use.
+static CURSOR: Mutex<Option<u32>> = Mutex::new(None);
+
+/// Hands out the start of a block of `size` ports that no earlier caller in
+/// this process got, placed by pid so that other test processes start
+/// elsewhere. Nothing is reserved: code using the block must skip ports
+/// that happen to be taken.
+///
+/// Ports stay below the kernel's ephemeral range when it leaves room, so
+/// outgoing connections do not land in a block.
+pub fn port_block(size: u16) -> u16 {
+    let (low, high) = span();
+    let span = u32::from(high - low);
+    let size = u32::from(size.max(1)).min(span);
+    // Knuth's multiplicative hash spreads neighbouring pids far apart.
+    let origin = std::process::id().wrapping_mul(2_654_435_761) % span;
+    let mut cursor = CURSOR.lock().unwrap_or_else(|p| p.into_inner());
+    let mut offset = cursor.unwrap_or(origin);
+    // A block never straddles the end: it restarts at the bottom instead.
+    if offset + size > span {
+        offset = 0;
+    }
+    *cursor = Some(offset + size);
+    low + offset as u16
+}
+
+fn span() -> (u16, u16) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok());
+    match ephemeral_low {
+        Some(e) if e > LOW && e - LOW >= 5000 => (LOW, e.min(HIGH)),
+        _ => (LOW, HIGH),
+    }
+}
+
+/// A port that was free a moment ago (the kernel's pick for port 0 on 127.0.0.1).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_in_one_process_do_not_overlap() {
+        let (low, high) = span();
+        let mut blocks: Vec<(u16, u16)> = (0..50)
+            .map(|_| port_block(30))
+            .map(|s| (s, s + 30))
+            .collect();
+        for (s, e) in &blocks {
+            assert!(*s >= low && *e <= high, "{s}..{e} leaves {low}..{high}");
+        }
+        blocks.sort();
+        for w in blocks.windows(2) {
+            assert!(w[0].1 <= w[1].0, "{:?} overlaps {:?}", w[0], w[1]);
+        }
+    }
+}

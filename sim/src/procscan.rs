@@ -1,0 +1,101 @@
+//! Finding processes through /proc: liveness that ignores zombies, and
+//! processes by environment variable (how the harness finds a master's
+//! children even after the master is gone).
+
+use std::path::Path;
+
+/// Whether `pid` is a live process: present and not a zombie (an orphaned
+/// zombie may linger when pid 1 does not reap, but it runs nothing).
+pub fn is_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name, which may hold spaces.
+        Ok(stat) => match stat.rfind(')') {
+            Some(i) => !matches!(stat[i + 1..].trim_start().chars().next(), Some('Z' | 'X')),
+            None => true,
+        },
+        Err(_) => false,
+    }
+}
+
+/// The process group of `pid`, when it is alive.
+pub fn pgid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // Fields after the name: state, ppid, pgrp.
+    rest.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Live processes (readable by us) whose environment has `key=value`.
+pub fn pids_with_env(key: &str, value: &str) -> Vec<u32> {
+    let needle = format!("{key}={value}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let Ok(env) = std::fs::read(Path::new("/proc").join(pid.to_string()).join("environ"))
+        else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) && is_alive(pid) {
+            out.push(pid);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// SIGKILLs each pid's process group (and the pid itself, in case it has left the group).
+pub fn kill_all(pids: &[u32]) {
+    use nix::sys::signal::{kill, killpg, Signal};
+    use nix::unistd::Pid;
+    for &pid in pids {
+        if let Some(g) = pgid(pid) {
+            // Never our own group: that would kill the test runner.
+            if g != std::process::id() && g > 1 && Some(g) != pgid(std::process::id()) {
+                let _ = killpg(Pid::from_raw(g as i32), Signal::SIGKILL);
+            }
+        }
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_child_by_env_and_sees_it_die() {
+        let mut child = std::process::Command::new("/bin/sleep")
+            .arg("30")
+            .env("ALLEX_PROCSCAN_TEST", format!("{}", std::process::id()))
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // Until exec the child still shows our environment.
+        crate::wait::wait_until(
+            "the child to show its env",
+            std::time::Duration::from_secs(10),
+            || match pids_with_env("ALLEX_PROCSCAN_TEST", &std::process::id().to_string()) {
+                found if found == vec![pid] => Ok(()),
+                found => Err(found),
+            },
+        )
+        .unwrap();
+        assert!(is_alive(pid));
+        assert!(pgid(pid).is_some());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!is_alive(pid));
+    }
+}

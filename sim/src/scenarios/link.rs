@@ -1,0 +1,207 @@
+//! The link between masters and the lan manager failing.
+
+use super::{cluster_options, expect, running_map, Scenario};
+use crate::harness::HarnessError;
+use crate::wait::wait_until;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+fn pids(run: &BTreeMap<String, allex_protocol::RunningService>) -> BTreeMap<String, u32> {
+    run.iter().map(|(k, v)| (k.clone(), v.pid)).collect()
+}
+
+/// A clean lan manager restart restarts no service.
+pub fn lan_restart() -> Scenario {
+    Scenario {
+        name: "lan-restart",
+        about: "the lan manager restarts cleanly (SIGTERM); masters report back and no service restarts",
+        cluster: cluster_options,
+        run: |r| lan_comes_back(r, true),
+    }
+}
+
+/// A lan manager crash restarts no service either, once it has recorded what runs.
+pub fn lan_crash() -> Scenario {
+    Scenario {
+        name: "lan-crash",
+        about: "the lan manager is SIGKILLed after recording what runs; after restart no service restarts",
+        cluster: cluster_options,
+        run: |r| lan_comes_back(r, false),
+    }
+}
+
+fn lan_comes_back(r: &mut super::Run, graceful: bool) -> Result<(), HarnessError> {
+    let n = r.opts.needs;
+    let names = r.step("add needs", |r| r.add_needs("lr", n, json!({})))?;
+    let before = r.step("wait until all run", |r| r.wait_all_running(&names))?;
+    if !graceful {
+        // The lan manager records what runs shortly after the fact (its
+        // advisory `running` file); a crash inside that window is not
+        // what this scenario is about, so wait until the record is written.
+        r.step("wait until the lan manager has recorded what runs", |r| {
+            let path = r
+                .cluster
+                .lan()
+                .dir()
+                .join(".allexlanmanager")
+                .join("running");
+            wait_until("the running file to list every need", r.deadline(), || {
+                let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+                match names.iter().find(|n| !text.contains(&format!("\"{n}\""))) {
+                    None => Ok(()),
+                    Some(missing) => Err(format!("{missing} missing")),
+                }
+            })?;
+            Ok(())
+        })?;
+    }
+    let how = if graceful {
+        "restart the lan manager with SIGTERM"
+    } else {
+        "kill the lan manager with SIGKILL and start it again"
+    };
+    r.step(how, |r| r.cluster.restart_lan_with(graceful))?;
+    r.step("the same pids run again once masters report back", |r| {
+        let after = r.wait_all_running(&names)?;
+        expect(pids(&after) == pids(&before), || {
+            format!("before {:?} after {:?}", pids(&before), pids(&after))
+        })
+    })?;
+    Ok(())
+}
+
+/// A short cut, within the grace: nothing moves, nothing restarts.
+pub fn link_blip() -> Scenario {
+    Scenario {
+        name: "link-blip",
+        about: "a master's link is cut for less than the grace; its services stay put",
+        cluster: |o| {
+            let mut c = cluster_options(o);
+            c.proxies = true;
+            c.masters = 1;
+            c
+        },
+        run: |r| {
+            let n = r.opts.needs;
+            let names = r.step("add needs", |r| r.add_needs("blip", n, json!({})))?;
+            let before = r.step("wait until all run", |r| r.wait_all_running(&names))?;
+            r.step("cut the link until both sides notice", |r| {
+                let proxy = r
+                    .cluster
+                    .proxy(0)
+                    .ok_or_else(|| HarnessError::Expectation("no proxy".into()))?;
+                proxy.cut();
+                wait_until("the master to see the cut", r.deadline(), || {
+                    match r.cluster.master(0).status_direct() {
+                        Ok(st) if !st.connected => Ok(()),
+                        other => Err(format!("{other:?}")),
+                    }
+                })?;
+                Ok(())
+            })?;
+            r.step(
+                "restore it; the master reconnects and the same pids run",
+                |r| {
+                    if let Some(p) = r.cluster.proxy(0) {
+                        p.restore();
+                    }
+                    r.cluster.wait_master_connected(0, r.deadline())?;
+                    let after = r.wait_all_running(&names)?;
+                    expect(pids(&after) == pids(&before), || {
+                        format!("before {:?} after {:?}", pids(&before), pids(&after))
+                    })
+                },
+            )?;
+            Ok(())
+        },
+    }
+}
+
+/// A long cut: another master takes over, the old copies are stopped on reconnect.
+pub fn link_cut_takeover() -> Scenario {
+    Scenario {
+        name: "link-cut",
+        about: "a master is cut off beyond the grace; another takes over and on reconnect the stale copies stop",
+        cluster: takeover_cluster,
+        run: |r| takeover(r, false),
+    }
+}
+
+/// A silent partition: only heartbeats can tell; then as for a cut.
+pub fn link_freeze_takeover() -> Scenario {
+    Scenario {
+        name: "link-freeze",
+        about: "a master's link goes silent without closing; heartbeats notice, another master takes over, stale copies stop after",
+        cluster: takeover_cluster,
+        run: |r| takeover(r, true),
+    }
+}
+
+fn takeover_cluster(o: &super::ScenarioOptions) -> crate::harness::ClusterOptions {
+    let mut c = cluster_options(o);
+    c.proxies = true;
+    c.masters = 1;
+    c
+}
+
+fn takeover(r: &mut super::Run, silent: bool) -> Result<(), HarnessError> {
+    let n = r.opts.needs;
+    let names = r.step("add needs on the only master", |r| {
+        r.add_needs("cut", n, json!({}))
+    })?;
+    let before = r.step("wait until all run", |r| r.wait_all_running(&names))?;
+    r.step("start a second master", |r| {
+        r.cluster.add_master(|_| {}).map(drop)
+    })?;
+    let old = r.cluster.master(0).name().to_string();
+    let what = if silent {
+        "freeze the first master's link; after heartbeats and the grace the second runs everything"
+    } else {
+        "cut the first master off; after the grace the second runs everything"
+    };
+    r.step(what, |r| {
+        if let Some(p) = r.cluster.proxy(0) {
+            if silent {
+                p.freeze();
+            } else {
+                p.cut();
+            }
+        }
+        r.cluster.wait_lan("the needs to move", r.deadline(), |st| {
+            let m = running_map(st);
+            let stuck: Vec<_> = names
+                .iter()
+                .filter(|x| m.get(*x).is_none_or(|s| s.master == old))
+                .collect();
+            if stuck.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{stuck:?}"))
+            }
+        })
+    })?;
+    r.step(
+        "restore the link; the first master's stale copies are stopped",
+        |r| {
+            if let Some(p) = r.cluster.proxy(0) {
+                p.restore();
+            }
+            r.cluster.wait_master_connected(0, r.deadline())?;
+            let stale: Vec<u32> = before.values().map(|s| s.pid).collect();
+            wait_until("the stale copies to stop", r.deadline(), || {
+                let alive: Vec<u32> = stale
+                    .iter()
+                    .copied()
+                    .filter(|p| crate::procscan::is_alive(*p))
+                    .collect();
+                if alive.is_empty() {
+                    Ok(())
+                } else {
+                    Err(alive)
+                }
+            })?;
+            Ok(())
+        },
+    )?;
+    Ok(())
+}
