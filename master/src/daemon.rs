@@ -39,7 +39,12 @@ pub async fn run(config: &Path) -> anyhow::Result<()> {
     let ports = PortOffice::from_config(&cfg);
     let state = State::new(cfg, sock.clone(), tx.clone(), spawner, ports);
     let state_task = tokio::spawn(state.run(rx, Duration::from_millis(grace)));
-    let server = tokio::spawn(socket::serve(listener, tx.clone()));
+    let server = tokio::spawn(socket::serve_guarded(
+        rt.clone(),
+        sock.clone(),
+        listener,
+        tx.clone(),
+    ));
     let link_task = tokio::spawn(link::run(link_cfg, tx.clone()));
     {
         let mut out = std::io::stdout().lock();

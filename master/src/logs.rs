@@ -89,7 +89,9 @@ impl RotatingLog {
 
 /// Copies a child's pipe into the log until the pipe closes.
 pub async fn pump<R: AsyncRead + Unpin>(mut pipe: R, log: std::sync::Arc<RotatingLog>) {
-    let mut buf = vec![0u8; 16 * 1024];
+    // Most services say little: start small and grow only for a chatty one,
+    // so that hundreds of quiet children do not each pin 2 x 16 KiB here.
+    let mut buf = vec![0u8; 512];
     let mut warned = false;
     loop {
         match pipe.read(&mut buf).await {
@@ -102,6 +104,9 @@ pub async fn pump<R: AsyncRead + Unpin>(mut pipe: R, log: std::sync::Arc<Rotatin
                         tracing::warn!(path = %log.path.display(), error = %e, "cannot write child log; dropping its output");
                         warned = true;
                     }
+                }
+                if n == buf.len() && buf.len() < 16 * 1024 {
+                    buf.resize(buf.len() * 2, 0);
                 }
             }
             Err(e) => {

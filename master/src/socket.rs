@@ -115,6 +115,61 @@ pub fn bind(path: &Path) -> Result<UnixListener, SocketError> {
     Ok(listener)
 }
 
+/// How often the socket file is checked for having been removed.
+const GUARD_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Serves the socket forever and puts it back when it disappears.
+///
+/// An operator (or a `/tmp` cleaner) removing the runtime directory must not
+/// cut the children off from their master: the children keep running, so the
+/// master recreates the directory (0700, with the same checks as at start)
+/// and a fresh socket at the same path, and says so in its log. Connections
+/// already open are unaffected.
+pub async fn serve_guarded(
+    runtimedir: PathBuf,
+    path: PathBuf,
+    listener: UnixListener,
+    events: UnboundedSender<Event>,
+) {
+    let mut bound = file_id(&path);
+    let mut server = tokio::spawn(serve(listener, events.clone()));
+    let mut complained = false;
+    let mut tick = tokio::time::interval(GUARD_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = file_id(&path);
+        if now.is_some() && now == bound {
+            continue;
+        }
+        if !complained {
+            tracing::warn!(path = %path.display(), "the master socket was removed; recreating the runtime directory and the socket");
+        }
+        match check_runtime_dir(&runtimedir).and_then(|()| bind(&path)) {
+            Ok(listener) => {
+                server.abort();
+                bound = file_id(&path);
+                server = tokio::spawn(serve(listener, events.clone()));
+                complained = false;
+                tracing::warn!(path = %path.display(), "master socket recreated");
+            }
+            Err(e) => {
+                if !complained {
+                    tracing::error!("cannot recreate the master socket (retrying every {GUARD_INTERVAL:?}): {e}");
+                }
+                complained = true;
+            }
+        }
+    }
+}
+
+/// Device and inode of a file, to tell our socket from a replacement.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
 /// Accepts connections forever, one task per connection.
 pub async fn serve(listener: UnixListener, events: UnboundedSender<Event>) {
     loop {
@@ -163,6 +218,19 @@ async fn connection(stream: UnixStream, events: UnboundedSender<Event>) {
                 code: e.code(),
                 message: e.to_string(),
             },
+            Err(FrameError::TooLarge { max }) => {
+                // The rest of the stream cannot be framed again: say why, then close.
+                tracing::warn!(
+                    ?peer_pid,
+                    "frame over {max} bytes on the master socket; closing"
+                );
+                let reply = LocalReply::Error {
+                    code: allex_protocol::ErrorCode::FrameTooLarge,
+                    message: format!("frame over {max} bytes; closing the connection"),
+                };
+                let _ = write_line_frame(&mut write, &reply).await;
+                return;
+            }
             Err(e) => {
                 tracing::debug!(?peer_pid, error = %e, "master socket connection dropped");
                 return;

@@ -7,6 +7,7 @@
 //! memory or slowing anyone else.
 
 use crate::outbox::{ConnId, KillSwitch, Outbox, OutboxReceiver};
+use crate::ratelimit::{Bucket, RateLimit, Verdict};
 use crate::settings::Settings;
 use crate::state::Event;
 use allex_protocol::frame::{decode_text, encode, MAX_TO_LAN_FRAME};
@@ -243,6 +244,7 @@ async fn master_session(
         return;
     }
     let link_timeout = ctx.settings.link_timeout();
+    let mut bucket = Bucket::new(RateLimit::MASTER);
     loop {
         let next = tokio::select! {
             r = tokio::time::timeout(link_timeout, stream.next()) => r,
@@ -262,6 +264,12 @@ async fn master_session(
             }
             Ok(Some(Ok(m))) => m,
         };
+        if !admit_frame(&mut bucket, &msg, &replies, kill, &name) {
+            if kill.reason().is_some() {
+                break;
+            }
+            continue;
+        }
         let text = match msg {
             Message::Text(t) => t,
             Message::Binary(_) => {
@@ -316,7 +324,17 @@ async fn admin_session(
         version: PROTOCOL_VERSION,
     });
     let idle = ctx.settings.link_timeout().max(ADMIN_IDLE);
+    let mut bucket = Bucket::new(RateLimit::ADMIN);
     loop {
+        // One request is in flight at a time, so a fast admin client can
+        // only queue frames in its own socket: pace it instead of refusing.
+        let wait = bucket.pace();
+        if !wait.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = kill.killed() => break,
+            }
+        }
         let next = tokio::select! {
             r = tokio::time::timeout(idle, stream.next()) => r,
             _ = kill.killed() => break,
@@ -360,6 +378,47 @@ async fn admin_session(
                 reply(&answer);
             }
             Err(_) => break,
+        }
+    }
+}
+
+/// Runs one received frame through the peer's rate limit; false drops it.
+///
+/// Control frames (ping, pong, close) are not counted: tungstenite answers
+/// pings itself and a close ends the session anyway.
+fn admit_frame(
+    bucket: &mut Bucket,
+    msg: &Message,
+    outbox: &Outbox,
+    kill: &KillSwitch,
+    peer: &str,
+) -> bool {
+    if !matches!(msg, Message::Text(_) | Message::Binary(_)) {
+        return true;
+    }
+    match bucket.take() {
+        Verdict::Pass => true,
+        Verdict::Drop => false,
+        Verdict::Warn => {
+            tracing::warn!(
+                peer,
+                "too many messages; dropping until the peer slows down"
+            );
+            outbox.send(error_frame(
+                ErrorCode::RateLimited,
+                "too many messages: frames are dropped until you slow down; keep flooding and the link is closed",
+            ));
+            false
+        }
+        Verdict::Close => {
+            tracing::warn!(peer, "kept flooding after rate_limited; closing the link");
+            refuse(
+                outbox,
+                kill,
+                ErrorCode::RateLimited,
+                "kept sending too many messages".into(),
+            );
+            false
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod connection;
 pub mod needs_store;
 pub mod outbox;
 pub mod portcheck;
+pub mod ratelimit;
 pub mod server;
 pub mod settings;
 pub mod state;

@@ -6,8 +6,21 @@ use allex_protocol::{AdminToLan, LanToAdmin};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use std::io::Write;
+use std::process::ExitCode;
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
+    // One line naming the cause chain (a bad needs file: `file:line:column:`),
+    // not a Debug dump with a backtrace.
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("allexlanmanager: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

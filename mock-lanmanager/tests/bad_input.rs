@@ -202,7 +202,13 @@ async fn bad_admin_frames_get_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_that_never_reads_is_dropped_and_others_are_still_served() {
     let dir = tempfile::tempdir().unwrap();
-    write_needs(dir.path(), &needs("svc", "A", 1));
+    // 1000 needs of about 1 KiB each: every snapshot is over 1 MiB.
+    let mut big = needs("svc", "A", 1000);
+    for n in &mut big {
+        n.propertyhash
+            .insert("pad".into(), serde_json::json!("p".repeat(1024)));
+    }
+    write_needs(dir.path(), &big);
     let lm = Lm::start(dir.path(), &[]);
     let mut deaf = raw(&lm.addr).await;
     deaf.send(Message::text(encode(&MasterToLan::Hello(hello(
@@ -212,18 +218,30 @@ async fn a_master_that_never_reads_is_dropped_and_others_are_still_served() {
     )))))
     .await
     .unwrap();
-    // Ask for answers as fast as possible and never read one.
+    // Every change of catalogue earns a full snapshot. Ask for them well under
+    // the rate limit, so only the outgoing queue can stop this peer, and never
+    // read one.
     let flood = tokio::spawn(async move {
-        let lookup = Message::text(encode(&MasterToLan::Lookup {
-            id: 1,
-            instancename: "A0".into(),
-        }));
-        for _ in 0..2_000_000u32 {
-            if deaf.feed(lookup.clone()).await.is_err() {
-                return true;
+        let caps: Vec<Message> = [vec!["svc"], vec!["svc", "other"]]
+            .iter()
+            .map(|mods| {
+                Message::text(encode(&MasterToLan::Capacity(allex_protocol::Capacity {
+                    modules: mods.iter().map(|m| m.to_string()).collect(),
+                    free: allex_protocol::PortCounts {
+                        tcp: 1,
+                        http: 1,
+                        ws: 1,
+                    },
+                })))
+            })
+            .collect();
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(2));
+        for i in 0..20_000usize {
+            tick.tick().await;
+            if deaf.send(caps[i % 2].clone()).await.is_err() {
+                return;
             }
         }
-        deaf.flush().await.is_err()
     });
     let st = eventually_async("the deaf master is dropped", || async {
         let st = lm.status();
@@ -235,6 +253,7 @@ async fn a_master_that_never_reads_is_dropped_and_others_are_still_served() {
     .await;
     assert_eq!(st.masters.len(), 1);
     assert!(lm.log().contains("outgoing queue full"), "{}", lm.log());
+    assert!(!lm.log().contains("too many messages"), "{}", lm.log());
     let mut m = FakeMaster::connect(&lm.addr, "m2", &["svc"]).await;
     m.grant("A0").await;
     flood.abort();

@@ -11,10 +11,12 @@ use crate::harness::{HarnessError, LanManager, LanOptions, Master, MasterOptions
 use crate::wait::{read_port_banner, wait_until};
 use allex_protocol::config::PortStarts;
 use allex_protocol::{LanStatus, Need, RunningService};
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// The module name the demo's catalogue serves.
@@ -65,8 +67,8 @@ pub enum DemoError {
     /// Starting or asking a component failed.
     #[error(transparent)]
     Harness(#[from] HarnessError),
-    /// Waiting for Ctrl-C failed.
-    #[error("cannot wait for Ctrl-C: {0}")]
+    /// The Ctrl-C handler could not be installed.
+    #[error("cannot handle Ctrl-C: {0}")]
     Signal(std::io::Error),
 }
 
@@ -76,8 +78,10 @@ pub fn run(opts: &DemoOptions) -> Result<(), DemoError> {
     if opts.build {
         build_binaries()?;
     }
-    let lanbin = binary("allexlanmanager")?;
-    let masterbin = binary("allexmaster")?;
+    let bins = Bins {
+        lan: binary("allexlanmanager")?,
+        master: binary("allexmaster")?,
+    };
     binary("allex-testsvc")?;
     if opts.port != 0 {
         // The lan manager would only say so in its log; say it plainly.
@@ -86,31 +90,23 @@ pub fn run(opts: &DemoOptions) -> Result<(), DemoError> {
             source,
         })?;
     }
+    // From here on the demo owns processes in their own process groups, which
+    // the terminal's Ctrl-C does not reach: it must live to stop them.
+    install_stop_handlers()?;
 
     let lan = LanManager::start(LanOptions {
         timings: Timings::production(),
         port: opts.port,
         ..LanOptions::default()
     })?;
-    let addr = lan.addr();
     println!(
-        "lan manager  listening on {addr} (pid {}), needs in {}",
+        "lan manager  listening on {} (pid {}), needs in {}",
+        lan.addr(),
         lan.proc().map_or(0, |p| p.pid()),
         lan.needs_path().display()
     );
     println!("             log: {}", lan.log_path().display());
-
-    let mut mopts = MasterOptions::new(addr);
-    mopts.name = Some("demo".into());
-    mopts.portrangesize = 1000;
-    mopts.portrangestart = Some(PortStarts {
-        tcp: 15000,
-        http: 16000,
-        ws: 17000,
-    });
-    mopts.testsvc_modules = vec![DEMO_MODULE.into()];
-    mopts.reconnectmaxms = 2000;
-    let master = Master::start(&mopts)?;
+    let master = Master::start(&demo_master(lan.addr()))?;
     println!(
         "master       {} (pid {}), runtime dir {}",
         master.name(),
@@ -123,26 +119,66 @@ pub fn run(opts: &DemoOptions) -> Result<(), DemoError> {
         master.log_path().display(),
         master.runtime_dir().display()
     );
-    wait_until("the master to connect", STEP_DEADLINE, || {
+
+    let shown = show(&lan, &master, &bins, opts.once);
+    if stop_requested() {
+        println!("stopping everything");
+    }
+    // The master first, so its children go before the lan manager notices.
+    drop(master);
+    drop(lan);
+    println!("done: every process the demo started is gone");
+    shown
+}
+
+/// The binaries whose commands the demo prints.
+struct Bins {
+    lan: PathBuf,
+    master: PathBuf,
+}
+
+/// The demo master: catalogue `allex_testsvc`, the seed's port ranges.
+fn demo_master(lan: SocketAddr) -> MasterOptions {
+    let mut m = MasterOptions::new(lan);
+    m.name = Some("demo".into());
+    m.portrangesize = 1000;
+    m.portrangestart = Some(PortStarts {
+        tcp: 15000,
+        http: 16000,
+        ws: 17000,
+    });
+    m.testsvc_modules = vec![DEMO_MODULE.into()];
+    m.reconnectmaxms = 2000;
+    m
+}
+
+/// Adds the need, shows it running and the status reports, then follows
+/// the running list unless `once`; returns early when a stop is requested.
+fn show(lan: &LanManager, master: &Master, bins: &Bins, once: bool) -> Result<(), DemoError> {
+    let addr = lan.addr();
+    let connected = wait_step("the master to connect", || {
         let st = lan.status().map_err(|e| e.to_string())?;
         match st.masters.iter().find(|m| m.name == master.name()) {
             Some(m) if m.connected => Ok(()),
             other => Err(format!("{other:?}")),
         }
-    })
-    .map_err(HarnessError::from)?;
-
+    })?;
+    if connected.is_none() {
+        return Ok(());
+    }
     lan.need_add(&Need::new(DEMO_MODULE, DEMO_INSTANCE))?;
     println!(
         "need added   {{\"modulename\":\"{DEMO_MODULE}\",\"instancename\":\"{DEMO_INSTANCE}\"}}"
     );
-    let rec = wait_until("Demo to be listed as running", STEP_DEADLINE, || {
+    let Some(rec) = wait_step("Demo to be listed as running", || {
         let st = lan.status().map_err(|e| e.to_string())?;
         running(&st)
             .remove(DEMO_INSTANCE)
             .ok_or_else(|| format!("{:?}", st.needs))
-    })
-    .map_err(HarnessError::from)?;
+    })?
+    else {
+        return Ok(());
+    };
     println!();
     print_running(&rec);
 
@@ -152,12 +188,12 @@ pub fn run(opts: &DemoOptions) -> Result<(), DemoError> {
     println!("\n$ allexmaster status --socket {socket}");
     print!("{}", master.cli(&["status", "--socket", &socket])?.stdout);
 
-    let lanbin = lanbin.display();
+    let lanbin = bins.lan.display();
     println!("\nTry, in another terminal:");
     println!("  {lanbin} need add --module {DEMO_MODULE} --instance Demo2 --connect {addr}");
     println!("  {lanbin} need remove Demo2 --connect {addr}");
     println!("  {lanbin} status --connect {addr}");
-    println!("  {} status --socket {socket}", masterbin.display());
+    println!("  {} status --socket {socket}", bins.master.display());
     println!(
         "  kill -9 {}    # the master sees it die and a new Demo starts",
         rec.pid
@@ -165,18 +201,54 @@ pub fn run(opts: &DemoOptions) -> Result<(), DemoError> {
     if let Some(tcp) = rec.ports.tcp {
         println!("  nc 127.0.0.1 {tcp}    # the service names itself and its pid");
     }
-
-    if opts.once {
+    if once {
         println!("\n--once: stopping everything");
-    } else {
-        println!("\nFollowing the running list; Ctrl-C stops everything.");
-        follow(&lan)?;
-        println!("stopping everything");
+        return Ok(());
     }
-    // Masters first, so their children go before the lan manager notices.
-    drop(master);
-    drop(lan);
-    println!("done: every process the demo started is gone");
+    println!("\nFollowing the running list; Ctrl-C stops everything.");
+    follow(lan);
+    Ok(())
+}
+
+/// Waits for `check` like [`wait_until`], but gives up quietly (`None`)
+/// when a stop is requested.
+fn wait_step<T>(
+    what: &str,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> Result<Option<T>, DemoError> {
+    let out = wait_until(what, STEP_DEADLINE, || {
+        if stop_requested() {
+            return Ok(None);
+        }
+        check().map(Some)
+    })
+    .map_err(HarnessError::from)?;
+    Ok(out)
+}
+
+/// Set by SIGINT, SIGTERM or SIGHUP.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_: nix::libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// Turns Ctrl-C, SIGTERM and SIGHUP into a stop request the demo acts on.
+fn install_stop_handlers() -> Result<(), DemoError> {
+    let action = SigAction::new(
+        SigHandler::Handler(request_stop),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { sigaction(sig, &action) }
+            .map_err(|e| DemoError::Signal(std::io::Error::from(e)))?;
+    }
     Ok(())
 }
 
@@ -216,54 +288,44 @@ fn print_running(rec: &RunningService) {
     }
 }
 
-/// Prints every change of the running list until SIGINT or SIGTERM.
-fn follow(lan: &LanManager) -> Result<(), DemoError> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(DemoError::Signal)?;
-    rt.block_on(async {
-        let mut int = signal(SignalKind::interrupt()).map_err(DemoError::Signal)?;
-        let mut term = signal(SignalKind::terminate()).map_err(DemoError::Signal)?;
-        let mut last: BTreeMap<String, (u32, String)> = BTreeMap::new();
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            tokio::select! {
-                _ = int.recv() => return Ok(()),
-                _ = term.recv() => return Ok(()),
-                _ = tick.tick() => {}
-            }
-            // A short blocking CLI call; signals arriving meanwhile are kept
-            // by tokio and seen at the next select.
-            let st = match lan.status() {
-                Ok(st) => st,
-                Err(e) => {
-                    println!("status failed: {e}");
-                    continue;
+/// Prints every change of the running list until a stop is requested.
+fn follow(lan: &LanManager) {
+    let mut last: BTreeMap<String, (u32, String)> = BTreeMap::new();
+    while !stop_requested() {
+        match lan.status() {
+            Ok(st) => {
+                let now: BTreeMap<String, (u32, String)> = st
+                    .running
+                    .iter()
+                    .map(|r| (r.instancename.clone(), (r.pid, r.master.clone())))
+                    .collect();
+                for (name, (pid, master)) in &now {
+                    match last.get(name) {
+                        Some((old, _)) if old == pid => {}
+                        Some((old, _)) => {
+                            println!("{name}: now pid {pid} on {master} (was {old})")
+                        }
+                        None => println!("{name}: running, pid {pid} on {master}"),
+                    }
                 }
-            };
-            let now: BTreeMap<String, (u32, String)> = st
-                .running
-                .iter()
-                .map(|r| (r.instancename.clone(), (r.pid, r.master.clone())))
-                .collect();
-            for (name, (pid, master)) in &now {
-                match last.get(name) {
-                    Some((old, _)) if old == pid => {}
-                    Some((old, _)) => println!("{name}: now pid {pid} on {master} (was {old})"),
-                    None => println!("{name}: running, pid {pid} on {master}"),
+                for name in last.keys().filter(|n| !now.contains_key(*n)) {
+                    match st.needs.iter().find(|n| &n.need.instancename == name) {
+                        Some(n) => println!("{name}: not running ({:?})", n.state),
+                        None => println!("{name}: removed"),
+                    }
                 }
+                last = now;
             }
-            for name in last.keys().filter(|n| !now.contains_key(*n)) {
-                match st.needs.iter().find(|n| &n.need.instancename == name) {
-                    Some(n) => println!("{name}: not running ({:?})", n.state),
-                    None => println!("{name}: removed"),
-                }
-            }
-            last = now;
+            Err(e) => println!("status failed: {e}"),
         }
-    })
+        // A display refresh, not a synchronisation: a stop is seen within 50 ms.
+        for _ in 0..10 {
+            if stop_requested() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 /// Builds allexmaster, allexlanmanager and allex-testsvc when started by
@@ -282,8 +344,7 @@ fn build_binaries() -> Result<(), DemoError> {
         .ok()
         .and_then(|e| e.parent().map(|d| d.ends_with("release")))
         .unwrap_or(false);
-    let mut cmd = Command::new(&cargo);
-    cmd.args([
+    let mut args = vec![
         "build",
         "-p",
         "allex-master",
@@ -292,11 +353,21 @@ fn build_binaries() -> Result<(), DemoError> {
         "-p",
         "allex-sim",
         "--bins",
-    ]);
+    ];
     if release {
-        cmd.arg("--release");
+        args.push("--release");
     }
-    println!("building the binaries: {cmd:?}");
+    println!(
+        "building allexmaster, allexlanmanager and allex-testsvc: cargo {}",
+        args.join(" ")
+    );
+    let mut cmd = Command::new(&cargo);
+    cmd.args(&args);
+    // `cargo run --manifest-path` may start us outside the workspace.
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if workspace.join("Cargo.toml").is_file() {
+        cmd.current_dir(workspace);
+    }
     let status = cmd
         .status()
         .map_err(|e| DemoError::Build(format!("cannot run {}: {e}", cargo.display())))?;

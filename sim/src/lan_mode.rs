@@ -7,7 +7,9 @@
 //! The steps are public so the end-to-end tests run them one by one; the
 //! subcommand runs them all with a printed timeline and a verdict.
 
-use crate::harness::{HarnessError, LanManager, LanOptions, Master, MasterOptions, Timings};
+use crate::harness::{
+    AdminClient, HarnessError, LanManager, LanOptions, Master, MasterOptions, Timings,
+};
 use crate::netns::{Host, NetnsError, TestLan};
 use crate::wait::{read_port_banner, wait_until, WaitError};
 use allex_protocol::{LanStatus, Need, RunningService, ServiceLocation};
@@ -24,7 +26,10 @@ pub const MASTERS: usize = 3;
 const MODULE: &str = "testsvc";
 
 /// How often the duplicate sampler asks the lan manager for its running list.
-const SAMPLE_EVERY: Duration = Duration::from_millis(50);
+const SAMPLE_EVERY: Duration = Duration::from_millis(20);
+
+/// How long one status sample may take before the session is reopened.
+const SAMPLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the LAN scenario failed.
 #[derive(Debug, thiserror::Error)]
@@ -307,8 +312,8 @@ impl LanSetup {
         Ok(())
     }
 
-    /// The instance names [`LanSetup::check_placement`] adds, with the master
-    /// indices each may run on.
+    /// The needs [`LanSetup::check_placement`] adds, each with the indices of
+    /// the masters its `ipaddress` allows.
     pub fn placement_needs(&self) -> Vec<(Need, Vec<usize>)> {
         let a = |i: usize| self.master_host(i).address;
         vec![
@@ -455,24 +460,41 @@ impl LanSetup {
         let stop = AtomicBool::new(false);
         let samples = Mutex::new((0usize, Vec::<String>::new()));
         std::thread::scope(|scope| {
-            // Samples the running list for the whole cut and return.
+            // Samples the running list for the whole cut and return, over one
+            // admin session from the lan manager's own host (reopened if it drops).
             let sampler = scope.spawn(|| {
-                while !stop.load(Ordering::Relaxed) {
-                    if let Ok(s) = self.lanmanager.status() {
-                        let dups = duplicates(&s);
-                        let mut g = samples.lock().unwrap_or_else(|p| p.into_inner());
-                        g.0 += 1;
-                        if !dups.is_empty() {
-                            g.1.push(format!("{:?}: {dups:?}", self.timeline.start.elapsed()));
+                self.net.host(0).run_in(|| {
+                    let mut client = None;
+                    while !stop.load(Ordering::Relaxed) {
+                        if client.is_none() {
+                            client =
+                                AdminClient::connect(self.lanmanager.addr(), None, SAMPLE_TIMEOUT)
+                                    .ok();
                         }
+                        match client.as_mut().map(AdminClient::status) {
+                            Some(Ok(s)) => {
+                                let dups = duplicates(&s);
+                                let mut g = samples.lock().unwrap_or_else(|p| p.into_inner());
+                                g.0 += 1;
+                                if !dups.is_empty() {
+                                    let at = self.timeline.start.elapsed();
+                                    g.1.push(format!("{at:?}: {dups:?}"));
+                                }
+                            }
+                            Some(Err(_)) => client = None,
+                            None => {}
+                        }
+                        std::thread::sleep(SAMPLE_EVERY);
                     }
-                    std::thread::sleep(SAMPLE_EVERY);
-                }
+                })
             });
             let result = self.cut_and_return(cut, &movable, &pinned);
             stop.store(true, Ordering::Relaxed);
-            let _ = sampler.join();
-            result
+            match sampler.join() {
+                Ok(Ok(())) => result,
+                Ok(Err(e)) => result.and(Err(e.into())),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
         })?;
         let (count, dups) = samples.into_inner().unwrap_or_else(|p| p.into_inner());
         if !dups.is_empty() {
@@ -714,5 +736,39 @@ pub fn main(opts: LanModeOptions) -> std::process::ExitCode {
             println!("verdict: FAILED: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(instance: &str, master: &str) -> RunningService {
+        RunningService {
+            instancename: instance.into(),
+            modulename: MODULE.into(),
+            master: master.into(),
+            address: "198.18.1.2".into(),
+            ports: Default::default(),
+            pid: 1,
+            generation: 1,
+            since_unix_ms: 0,
+        }
+    }
+
+    // The cut step's "never listed twice" verdict is only as good as this.
+    #[test]
+    fn duplicates_names_exactly_the_instances_listed_twice() {
+        let status = LanStatus {
+            running: vec![
+                record("A", "host2"),
+                record("B", "host2"),
+                record("A", "host3"),
+                record("C", "host4"),
+            ],
+            ..LanStatus::default()
+        };
+        assert_eq!(duplicates(&status), vec!["A".to_string()]);
+        assert!(duplicates(&LanStatus::default()).is_empty());
     }
 }

@@ -2,6 +2,7 @@
 //! running, down, and the crash-loop delay.
 
 use super::*;
+use allex_protocol::Protocol;
 
 impl State {
     pub(super) fn start_check(
@@ -163,6 +164,16 @@ impl State {
                 master: m,
                 generation: g,
             } if m == master && *g == generation => {
+                if let Some(why) = bad_spawn_report(&e.need.protocols(), pid, ports) {
+                    // The claim stays as it was: a corrected report may still
+                    // come before the deadline, otherwise the deadline reopens it.
+                    self.error_to(
+                        master,
+                        ErrorCode::Invalid,
+                        format!("spawned {instance} generation {generation}: {why}"),
+                    );
+                    return;
+                }
                 self.start_check(master, instance, generation, pid, ports);
             }
             Slot::Checking {
@@ -354,4 +365,24 @@ impl State {
             self.broadcast_open(instance);
         }
     }
+}
+
+/// Why a `spawned` report cannot be true, if it cannot: a pid of 0, a port of
+/// 0, a missing port for a protocol the need declares, or a port for one it
+/// does not (the port check would probe a port nobody promised).
+fn bad_spawn_report(protocols: &[Protocol], pid: u32, ports: Ports) -> Option<String> {
+    if pid == 0 {
+        return Some("pid 0 is no process".into());
+    }
+    for p in Protocol::ALL {
+        match (protocols.contains(&p), ports.get(p)) {
+            (true, None) => return Some(format!("no {p} port, which the need declares")),
+            (true, Some(0)) => return Some(format!("{p} port 0")),
+            (false, Some(port)) => {
+                return Some(format!("{p} port {port}, which the need does not declare"))
+            }
+            _ => {}
+        }
+    }
+    None
 }

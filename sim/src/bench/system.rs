@@ -14,6 +14,10 @@ use tokio::runtime::Runtime;
 /// How long a system may take to come up or to answer.
 pub const SYSTEM_DEADLINE: Duration = Duration::from_secs(120);
 
+/// Pause between two status polls; with the round trip, the resolution of
+/// every "listed running" figure.
+pub const STATUS_PAUSE: Duration = Duration::from_micros(200);
+
 /// Uptime after which the lan manager counts a service as stable.
 pub const STABLE: Duration = Duration::from_millis(500);
 
@@ -61,12 +65,16 @@ impl System {
         Ok(System { lan, master, admin })
     }
 
-    /// The ports the master will hand to its next `n` children, tcp then
-    /// http then ws: the first `n` free ports of each range.
+    /// The ports the master will hand to its next `n` children (the first
+    /// `n` free ports of each range), child by child: tcp, http, ws.
     pub fn expected_ports(&self, n: usize) -> Vec<u16> {
-        Protocol::ALL
+        let per: Vec<Vec<u16>> = Protocol::ALL
             .into_iter()
-            .flat_map(|p| first_free(self.master.port_range(p), n))
+            .map(|p| first_free(self.master.port_range(p), n))
+            .collect();
+        let len = per.iter().map(Vec::len).min().unwrap_or(0);
+        (0..len)
+            .flat_map(|i| per.iter().map(move |v| v[i]))
             .collect()
     }
 
@@ -91,6 +99,9 @@ impl System {
                     st.running.len()
                 )));
             }
+            // Each status is built by the lan manager's state task: leave it
+            // room for the work being measured.
+            std::thread::sleep(STATUS_PAUSE);
         }
     }
 

@@ -149,6 +149,11 @@ impl Cluster {
         self.lan.need_remove(instance)
     }
 
+    /// Starts sampling the lan manager's running list in the background.
+    pub fn sampler(&self) -> super::Sampler {
+        super::Sampler::start(self.lan.addr(), self.lan.token().map(str::to_string))
+    }
+
     /// The lan manager's status.
     pub fn lan_status(&self) -> Result<LanStatus, HarnessError> {
         self.lan.status()

@@ -121,6 +121,11 @@ impl LanManager {
         })
     }
 
+    /// The shared secret it was started with.
+    pub fn token(&self) -> Option<&str> {
+        self.opts.token.as_deref()
+    }
+
     /// The address masters and CLIs connect to.
     pub fn addr(&self) -> SocketAddr {
         self.addr

@@ -13,6 +13,7 @@ mod cluster;
 mod error;
 mod lanmanager;
 mod master;
+mod sampler;
 mod timings;
 
 pub use admin::AdminClient;
@@ -20,6 +21,7 @@ pub use cluster::{Cluster, ClusterOptions};
 pub use error::HarnessError;
 pub use lanmanager::{LanManager, LanOptions};
 pub use master::{testsvc_spec, Master, MasterOptions};
+pub use sampler::{Duplicate, SampleLog, Sampler};
 pub use timings::Timings;
 
 use crate::process::Stderr;

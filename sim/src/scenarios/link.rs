@@ -154,6 +154,8 @@ fn takeover(r: &mut super::Run, silent: bool) -> Result<(), HarnessError> {
         r.cluster.add_master(|_| {}).map(drop)
     })?;
     let old = r.cluster.master(0).name().to_string();
+    // Watch the running list through the whole handover and back.
+    let sampler = r.cluster.sampler();
     let what = if silent {
         "freeze the first master's link; after heartbeats and the grace the second runs everything"
     } else {
@@ -201,6 +203,18 @@ fn takeover(r: &mut super::Run, silent: bool) -> Result<(), HarnessError> {
                 }
             })?;
             Ok(())
+        },
+    )?;
+    r.step(
+        "no sample of the running list showed an instance twice",
+        |_| {
+            let log = sampler.finish();
+            expect(log.samples > 0 && log.duplicates.is_empty(), || {
+                format!(
+                    "{} samples ({} failed), duplicates: {:?}",
+                    log.samples, log.failures, log.duplicates
+                )
+            })
         },
     )?;
     Ok(())

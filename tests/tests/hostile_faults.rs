@@ -1,0 +1,270 @@
+//! Storage faults under the real lan manager: a full disk and a read-only
+//! disk refuse the change and keep the old needs file; a lan manager
+//! SIGKILLed while changes stream in always leaves the old or the new file,
+//! never a torn one, and never loses an acknowledged need.
+
+use allex_protocol::NeedsFile;
+use allex_sim::process::run_with_deadline;
+use allex_sim::{Proc, Stderr};
+use nix::sys::signal::Signal;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A running `allexlanmanager` on port 0 in `dir` (killed with its group on drop).
+struct Lm {
+    proc: Proc,
+    addr: String,
+}
+
+impl Lm {
+    fn start(dir: &Path) -> Lm {
+        let bin = allex_sim::binary("allexlanmanager").unwrap();
+        let mut cmd = Command::new(bin);
+        cmd.args(["run", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(dir)
+            .env_remove("ALLEX_TOKEN")
+            .env("RUST_LOG", "warn");
+        let proc =
+            Proc::spawn("allexlanmanager", cmd, Stderr::File(dir.join("lm.stderr"))).unwrap();
+        let line = proc
+            .wait_for_line(|l| l.starts_with("allexlanmanager listening on "), DEADLINE)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{e}: {}",
+                    std::fs::read_to_string(dir.join("lm.stderr")).unwrap_or_default()
+                )
+            });
+        let addr = line["allexlanmanager listening on ".len()..].to_string();
+        Lm { proc, addr }
+    }
+}
+
+/// `allexlanmanager need add` against `addr`; Ok on exit 0, Err(stderr) otherwise.
+fn need_add(addr: &str, instance: &str, propertyhash: &str) -> Result<(), String> {
+    let bin = allex_sim::binary("allexlanmanager").unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "need",
+        "add",
+        "--module",
+        "svc",
+        "--instance",
+        instance,
+        "--propertyhash",
+        propertyhash,
+        "--connect",
+        addr,
+    ])
+    .env_remove("ALLEX_TOKEN")
+    .env("RUST_LOG", "error");
+    let out = run_with_deadline("need add", cmd, DEADLINE).unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(out.stderr)
+    }
+}
+
+fn names(file: &Path) -> BTreeSet<String> {
+    NeedsFile::load(file)
+        .unwrap_or_else(|e| panic!("the needs file does not parse: {e}"))
+        .0
+        .into_iter()
+        .map(|n| n.instancename)
+        .collect()
+}
+
+/// A small tmpfs mounted on a directory; unmounted on drop, even after a panic.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts, or says why it cannot (not root, no mount permission in a container).
+    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err("not root".into());
+        }
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(Tmpfs {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn remount(&self, opts: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,{opts}")])
+            .arg(&self.dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "remount {opts} failed");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy, so a process still holding a file cannot keep the mount alive.
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// Starts a lan manager whose `.allexlanmanager` is a 256 KiB tmpfs with
+/// one need `A` in it; None (test skipped) when mounting is not possible.
+fn on_small_disk(test: &str, root: &Path) -> Option<(Tmpfs, Lm, PathBuf)> {
+    let fs = match Tmpfs::mount(&root.join(".allexlanmanager"), "256k") {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!("skipped {test}: cannot mount a tmpfs ({})", why.trim());
+            return None;
+        }
+    };
+    let lm = Lm::start(root);
+    need_add(&lm.addr, "A", "{}").unwrap();
+    let file = root.join(".allexlanmanager/needs");
+    Some((fs, lm, file))
+}
+
+fn assert_storage_refusal(result: Result<(), String>, what: &str) {
+    let err = result
+        .err()
+        .unwrap_or_else(|| panic!("{what}: need add was acknowledged"));
+    assert!(err.contains("storage"), "{what}: {err}");
+}
+
+#[test]
+fn a_full_disk_refuses_the_change_and_keeps_the_old_needs_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_fs, lm, file)) = on_small_disk("disk full", dir.path()) else {
+        return;
+    };
+    let old = std::fs::read(&file).unwrap();
+    // Fill every last page of the disk.
+    let filler = dir.path().join(".allexlanmanager/filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 4096];
+    loop {
+        use std::io::Write;
+        if f.write_all(&chunk).and_then(|()| f.sync_all()).is_err() {
+            break;
+        }
+    }
+    drop(f);
+    assert_storage_refusal(need_add(&lm.addr, "B", "{}"), "disk full");
+    assert_eq!(std::fs::read(&file).unwrap(), old, "the old file is intact");
+    assert_eq!(names(&file), BTreeSet::from(["A".to_string()]));
+    // Nothing changed in memory either: with room again, B is new, not a duplicate.
+    std::fs::remove_file(&filler).unwrap();
+    need_add(&lm.addr, "B", "{}").unwrap();
+    assert_eq!(names(&file), BTreeSet::from(["A".into(), "B".into()]));
+    let leftovers: Vec<_> = std::fs::read_dir(file.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp."))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+    drop(lm);
+}
+
+#[test]
+fn a_read_only_disk_refuses_the_change_and_keeps_the_old_needs_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((fs, lm, file)) = on_small_disk("read-only", dir.path()) else {
+        return;
+    };
+    let old = std::fs::read(&file).unwrap();
+    fs.remount("ro");
+    assert_storage_refusal(need_add(&lm.addr, "B", "{}"), "read-only");
+    assert_eq!(std::fs::read(&file).unwrap(), old, "the old file is intact");
+    fs.remount("rw");
+    need_add(&lm.addr, "B", "{}").unwrap();
+    assert_eq!(names(&file), BTreeSet::from(["A".into(), "B".into()]));
+    drop(lm);
+}
+
+#[test]
+fn sigkill_while_changes_stream_in_never_tears_the_needs_file_or_loses_an_acknowledged_need() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("lm");
+    std::fs::create_dir(&root).unwrap();
+    let file = root.join(".allexlanmanager/needs");
+    // A largish propertyhash makes each write take long enough to be hit mid-way.
+    let props = format!(r#"{{"pad":"{}"}}"#, "p".repeat(64 << 10));
+    let mut acked: Vec<String> = Vec::new();
+    for round in 0..8u32 {
+        let lm = Lm::start(&root);
+        // Every need acknowledged before this lan manager started survived it.
+        let on_disk = names(&file);
+        for a in &acked {
+            assert!(on_disk.contains(a), "round {round}: acknowledged {a} lost");
+        }
+        // Needs are added in order, so the file holds a prefix: N0..Nk, with
+        // at most the one in flight at the kill beyond the acknowledged ones.
+        let expect: BTreeSet<String> = (0..on_disk.len()).map(|i| format!("N{i:04}")).collect();
+        assert_eq!(on_disk, expect, "round {round}: not a prefix");
+        assert!(
+            on_disk.len() <= acked.len() + 1,
+            "round {round}: {on_disk:?}"
+        );
+        let next = on_disk.len();
+
+        let done = Arc::new(AtomicUsize::new(0));
+        let streamer = {
+            let addr = lm.addr.clone();
+            let done = done.clone();
+            let props = props.clone();
+            std::thread::spawn(move || {
+                let mut ok = Vec::new();
+                for i in next.. {
+                    let name = format!("N{i:04}");
+                    if need_add(&addr, &name, &props).is_err() {
+                        break;
+                    }
+                    ok.push(name);
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+                ok
+            })
+        };
+        // Kill after a varying number of acknowledgements, while the next add
+        // is already on its way.
+        let target = 1 + (round as usize % 4);
+        allex_sim::wait_until("acknowledgements before the kill", DEADLINE, || {
+            (done.load(Ordering::SeqCst) >= target)
+                .then_some(())
+                .ok_or(())
+        })
+        .unwrap();
+        lm.proc.kill(Signal::SIGKILL).unwrap();
+        lm.proc.wait_exit(DEADLINE).unwrap();
+        acked.extend(streamer.join().unwrap());
+        drop(lm);
+    }
+    let lm = Lm::start(&root);
+    let on_disk = names(&file);
+    for a in &acked {
+        assert!(on_disk.contains(a), "acknowledged {a} lost");
+    }
+    assert!(on_disk.len() >= 8, "{on_disk:?}");
+    drop(lm);
+}
