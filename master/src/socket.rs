@@ -6,7 +6,9 @@
 //! it is writable by others without the sticky bit (anyone could unlink and
 //! replace our socket). `/tmp` is root-owned and sticky, so it passes. The
 //! socket itself is created under umask 0177 and chmod'ed 0600, so only our
-//! user can connect whatever the directory allows.
+//! user can connect whatever the directory allows, and a peer whose
+//! credentials (SO_PEERCRED) name another user than ours or root is refused
+//! even if the socket's mode was loosened later.
 
 use crate::state::Event;
 use allex_protocol::frame::{read_line_frame, write_line_frame, FrameError, MAX_LOCAL_FRAME};
@@ -187,13 +189,31 @@ pub async fn serve(listener: UnixListener, events: UnboundedSender<Event>) {
 }
 
 async fn connection(stream: UnixStream, events: UnboundedSender<Event>) {
-    let peer_pid = stream
-        .peer_cred()
-        .ok()
+    let cred = stream.peer_cred().ok();
+    let peer_pid = cred
         .and_then(|c| c.pid())
         .and_then(|p| u32::try_from(p).ok());
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
+    // The socket is 0600 already; this is the second line for a socket whose
+    // mode was loosened after the fact: only our user (and root) may talk.
+    let me = nix::unistd::geteuid().as_raw();
+    if let Some(uid) = cred.map(|c| c.uid()).filter(|u| *u != me && *u != 0) {
+        tracing::warn!(?peer_pid, uid, "refused a connection from another user");
+        // Its first request is read (and ignored) so that the answer, not a
+        // broken pipe, is what the peer sees.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            read_line_frame::<_, LocalRequest>(&mut read, MAX_LOCAL_FRAME),
+        )
+        .await;
+        let reply = LocalReply::Error {
+            code: allex_protocol::ErrorCode::NotYours,
+            message: format!("uid {uid} is not the master's user (uid {me}); connection refused"),
+        };
+        let _ = write_line_frame(&mut write, &reply).await;
+        return;
+    }
     loop {
         let reply = match read_line_frame::<_, LocalRequest>(&mut read, MAX_LOCAL_FRAME).await {
             Ok(None) => return,

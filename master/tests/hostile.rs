@@ -248,3 +248,37 @@ fn a_removed_runtime_directory_is_recreated_and_children_keep_running() {
     spawned(&lan, "Newborn");
     wait_ready(&m, "Newborn");
 }
+
+#[test]
+fn a_peer_of_another_user_is_refused_even_when_the_socket_mode_was_loosened() {
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: connecting as another user needs root");
+        return;
+    }
+    let lan = FakeLan::start(Options::default());
+    let m = TestMaster::start(lan.addr.port(), 2);
+    // Someone opened the way to the socket after the master's own checks.
+    for (p, mode) in [
+        (m.dir.path().to_path_buf(), 0o711),
+        (m.runtimedir(), 0o711),
+        (m.socket.clone(), 0o666),
+    ] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let out = Command::new(master_bin())
+        .args(["status", "--json", "--socket"])
+        .arg(&m.socket)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "nobody got the status: {err}");
+    assert!(err.contains("uid 65534 is not the master's user"), "{err}");
+    assert!(m
+        .stderr()
+        .contains("refused a connection from another user"));
+    // Our own user is still served.
+    assert!(m.status().children.is_empty());
+}

@@ -151,6 +151,10 @@ fn exhausted_range_stops_claims_says_so_once_and_recovers() {
     })
     .unwrap();
     assert_eq!(st.children.len(), 1);
+    // A range of one port held by the one child: every protocol is exhausted,
+    // not only the one whose reservation failed first.
+    assert_eq!(st.exhausted, Protocol::ALL.to_vec());
+    assert_eq!((st.free.tcp, st.free.http, st.free.ws), (0, 0, 0));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGKILL,

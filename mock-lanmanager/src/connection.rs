@@ -130,7 +130,18 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, id: ConnId, ctx: Arc<Con
     }
     kill.kill("closing");
     drop(outbox);
-    let _ = writer.await;
+    // Closing a socket with unread input makes the kernel send a reset, which
+    // can destroy our error and close frames before the peer reads them. So
+    // read and discard what the peer still sends until it answers the close
+    // (or a moment passes), and only then drop the connection.
+    let drain = async {
+        while let Some(Ok(m)) = stream.next().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::join!(writer, tokio::time::timeout(CLOSE_FLUSH, drain));
 }
 
 /// Sends an error and closes the connection with the same reason.

@@ -58,12 +58,20 @@ pub struct RunningHint {
     pub generation: u64,
 }
 
+/// One line of the running journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct JournalEntry {
+    instance: String,
+    hint: Option<RunningHint>,
+}
+
 /// Paths of the lan manager's files.
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
     needs: PathBuf,
     running: PathBuf,
+    journal: PathBuf,
     generation: PathBuf,
 }
 
@@ -72,9 +80,11 @@ impl Store {
     pub fn open(workdir: &Path) -> Result<Store, StoreError> {
         let dir = workdir.join(".allexlanmanager");
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        sweep_dead_temp_files(&dir);
         Ok(Store {
             needs: dir.join("needs"),
             running: dir.join("running"),
+            journal: dir.join("running.journal"),
             generation: dir.join("generation"),
             dir,
         })
@@ -125,8 +135,11 @@ impl Store {
     }
 
     /// Which need ran on which master before a restart; advisory, so faults only log.
+    ///
+    /// The snapshot (`running`) is read first, then every change appended to the
+    /// journal (`running.journal`) since that snapshot is replayed on top of it.
     pub fn load_running(&self) -> HashMap<String, RunningHint> {
-        match fs::read_to_string(&self.running) {
+        let mut hints: HashMap<String, RunningHint> = match fs::read_to_string(&self.running) {
             Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
                 tracing::warn!(path = %self.running.display(), "ignoring unreadable running file: {e}");
                 HashMap::new()
@@ -136,7 +149,71 @@ impl Store {
                 tracing::warn!(path = %self.running.display(), "ignoring running file: {e}");
                 HashMap::new()
             }
+        };
+        match fs::read_to_string(&self.journal) {
+            Ok(text) => {
+                for line in text.lines() {
+                    match serde_json::from_str::<JournalEntry>(line) {
+                        Ok(JournalEntry {
+                            instance,
+                            hint: Some(h),
+                        }) => {
+                            hints.insert(instance, h);
+                        }
+                        Ok(JournalEntry {
+                            instance,
+                            hint: None,
+                        }) => {
+                            hints.remove(&instance);
+                        }
+                        // Only a power loss can cut a line; what follows it is lost too.
+                        Err(e) => {
+                            tracing::warn!(path = %self.journal.display(), "ignoring the journal's torn tail: {e}");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %self.journal.display(), "ignoring running journal: {e}")
+            }
         }
+        hints
+    }
+
+    /// Opens the running journal for appending; each change costs one write, no fsync.
+    ///
+    /// A SIGKILLed lan manager loses nothing it wrote (the page cache survives
+    /// the process), which closes the window a debounced snapshot alone leaves.
+    pub fn open_running_journal(&self) -> io::Result<File> {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.journal)
+    }
+
+    /// One journal line: `instance` now runs as `hint`, or no longer runs (`None`).
+    pub fn journal_line(instance: &str, hint: Option<&RunningHint>) -> Vec<u8> {
+        let entry = JournalEntry {
+            instance: instance.to_string(),
+            hint: hint.cloned(),
+        };
+        let mut line = serde_json::to_vec(&entry).unwrap_or_default();
+        line.push(b'\n');
+        line
+    }
+
+    /// Replaces the snapshot with `running` and empties the journal it covers.
+    ///
+    /// Called from the state owner, so no change can slip in between the two.
+    pub fn compact_running(
+        &self,
+        running: &HashMap<String, RunningHint>,
+        journal: &File,
+    ) -> Result<(), StoreError> {
+        self.write_running(running)?;
+        journal.set_len(0).map_err(io_err(&self.journal))
     }
 
     /// Records which need runs on which master.
@@ -148,6 +225,36 @@ impl Store {
     /// The directory holding the files.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// Removes temp files a killed lan manager left mid-write (`.<name>.tmp.<pid>.<seq>`),
+/// so that crashes do not fill the disk; a live writer's files are left alone.
+fn sweep_dead_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((_, rest)) = name.split_once(".tmp.") else {
+            continue;
+        };
+        if !name.starts_with('.') {
+            continue;
+        }
+        let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(file = %entry.path().display(), "removed a temp file left by a crash")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %entry.path().display(), "cannot remove a stale temp file: {e}")
+                }
+            }
+        }
     }
 }
 
@@ -208,6 +315,23 @@ mod tests {
     }
 
     #[test]
+    fn temp_files_of_dead_writers_are_swept_at_open() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join(".allexlanmanager");
+        fs::create_dir_all(&dir).unwrap();
+        // No process has pid 4194305: above the kernel's largest pid_max.
+        let dead = dir.join(".needs.tmp.4194305.7");
+        let mine = dir.join(format!(".needs.tmp.{}.7", std::process::id()));
+        let other = dir.join("notes.tmp.1.txt");
+        for f in [&dead, &mine, &other] {
+            fs::write(f, "x").unwrap();
+        }
+        Store::open(d.path()).unwrap();
+        assert!(!dead.exists());
+        assert!(mine.exists() && other.exists());
+    }
+
+    #[test]
     fn write_into_missing_directory_fails_and_keeps_nothing() {
         let d = tempfile::tempdir().unwrap();
         let e = write_atomic(&d.path().join("nope/needs"), b"[]").unwrap_err();
@@ -233,5 +357,45 @@ mod tests {
         assert_eq!(s.load_running(), r);
         fs::write(d.path().join(".allexlanmanager/running"), "garbage").unwrap();
         assert!(s.load_running().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod journal_tests {
+    use super::*;
+
+    fn hint(m: &str, g: u64) -> RunningHint {
+        RunningHint {
+            master: m.into(),
+            generation: g,
+        }
+    }
+
+    #[test]
+    fn journal_replays_over_the_snapshot_and_compaction_empties_it() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let mut j = s.open_running_journal().unwrap();
+        let snap: HashMap<_, _> = [("A".to_string(), hint("m1", 1))].into();
+        s.compact_running(&snap, &j).unwrap();
+        use std::io::Write;
+        j.write_all(&Store::journal_line("B", Some(&hint("m2", 2))))
+            .unwrap();
+        j.write_all(&Store::journal_line("A", None)).unwrap();
+        let want: HashMap<_, _> = [("B".to_string(), hint("m2", 2))].into();
+        assert_eq!(s.load_running(), want);
+        s.compact_running(&want, &j).unwrap();
+        assert_eq!(
+            fs::metadata(d.path().join(".allexlanmanager/running.journal"))
+                .unwrap()
+                .len(),
+            0
+        );
+        j.write_all(&Store::journal_line("C", Some(&hint("m1", 3))))
+            .unwrap();
+        j.write_all(b"{\"instance\":\"D\",\"hi").unwrap();
+        let mut want = want;
+        want.insert("C".into(), hint("m1", 3));
+        assert_eq!(s.load_running(), want, "a torn tail is ignored");
     }
 }

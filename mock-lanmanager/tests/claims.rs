@@ -16,8 +16,11 @@ async fn two_masters_racing_for_50_needs_each_need_is_granted_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "N", 50));
     let lm = Lm::start(dir.path(), &[]);
+    // Both masters hold the full snapshot before either claims.
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(2));
     let race = |name: &'static str| {
         let addr = lm.addr.clone();
+        let start = start.clone();
         tokio::spawn(async move {
             let mut m = FakeMaster::connect(&addr, name, &["svc"]).await;
             let snapshot = m
@@ -27,6 +30,7 @@ async fn two_masters_racing_for_50_needs_each_need_is_granted_exactly_once() {
                 unreachable!()
             };
             assert_eq!(needs.len(), 50);
+            start.wait().await;
             for n in &needs {
                 m.send(&MasterToLan::Claim {
                     instancename: n.instancename.clone(),

@@ -174,10 +174,12 @@ async fn a_fast_admin_client_is_paced_not_refused() {
     .await
     .unwrap();
     assert!(matches!(next(&mut ws).await, Next::Text(t) if t.contains("admin_welcome")));
-    // The burst (1000) and then 500 more at 500 per second: at least a second.
+    // The burst (4000) and then 2000 more at 2000 per second: at least a second.
     let status = Message::text(encode(&allex_protocol::AdminToLan::Status));
     let started = Instant::now();
-    for i in 0..1500 {
+    let limit = allex_lanmanager::ratelimit::RateLimit::ADMIN;
+    let count = (limit.burst + limit.per_second) as usize;
+    for i in 0..count {
         ws.send(status.clone()).await.unwrap();
         match next(&mut ws).await {
             Next::Text(t) => assert!(t.contains("\"type\":\"status\""), "request {i}: {t}"),

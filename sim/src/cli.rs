@@ -70,6 +70,20 @@ pub enum Command {
         #[arg(long, default_value_t = 30_000)]
         deadline_ms: u64,
     },
+    /// Replay an operation sequence (as printed by a failing property test or
+    /// `allex-sim random`): invariants after each, then repair and convergence.
+    Replay {
+        /// The operations as a JSON array, e.g.
+        /// `[{"op":"add_need","instance":"p0","crash_after_ms":null}]`;
+        /// `@FILE` reads them from FILE.
+        ops: String,
+        /// Masters, each behind its own proxy.
+        #[arg(long, default_value_t = 2)]
+        masters: usize,
+        /// Longest wait for any one expected outcome, in milliseconds.
+        #[arg(long, default_value_t = 30_000)]
+        deadline_ms: u64,
+    },
     /// Run one scenario by name, or `all`.
     Scenario {
         /// The scenario's name (see `allex-sim list`), or `all`.
@@ -158,6 +172,34 @@ pub fn run(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        Command::Replay {
+            ops,
+            masters,
+            deadline_ms,
+        } => {
+            let ops = match parse_ops(&ops) {
+                Ok(ops) => ops,
+                Err(e) => {
+                    eprintln!("allex-sim replay: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let opts = ScenarioOptions {
+                masters,
+                deadline: Duration::from_millis(deadline_ms),
+                ..ScenarioOptions::default()
+            };
+            match scenarios::run_ops(&opts, &ops) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    println!("replay of {} operations: FAILED: {e}", ops.len());
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Scenario {
             name,
             masters,
@@ -203,4 +245,14 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         }
     }
+}
+
+/// Reads a JSON array of operations, inline or from `@FILE`.
+fn parse_ops(arg: &str) -> Result<Vec<crate::ops::Op>, String> {
+    let text = match arg.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("reading {path}: {e}"))?,
+        None => arg.to_string(),
+    };
+    serde_json::from_str(&text)
+        .map_err(|e| format!("the operations are not a JSON array of ops: {e}"))
 }

@@ -24,6 +24,7 @@ pub mod process;
 pub mod procscan;
 pub mod proxy;
 pub mod scenarios;
+pub mod strategy;
 pub mod testsvc;
 pub mod virtual_master;
 pub mod wait;

@@ -1,13 +1,18 @@
 //! Operations on a cluster, for generated scenarios: each is applied to a
 //! real cluster, and one that does not apply right now (removing a need
-//! that was never added, killing a dead master) does nothing.
+//! that was never added, killing a dead master) does nothing. [`Model`]
+//! tracks what they asked for, to check the lan manager against.
 
-use crate::harness::{Cluster, HarnessError};
-use allex_protocol::Need;
+use crate::harness::{Cluster, HarnessError, Timings};
+use allex_protocol::{LanStatus, Need};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// [`Op::AddMaster`] does nothing once the cluster has this many masters.
+pub const MAX_MASTERS: usize = 4;
 
 /// One thing that can happen to a cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +65,16 @@ pub enum Op {
         /// SIGTERM instead of SIGKILL.
         graceful: bool,
     },
+    /// A master is restarted with only `size` ports per protocol, so needs
+    /// run out of ports (its first ports stay; the repair restores the size).
+    ShrinkPorts {
+        /// Master index.
+        master: usize,
+        /// Ports per protocol range.
+        size: u16,
+    },
+    /// One more master joins (up to [`MAX_MASTERS`]).
+    AddMaster,
     /// Time passes with nothing done, so graces, backoffs and heartbeats
     /// run out between operations (simulated time, not synchronisation).
     Pause {
@@ -73,6 +88,12 @@ pub enum Op {
 pub struct Model {
     /// Needs added and not removed, with their crash knob.
     pub needs: BTreeMap<String, Option<u64>>,
+    /// Crash-looping needs: when each was added, and how many operations
+    /// since could have killed its service early (each may cost a failure
+    /// that did not wait for `crash_after_ms`).
+    pub loops: BTreeMap<String, (Instant, u32)>,
+    /// Masters whose port ranges were shrunk, with their original size.
+    pub shrunk: BTreeMap<usize, u16>,
 }
 
 impl Model {
@@ -83,6 +104,85 @@ impl Model {
             .filter(|(_, c)| c.is_none())
             .map(|(n, _)| n.clone())
             .collect()
+    }
+
+    fn disturbed(&mut self, instance: Option<&str>) {
+        for (name, (_, kills)) in self.loops.iter_mut() {
+            if instance.is_none_or(|i| i == name) {
+                *kills += 1;
+            }
+        }
+    }
+
+    /// Checks the lan manager against what the operations asked for: it
+    /// lists exactly the needs acknowledged and not removed (none lost across
+    /// restarts, none invented), and every crash-looping need has failed no
+    /// more often than its backoff allows.
+    pub fn check(&self, cluster: &Cluster, timings: &Timings) -> Result<(), HarnessError> {
+        // Both promises are about persistent state, so a short retry only
+        // rides out a status call that races a restart.
+        cluster.wait_lan(
+            "the lan manager to match the operations",
+            Duration::from_secs(2),
+            |st| self.check_status(st, timings),
+        )
+    }
+
+    /// [`Model::check`] over one status of the lan manager.
+    pub fn check_status(&self, st: &LanStatus, timings: &Timings) -> Result<(), String> {
+        let listed: BTreeSet<&String> = st.needs.iter().map(|n| &n.need.instancename).collect();
+        let wanted: BTreeSet<&String> = self.needs.keys().collect();
+        if listed != wanted {
+            return Err(format!(
+                "NeedsDiffer: the lan manager lists needs {listed:?}, the acknowledged operations left {wanted:?}"
+            ));
+        }
+        for n in &st.needs {
+            let name = &n.need.instancename;
+            let (Some(Some(crash_ms)), Some((added, kills))) =
+                (self.needs.get(name), self.loops.get(name))
+            else {
+                continue;
+            };
+            let window = added.elapsed();
+            let allowed = max_failures(window, Duration::from_millis(*crash_ms), timings)
+                + 2
+                + u64::from(*kills);
+            if u64::from(n.failures) > allowed {
+                let hot = window.as_millis() as u64 / (*crash_ms).max(1);
+                return Err(format!(
+                    "CrashLoopSpins: {name} (dies after {crash_ms} ms) failed {} times in {} ms; \
+                     backoff allows at most {allowed}, a hot loop would give about {hot}",
+                    n.failures,
+                    window.as_millis()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The most quick deaths a need can have in `window` when each run lasts at
+/// least `life` and the lan manager waits its backoff between them (the
+/// first retry is immediate, then `base` doubling up to `cap`).
+pub fn max_failures(window: Duration, life: Duration, timings: &Timings) -> u64 {
+    let mut spent = Duration::ZERO;
+    let mut failures = 0u64;
+    loop {
+        let delay = if failures <= 1 {
+            Duration::ZERO
+        } else {
+            let shift = (failures - 2).min(31) as u32;
+            timings
+                .backoff_base
+                .saturating_mul(1u32 << shift)
+                .min(timings.backoff_cap)
+        };
+        spent += delay + life.max(Duration::from_millis(1));
+        if spent > window {
+            return failures;
+        }
+        failures += 1;
     }
 }
 
@@ -101,11 +201,16 @@ pub fn apply(cluster: &mut Cluster, model: &mut Model, op: &Op) -> Result<(), Ha
                 need.propertyhash
                     .insert("crash_after_ms".into(), (*ms).into());
             }
+            let added = Instant::now();
             cluster.need_add(&need)?;
             model.needs.insert(instance.clone(), *crash_after_ms);
+            if crash_after_ms.is_some() {
+                model.loops.insert(instance.clone(), (added, 0));
+            }
         }
         Op::RemoveNeed { instance } => {
             if model.needs.remove(instance).is_some() {
+                model.loops.remove(instance);
                 cluster.need_remove(instance)?;
             }
         }
@@ -118,17 +223,20 @@ pub fn apply(cluster: &mut Cluster, model: &mut Model, op: &Op) -> Result<(), Ha
                     .iter()
                     .any(|m| m.children_alive().contains(&r.pid));
                 if ours {
+                    model.disturbed(Some(instance));
                     let _ = kill(Pid::from_raw(r.pid as i32), Signal::SIGKILL);
                 }
             }
         }
         Op::KillMaster { master } => {
             if *master < cluster.masters().len() {
+                model.disturbed(None);
                 cluster.master_mut(*master).kill()?;
             }
         }
         Op::RestartMaster { master } => {
             if *master < cluster.masters().len() {
+                model.disturbed(None);
                 cluster.master_mut(*master).restart()?;
             }
         }
@@ -147,7 +255,25 @@ pub fn apply(cluster: &mut Cluster, model: &mut Model, op: &Op) -> Result<(), Ha
                 p.restore();
             }
         }
-        Op::RestartLan { graceful } => cluster.restart_lan_with(*graceful)?,
+        Op::ShrinkPorts { master, size } => {
+            if *master < cluster.masters().len() {
+                model.disturbed(None);
+                let m = cluster.master_mut(*master);
+                let original = m.config().portrangesize;
+                model.shrunk.entry(*master).or_insert(original);
+                m.set_port_range_size(*size)?;
+                m.restart()?;
+            }
+        }
+        Op::AddMaster => {
+            if cluster.masters().len() < MAX_MASTERS {
+                cluster.add_master(|_| {})?;
+            }
+        }
+        Op::RestartLan { graceful } => {
+            model.disturbed(None);
+            cluster.restart_lan_with(*graceful)?
+        }
         Op::Pause { ms } => std::thread::sleep(std::time::Duration::from_millis(*ms)),
     }
     Ok(())
@@ -220,9 +346,14 @@ pub fn random_ops(seed: u64, steps: usize, masters: usize) -> Vec<Op> {
             90..=94 => Some(Op::Pause {
                 ms: 200 + rng.below(2800),
             }),
-            _ => Some(Op::RestartLan {
+            95..=97 => Some(Op::RestartLan {
                 graceful: rng.below(2) == 0,
             }),
+            98 => Some(Op::ShrinkPorts {
+                master,
+                size: 1 + rng.below(2) as u16,
+            }),
+            _ => Some(Op::AddMaster),
         };
         if let Some(op) = op {
             ops.push(op);
@@ -249,5 +380,17 @@ mod tests {
                 _ => {}
             }
         }
+    }
+
+    #[test]
+    fn backoff_allows_far_fewer_failures_than_a_hot_loop() {
+        let t = Timings::default();
+        let life = Duration::from_millis(50);
+        assert_eq!(max_failures(Duration::from_millis(40), life, &t), 0);
+        assert_eq!(max_failures(Duration::from_millis(100), life, &t), 2);
+        // 50 ms runs with 0, 50, 100, 200, 400, 800, 1000... ms between them.
+        let n = max_failures(Duration::from_secs(5), life, &t);
+        assert!((7..=9).contains(&n), "{n}");
+        assert!(n * 10 < 5000 / 50);
     }
 }

@@ -12,8 +12,9 @@ static CURSOR: Mutex<Option<u32>> = Mutex::new(None);
 
 /// Hands out the start of a block of `size` ports that no earlier caller in
 /// this process got, placed by pid so that other test processes start
-/// elsewhere. Nothing is reserved: code using the block must skip ports
-/// that happen to be taken.
+/// elsewhere, and skipping blocks in which some port is listened on right
+/// now (another test process may hold a large block). Nothing is reserved:
+/// code using the block must still skip ports that get taken later.
 ///
 /// Ports stay below the kernel's ephemeral range when it leaves room, so
 /// outgoing connections do not land in a block.
@@ -24,13 +25,30 @@ pub fn port_block(size: u16) -> u16 {
     // Knuth's multiplicative hash spreads neighbouring pids far apart.
     let origin = std::process::id().wrapping_mul(2_654_435_761) % span;
     let mut cursor = CURSOR.lock().unwrap_or_else(|p| p.into_inner());
-    let mut offset = cursor.unwrap_or(origin);
-    // A block never straddles the end: it restarts at the bottom instead.
-    if offset + size > span {
-        offset = 0;
+    let mut first = None;
+    for _ in 0..(span / size).max(1) {
+        let mut offset = cursor.unwrap_or(origin);
+        // A block never straddles the end: it restarts at the bottom instead.
+        if offset + size > span {
+            offset = 0;
+        }
+        *cursor = Some(offset + size);
+        let start = low + offset as u16;
+        first.get_or_insert(start);
+        if all_free(start, size) {
+            return start;
+        }
     }
-    *cursor = Some(offset + size);
-    low + offset as u16
+    // Everything is busy: hand out the first candidate and let the caller skip.
+    first.unwrap_or(low)
+}
+
+/// Whether nothing listens on any port of the block (on any address).
+fn all_free(start: u16, size: u32) -> bool {
+    (0..size).all(|i| {
+        u16::try_from(u32::from(start) + i)
+            .is_ok_and(|p| std::net::TcpListener::bind(("0.0.0.0", p)).is_ok())
+    })
 }
 
 fn span() -> (u16, u16) {
@@ -53,6 +71,22 @@ pub fn free_port() -> std::io::Result<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_block_with_a_listener_in_it_is_skipped() {
+        let start = port_block(40);
+        // The next block would start here: occupy its first port.
+        let held = start + 40;
+        let Ok(_listener) = std::net::TcpListener::bind(("0.0.0.0", held)) else {
+            return; // taken by someone else already, which is just as good
+        };
+        let got = port_block(40);
+        assert!(
+            !(got..got + 40).contains(&held),
+            "block {got}..{} holds the listened port {held}",
+            got + 40
+        );
+    }
 
     #[test]
     fn blocks_in_one_process_do_not_overlap() {

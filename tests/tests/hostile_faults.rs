@@ -202,69 +202,120 @@ fn a_read_only_disk_refuses_the_change_and_keeps_the_old_needs_file() {
     drop(lm);
 }
 
+/// Whether a write is under way (or was cut off) in the store directory.
+fn has_temp_file(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().contains(".tmp."))
+        })
+        .unwrap_or(false)
+}
+
+/// Streams writing at once; each adds its own names in order.
+const STREAMS: usize = 4;
+
+fn stream_name(stream: usize, i: usize) -> String {
+    format!("S{stream}N{i:04}")
+}
+
 #[test]
 fn sigkill_while_changes_stream_in_never_tears_the_needs_file_or_loses_an_acknowledged_need() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("lm");
     std::fs::create_dir(&root).unwrap();
     let file = root.join(".allexlanmanager/needs");
-    // A largish propertyhash makes each write take long enough to be hit mid-way.
-    let props = format!(r#"{{"pad":"{}"}}"#, "p".repeat(64 << 10));
-    let mut acked: Vec<String> = Vec::new();
+    // Large needs make every write long enough to be hit in the middle.
+    let props = format!(r#"{{"pad":"{}"}}"#, "p".repeat(100 << 10));
+    let mut acked: Vec<BTreeSet<String>> = vec![BTreeSet::new(); STREAMS];
+    let mut torn_writes_seen = 0;
     for round in 0..8u32 {
         let lm = Lm::start(&root);
-        // Every need acknowledged before this lan manager started survived it.
         let on_disk = names(&file);
-        for a in &acked {
-            assert!(on_disk.contains(a), "round {round}: acknowledged {a} lost");
+        let mut next = Vec::new();
+        for (s, acked) in acked.iter().enumerate() {
+            // Every acknowledged need survived the kill.
+            for a in acked {
+                assert!(on_disk.contains(a), "round {round}: acknowledged {a} lost");
+            }
+            // Each stream adds in order, so the file holds a prefix of it, with
+            // at most the one in flight at the kill beyond the acknowledged ones.
+            let mine: BTreeSet<String> = on_disk
+                .iter()
+                .filter(|n| n.starts_with(&format!("S{s}N")))
+                .cloned()
+                .collect();
+            let prefix: BTreeSet<String> = (0..mine.len()).map(|i| stream_name(s, i)).collect();
+            assert_eq!(mine, prefix, "round {round}: stream {s} is not a prefix");
+            assert!(mine.len() <= acked.len() + 1, "round {round}: {mine:?}");
+            next.push(mine.len());
         }
-        // Needs are added in order, so the file holds a prefix: N0..Nk, with
-        // at most the one in flight at the kill beyond the acknowledged ones.
-        let expect: BTreeSet<String> = (0..on_disk.len()).map(|i| format!("N{i:04}")).collect();
-        assert_eq!(on_disk, expect, "round {round}: not a prefix");
-        assert!(
-            on_disk.len() <= acked.len() + 1,
-            "round {round}: {on_disk:?}"
-        );
-        let next = on_disk.len();
 
         let done = Arc::new(AtomicUsize::new(0));
-        let streamer = {
-            let addr = lm.addr.clone();
-            let done = done.clone();
-            let props = props.clone();
-            std::thread::spawn(move || {
-                let mut ok = Vec::new();
-                for i in next.. {
-                    let name = format!("N{i:04}");
-                    if need_add(&addr, &name, &props).is_err() {
-                        break;
+        let streamers: Vec<_> = (0..STREAMS)
+            .map(|s| {
+                let addr = lm.addr.clone();
+                let done = done.clone();
+                let props = props.clone();
+                let from = next[s];
+                std::thread::spawn(move || {
+                    let mut ok = Vec::new();
+                    for i in from.. {
+                        let name = stream_name(s, i);
+                        if need_add(&addr, &name, &props).is_err() {
+                            break;
+                        }
+                        ok.push(name);
+                        done.fetch_add(1, Ordering::SeqCst);
                     }
-                    ok.push(name);
-                    done.fetch_add(1, Ordering::SeqCst);
-                }
-                ok
+                    ok
+                })
             })
-        };
-        // Kill after a varying number of acknowledgements, while the next add
-        // is already on its way.
-        let target = 1 + (round as usize % 4);
+            .collect();
+        // Kill after a varying number of acknowledgements, while the other
+        // streams' changes are being written.
+        let target = 1 + (round as usize % 4) * 2;
         allex_sim::wait_until("acknowledgements before the kill", DEADLINE, || {
             (done.load(Ordering::SeqCst) >= target)
                 .then_some(())
                 .ok_or(())
         })
         .unwrap();
+        if round % 2 == 1 {
+            // Aim at the middle of a write: kill as soon as a temp file shows.
+            let give_up = std::time::Instant::now() + Duration::from_secs(5);
+            while !has_temp_file(file.parent().unwrap()) && std::time::Instant::now() < give_up {
+                std::thread::yield_now();
+            }
+        }
         lm.proc.kill(Signal::SIGKILL).unwrap();
         lm.proc.wait_exit(DEADLINE).unwrap();
-        acked.extend(streamer.join().unwrap());
+        torn_writes_seen += usize::from(has_temp_file(file.parent().unwrap()));
+        for (s, t) in streamers.into_iter().enumerate() {
+            acked[s].extend(t.join().unwrap());
+        }
         drop(lm);
     }
     let lm = Lm::start(&root);
     let on_disk = names(&file);
-    for a in &acked {
+    for a in acked.iter().flatten() {
         assert!(on_disk.contains(a), "acknowledged {a} lost");
     }
     assert!(on_disk.len() >= 8, "{on_disk:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(file.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp."))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temp files of killed writers left: {leftovers:?}"
+    );
+    // The aimed kills must really have cut writes short, or this proved nothing.
+    assert!(
+        torn_writes_seen >= 1,
+        "no kill landed in the middle of a write"
+    );
+    eprintln!("kills that landed mid-write: {torn_writes_seen} of 8");
     drop(lm);
 }

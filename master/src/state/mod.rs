@@ -577,14 +577,21 @@ impl State {
             })
             .collect();
         children.sort_by(|a, b| a.instancename.cmp(&b.instancename));
+        let free = self.free();
+        // A range whose every port our children hold is exhausted too, even
+        // before a reservation has failed on it.
+        let exhausted = Protocol::ALL
+            .into_iter()
+            .filter(|p| self.exhausted.contains(p) || free.get(*p) == 0)
+            .collect();
         MasterStatus {
             master: self.name.clone(),
             pid: std::process::id(),
             advertiseaddress: self.advertise.map(|a| a.to_string()),
             connected: self.welcomed(),
             children,
-            free: self.free(),
-            exhausted: self.exhausted.iter().copied().collect(),
+            free,
+            exhausted,
         }
     }
 

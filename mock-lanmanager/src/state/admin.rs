@@ -139,7 +139,10 @@ impl State {
         let holder = e.slot.holder().map(|(m, g)| (m.to_string(), g));
         match &e.slot {
             Slot::Open => self.broadcast_taken(instance, None),
-            Slot::Running(_) | Slot::Checking { .. } => self.running_dirty = true,
+            Slot::Running(_) | Slot::Checking { .. } => {
+                self.running_dirty = true;
+                self.running_changed.push(instance.to_string());
+            }
             _ => {}
         }
         if let Some((master, generation)) = holder {

@@ -21,6 +21,7 @@ impl State {
             return;
         };
         self.running_dirty = true;
+        self.running_changed.push(instance.to_string());
         e.slot = Slot::Checking {
             master: master.to_string(),
             generation,
@@ -332,6 +333,7 @@ impl State {
                     since_unix_ms: unix_ms(),
                 });
                 self.running_dirty = true;
+                self.running_changed.push(instance.to_string());
                 self.send_to(
                     &master,
                     &LanToMaster::Running {

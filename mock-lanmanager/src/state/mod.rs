@@ -36,7 +36,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 pub const EVENT_QUEUE: usize = 64 * 1024;
 
 /// How long changes to the advisory `running` file are batched.
-const RUNNING_FLUSH_DELAY: Duration = Duration::from_millis(100);
+const RUNNING_FLUSH_DELAY: Duration = Duration::from_millis(1000);
 
 /// Everything that can change the state.
 #[derive(Debug)]
@@ -228,6 +228,27 @@ pub struct Startup {
     pub generation_bound: u64,
 }
 
+/// What the running file records for a slot: who runs it, or is awaited to.
+fn slot_hint(slot: &Slot) -> Option<RunningHint> {
+    match slot {
+        Slot::Running(r) => Some(RunningHint {
+            master: r.master.clone(),
+            generation: r.generation,
+        }),
+        Slot::Checking {
+            master, generation, ..
+        } => Some(RunningHint {
+            master: master.clone(),
+            generation: *generation,
+        }),
+        Slot::Settling { master } => Some(RunningHint {
+            master: master.clone(),
+            generation: 0,
+        }),
+        _ => None,
+    }
+}
+
 /// The state owned by the single state task.
 pub struct State {
     settings: Arc<Settings>,
@@ -242,6 +263,10 @@ pub struct State {
     epoch: u64,
     running_dirty: bool,
     running_flush_armed: bool,
+    /// Instances whose running hint changed in this event; journaled when it ends.
+    running_changed: Vec<String>,
+    /// The running journal (append-only); `None` when it cannot be opened.
+    journal: Option<std::fs::File>,
     pending: Vec<AdminChange>,
     inflight: Vec<AdminChange>,
     dead: Vec<ConnId>,
@@ -279,7 +304,15 @@ impl State {
                 },
             );
         }
+        let journal = match store.open_running_journal() {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::warn!("cannot open the running journal; restarts may move services: {e}");
+                None
+            }
+        };
         let state = State {
+            journal,
             settings,
             store,
             events,
@@ -292,6 +325,7 @@ impl State {
             epoch: 0,
             running_dirty: false,
             running_flush_armed: false,
+            running_changed: Vec::new(),
             pending: Vec::new(),
             inflight: Vec::new(),
             dead: Vec::new(),
@@ -336,16 +370,15 @@ impl State {
             Event::NeedsWritten { result } => self.on_needs_written(result),
             Event::FlushRunning => self.on_flush_running(),
             Event::FlushNow { done } => {
-                if let Err(e) = self.store.write_running(&self.running_hints()) {
-                    tracing::warn!("cannot write the running file: {e}");
-                }
-                self.running_dirty = false;
+                self.journal_running_changes();
+                self.compact_running();
                 let _ = done.send(());
             }
         }
         while let Some(conn) = self.dead.pop() {
             self.on_gone(conn);
         }
+        self.journal_running_changes();
         if self.running_dirty && !self.running_flush_armed {
             self.running_flush_armed = true;
             self.after(RUNNING_FLUSH_DELAY, Event::FlushRunning);
@@ -503,8 +536,12 @@ impl State {
         let Some(e) = self.needs.get_mut(instance) else {
             return;
         };
-        if matches!(e.slot, Slot::Running(_) | Slot::Checking { .. }) {
+        if matches!(
+            e.slot,
+            Slot::Running(_) | Slot::Checking { .. } | Slot::Settling { .. }
+        ) {
             self.running_dirty = true;
+            self.running_changed.push(instance.to_string());
         }
         match why {
             Release::Failure => e.failures = e.failures.saturating_add(1),
@@ -544,47 +581,52 @@ impl State {
     fn running_hints(&self) -> HashMap<String, RunningHint> {
         self.needs
             .iter()
-            .filter_map(|(i, e)| match &e.slot {
-                Slot::Running(r) => Some((
-                    i.clone(),
-                    RunningHint {
-                        master: r.master.clone(),
-                        generation: r.generation,
-                    },
-                )),
-                Slot::Checking {
-                    master, generation, ..
-                } => Some((
-                    i.clone(),
-                    RunningHint {
-                        master: master.clone(),
-                        generation: *generation,
-                    },
-                )),
-                Slot::Settling { master } => Some((
-                    i.clone(),
-                    RunningHint {
-                        master: master.clone(),
-                        generation: 0,
-                    },
-                )),
-                _ => None,
-            })
+            .filter_map(|(i, e)| slot_hint(&e.slot).map(|h| (i.clone(), h)))
             .collect()
     }
 
     fn on_flush_running(&mut self) {
         self.running_flush_armed = false;
-        if !self.running_dirty {
-            return;
+        if self.running_dirty {
+            self.compact_running();
         }
+    }
+
+    /// Writes the snapshot of running hints and empties the journal.
+    ///
+    /// Synchronous on purpose: a change journaled while a snapshot was being
+    /// written elsewhere could otherwise be cut from the journal unrecorded.
+    fn compact_running(&mut self) {
         self.running_dirty = false;
         let hints = self.running_hints();
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.write_running(&hints) {
-                tracing::warn!("cannot write the running file: {e}");
-            }
-        });
+        let result = match &self.journal {
+            Some(journal) => self.store.compact_running(&hints, journal),
+            None => self.store.write_running(&hints),
+        };
+        if let Err(e) = result {
+            tracing::warn!("cannot write the running file: {e}");
+        }
+    }
+
+    /// Appends the running hints of the instances changed by this event.
+    fn journal_running_changes(&mut self) {
+        if self.running_changed.is_empty() {
+            return;
+        }
+        let mut changed = std::mem::take(&mut self.running_changed);
+        changed.sort_unstable();
+        changed.dedup();
+        let Some(journal) = self.journal.as_mut() else {
+            return;
+        };
+        let mut buf = Vec::new();
+        for instance in &changed {
+            let hint = self.needs.get(instance).and_then(|e| slot_hint(&e.slot));
+            buf.extend(Store::journal_line(instance, hint.as_ref()));
+        }
+        use std::io::Write;
+        if let Err(e) = journal.write_all(&buf) {
+            tracing::warn!("cannot append to the running journal: {e}");
+        }
     }
 }

@@ -2,12 +2,73 @@
 //! time until all their ports accept, and until all are listed as running.
 
 use super::admin_link::add_all;
-use super::probe::wait_all_accept;
+use super::probe::{accepts, SWEEP_PAUSE};
 use super::system::{System, SYSTEM_DEADLINE};
 use super::{ms, BenchError};
 use allex_protocol::Need;
+use std::collections::BTreeSet;
+use std::time::Duration;
 use std::time::Instant;
 use tokio::runtime::Runtime;
+
+/// How long the sweep may stay at one refusing port before it asks the
+/// master whether the port was handed out at all.
+const STALL: Duration = Duration::from_millis(500);
+
+/// Like [`super::probe::wait_all_accept`] over the predicted ports, but
+/// robust to a misprediction: when another process took a port between the
+/// prediction and the master's reservation, the master hands out a later
+/// one. Once every child is spawned and the sweep is stuck at a port no
+/// child holds, the rest of the sweep follows the master's real ports (the
+/// figure is then late by up to [`STALL`], and a warning says so).
+fn wait_children_accept(
+    sys: &System,
+    mut ports: Vec<u16>,
+    n: usize,
+) -> Result<Instant, BenchError> {
+    let start = Instant::now();
+    let mut next = 0;
+    let mut progress = (0, start);
+    loop {
+        while next < ports.len() && accepts(ports[next]) {
+            next += 1;
+        }
+        let now = Instant::now();
+        if next == ports.len() {
+            return Ok(now);
+        }
+        if now - start > SYSTEM_DEADLINE {
+            return Err(BenchError::Timeout(format!(
+                "{} of {} ports still refuse after {SYSTEM_DEADLINE:?} (first: {})",
+                ports.len() - next,
+                ports.len(),
+                ports[next]
+            )));
+        }
+        if next != progress.0 {
+            progress = (next, now);
+        } else if now - progress.1 > STALL {
+            progress.1 = now;
+            if let Ok(st) = sys.master.status_direct() {
+                let held: BTreeSet<u16> = st
+                    .children
+                    .iter()
+                    .flat_map(|c| c.ports.iter().map(|(_, p)| p))
+                    .collect();
+                if st.children.len() >= n && !held.contains(&ports[next]) {
+                    let seen: BTreeSet<u16> = ports[..next].iter().copied().collect();
+                    tracing::warn!(
+                        port = ports[next],
+                        "a predicted port was not handed out (taken by another process?); following the master's ports, this figure is late by up to {STALL:?}"
+                    );
+                    ports.truncate(next);
+                    ports.extend(held.difference(&seen));
+                }
+            }
+        }
+        std::thread::sleep(SWEEP_PAUSE);
+    }
+}
 
 /// Parallel admin sessions the needs are added over.
 const ADD_LINKS: usize = 32;
@@ -48,7 +109,7 @@ pub fn run(
         add_all(addr, needs, ADD_LINKS).await?;
         Ok::<Instant, BenchError>(Instant::now())
     });
-    let accepted = wait_all_accept(&ports, SYSTEM_DEADLINE)?;
+    let accepted = wait_children_accept(sys, ports, n)?;
     let (_, running) = sys.poll_status(rt, "all needs running", |st| {
         st.running
             .iter()

@@ -2,8 +2,9 @@
 //! CPU time (from /proc/PID/task/*/schedstat) of a process left idle.
 
 use super::BenchError;
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Memory of one process, in KiB.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
@@ -33,19 +34,30 @@ pub fn memory(pid: u32) -> Result<Memory, BenchError> {
     }
 }
 
-/// Nanoseconds `pid` has run on a CPU, summed over its threads: schedstat
-/// counts exact run time, unlike the tick-sampled utime/stime of stat.
-pub fn cpu_ns(pid: u32) -> Result<u64, BenchError> {
+/// Nanoseconds each live thread of `pid` has run on a CPU, by thread id:
+/// schedstat counts exact run time, unlike the tick-sampled utime/stime of
+/// /proc/PID/stat.
+pub fn thread_cpu_ns(pid: u32) -> Result<BTreeMap<u32, u64>, BenchError> {
     let dir = format!("/proc/{pid}/task");
     let entries = std::fs::read_dir(&dir).map_err(|source| BenchError::Io {
         what: format!("listing {dir}"),
         source,
     })?;
-    let mut total = 0;
+    let mut out = BTreeMap::new();
     for e in entries.flatten() {
-        total += read_schedstat(&e.path().join("schedstat")).unwrap_or(0);
+        let Some(tid) = e.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        if let Some(ns) = read_schedstat(&e.path().join("schedstat")) {
+            out.insert(tid, ns);
+        }
     }
-    Ok(total)
+    Ok(out)
+}
+
+/// Nanoseconds `pid`'s live threads have run on a CPU, summed.
+pub fn cpu_ns(pid: u32) -> Result<u64, BenchError> {
+    Ok(thread_cpu_ns(pid)?.values().sum())
 }
 
 fn read_schedstat(path: &Path) -> Option<u64> {
@@ -57,16 +69,47 @@ fn read_schedstat(path: &Path) -> Option<u64> {
         .ok()
 }
 
+/// How often the idle window looks at the threads: a thread that exits
+/// (tokio's idle blocking threads do) loses at most its last interval.
+const SAMPLE: Duration = Duration::from_millis(50);
+
 /// CPU time of each of `pids` over `window` of doing nothing, in ms.
+///
+/// Threads come and go, and a summed snapshot at each end would lose the
+/// run time of threads that exited in between (or count it negative), so
+/// each thread's run time is followed from its first to its last sighting.
+/// Reading /proc does not wake the processes.
 pub fn idle_cpu_ms(pids: &[u32], window: Duration) -> Result<Vec<f64>, BenchError> {
-    let before: Vec<u64> = pids.iter().map(|p| cpu_ns(*p)).collect::<Result<_, _>>()?;
-    // The measurement is of idleness: this process must not poke them meanwhile.
-    std::thread::sleep(window);
-    let after: Vec<u64> = pids.iter().map(|p| cpu_ns(*p)).collect::<Result<_, _>>()?;
-    Ok(before
+    let start = Instant::now();
+    let mut first: Vec<BTreeMap<u32, u64>> = pids
         .iter()
-        .zip(&after)
-        .map(|(b, a)| a.saturating_sub(*b) as f64 / 1e6)
+        .map(|p| thread_cpu_ns(*p))
+        .collect::<Result<_, _>>()?;
+    let mut last = first.clone();
+    loop {
+        let left = window.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left.min(SAMPLE));
+        for (i, pid) in pids.iter().enumerate() {
+            for (tid, ns) in thread_cpu_ns(*pid)? {
+                // A thread born in the window ran all its time in it.
+                first[i].entry(tid).or_insert(0);
+                last[i].insert(tid, ns);
+            }
+        }
+    }
+    Ok(first
+        .iter()
+        .zip(&last)
+        .map(|(f, l)| {
+            let ns: u64 = l
+                .iter()
+                .map(|(tid, ns)| ns.saturating_sub(f.get(tid).copied().unwrap_or(0)))
+                .sum();
+            ns as f64 / 1e6
+        })
         .collect())
 }
 

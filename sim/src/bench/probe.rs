@@ -21,9 +21,7 @@ pub fn wait_all_accept(ports: &[u16], deadline: Duration) -> Result<Instant, Ben
     let start = Instant::now();
     let mut next = 0;
     loop {
-        while next < ports.len()
-            && TcpStream::connect(SocketAddr::from((Ipv4Addr::LOCALHOST, ports[next]))).is_ok()
-        {
+        while next < ports.len() && accepts(ports[next]) {
             next += 1;
         }
         let now = Instant::now();
@@ -40,6 +38,11 @@ pub fn wait_all_accept(ports: &[u16], deadline: Duration) -> Result<Instant, Ben
         }
         std::thread::sleep(SWEEP_PAUSE);
     }
+}
+
+/// Whether a connection to `port` on 127.0.0.1 is accepted now.
+pub fn accepts(port: u16) -> bool {
+    TcpStream::connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).is_ok()
 }
 
 /// Whether any thread of `pid` still runs. A SIGKILLed process's leader can

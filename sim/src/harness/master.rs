@@ -338,6 +338,13 @@ impl Master {
         pids
     }
 
+    /// Sets the ports per protocol range, keeping the first ports; takes
+    /// effect at the next (re)start.
+    pub fn set_port_range_size(&mut self, size: u16) -> Result<(), HarnessError> {
+        self.config.portrangesize = size.max(1);
+        self.write_config()
+    }
+
     /// Points it at another lan manager address; takes effect at the next (re)start.
     pub fn set_lan(&mut self, lan: SocketAddr) -> Result<(), HarnessError> {
         self.config.lanmanageraddress = lan.ip().to_string();

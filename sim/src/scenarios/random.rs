@@ -1,5 +1,6 @@
-//! Generated scenarios: a sequence of [`Op`]s, invariants after each, then
-//! every fault repaired and every stable need expected to run once.
+//! Generated scenarios: a sequence of [`Op`]s, invariants (and the lan
+//! manager against the [`Model`]) after each, then every fault repaired and
+//! every stable need expected to run once.
 
 use super::{expect, Report, Run, ScenarioOptions};
 use crate::harness::{Cluster, HarnessError};
@@ -20,7 +21,10 @@ pub fn run_ops(opts: &ScenarioOptions, ops: &[Op]) -> Result<Report, HarnessErro
     let mut model = Model::default();
     for op in ops {
         let what = serde_json::to_string(op).unwrap_or_else(|_| format!("{op:?}"));
-        run.step(&what, |r| apply(&mut r.cluster, &mut model, op))?;
+        run.step(&what, |r| {
+            apply(&mut r.cluster, &mut model, op)?;
+            model.check(&r.cluster, &r.opts.timings)
+        })?;
     }
     run.step("repair every fault; every stable need runs once", |r| {
         converge(r, &model)
@@ -46,7 +50,10 @@ fn converge(r: &mut Run, model: &Model) -> Result<(), HarnessError> {
         if let Some(p) = r.cluster.proxy(i) {
             p.restore();
         }
-        if !r.cluster.master(i).is_running() {
+        if let Some(size) = model.shrunk.get(&i) {
+            r.cluster.master_mut(i).set_port_range_size(*size)?;
+            r.cluster.master_mut(i).restart()?;
+        } else if !r.cluster.master(i).is_running() {
             r.cluster.master_mut(i).restart()?;
         }
     }
@@ -58,6 +65,7 @@ fn converge(r: &mut Run, model: &Model) -> Result<(), HarnessError> {
     let st = r.cluster.lan_status()?;
     let listed: Vec<&String> = st.needs.iter().map(|n| &n.need.instancename).collect();
     let wanted: Vec<&String> = model.needs.keys().collect();
+    model.check(&r.cluster, &r.opts.timings)?;
     expect(
         listed.len() == wanted.len() && wanted.iter().all(|w| listed.contains(w)),
         || format!("the lan manager lists {listed:?}, the operations left {wanted:?}"),
