@@ -117,8 +117,40 @@ pub fn bind(path: &Path) -> Result<UnixListener, SocketError> {
     Ok(listener)
 }
 
-/// How often the socket file is checked for having been removed.
-const GUARD_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+/// How often the socket file is checked when no inotify event came: a safety
+/// net for events inotify cannot see, rare enough to cost nothing idle.
+const GUARD_FALLBACK: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long after a removal event the master waits before it recreates.
+const GUARD_SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// How often a failed recreation is retried.
+const GUARD_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Watches the runtime directory for the socket (or the directory) going away.
+///
+/// Event-driven, so an idle master does not wake up to look; `None` when
+/// inotify is unavailable, and then only the fallback timer looks.
+fn watch_runtime_dir(runtimedir: &Path) -> Option<inotify::EventStream<Vec<u8>>> {
+    use inotify::{Inotify, WatchMask};
+    let result = Inotify::init().and_then(|ino| {
+        ino.watches().add(
+            runtimedir,
+            WatchMask::DELETE
+                | WatchMask::MOVED_FROM
+                | WatchMask::DELETE_SELF
+                | WatchMask::MOVE_SELF,
+        )?;
+        ino.into_event_stream(vec![0u8; 4096])
+    });
+    match result {
+        Ok(stream) => Some(stream),
+        Err(e) => {
+            tracing::warn!("cannot watch the runtime directory with inotify ({e}); checking every {GUARD_FALLBACK:?}");
+            None
+        }
+    }
+}
 
 /// Serves the socket forever and puts it back when it disappears.
 ///
@@ -133,13 +165,29 @@ pub async fn serve_guarded(
     listener: UnixListener,
     events: UnboundedSender<Event>,
 ) {
+    use futures_util::StreamExt;
     let mut bound = file_id(&path);
     let mut server = tokio::spawn(serve(listener, events.clone()));
     let mut complained = false;
-    let mut tick = tokio::time::interval(GUARD_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watch = watch_runtime_dir(&runtimedir);
     loop {
-        tick.tick().await;
+        let wait = if complained { GUARD_RETRY } else { GUARD_FALLBACK };
+        match watch.as_mut() {
+            Some(stream) => {
+                tokio::select! {
+                    event = stream.next() => {
+                        if event.is_none() {
+                            watch = None;
+                        }
+                        // Let a `rm -rf` of the directory finish first: a socket
+                        // recreated under it would make its final rmdir fail.
+                        tokio::time::sleep(GUARD_SETTLE).await;
+                    }
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+            None => tokio::time::sleep(wait).await,
+        }
         let now = file_id(&path);
         if now.is_some() && now == bound {
             continue;
@@ -153,11 +201,13 @@ pub async fn serve_guarded(
                 bound = file_id(&path);
                 server = tokio::spawn(serve(listener, events.clone()));
                 complained = false;
+                // The old watch died with the old directory.
+                watch = watch_runtime_dir(&runtimedir);
                 tracing::warn!(path = %path.display(), "master socket recreated");
             }
             Err(e) => {
                 if !complained {
-                    tracing::error!("cannot recreate the master socket (retrying every {GUARD_INTERVAL:?}): {e}");
+                    tracing::error!("cannot recreate the master socket (retrying every {GUARD_RETRY:?}): {e}");
                 }
                 complained = true;
             }

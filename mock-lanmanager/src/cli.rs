@@ -122,7 +122,9 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 10_000)]
     pub stable_ms: u64,
     /// Heartbeat interval in milliseconds; a link silent for three is dropped.
-    #[arg(long, default_value_t = 2_000)]
+    /// Each heartbeat wakes both ends, so this is also the idle cost; at 5 s a
+    /// dead link is noticed in 15 s, well inside the 30 s grace.
+    #[arg(long, default_value_t = 5_000)]
     pub heartbeat_ms: u64,
     /// Milliseconds a new connection may take to send its opening frame.
     #[arg(long, default_value_t = 5_000)]

@@ -393,4 +393,45 @@ mod tests {
         assert!((7..=9).contains(&n), "{n}");
         assert!(n * 10 < 5000 / 50);
     }
+
+    fn status(needs: &[(&str, u32)]) -> LanStatus {
+        LanStatus {
+            needs: needs
+                .iter()
+                .map(|(name, failures)| allex_protocol::NeedStatus {
+                    need: Need::new("testsvc", *name),
+                    state: allex_protocol::NeedState::Backoff,
+                    master: None,
+                    retry_in_ms: None,
+                    failures: *failures,
+                })
+                .collect(),
+            running: Vec::new(),
+            masters: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_model_check_catches_a_lost_need_and_a_spinning_crash_loop() {
+        let t = Timings::default();
+        let mut model = Model::default();
+        model.needs.insert("a".into(), None);
+        model.needs.insert("loop".into(), Some(100));
+        model.loops.insert("loop".into(), (Instant::now(), 0));
+        assert_eq!(
+            model.check_status(&status(&[("a", 0), ("loop", 1)]), &t),
+            Ok(())
+        );
+        let lost = model.check_status(&status(&[("loop", 1)]), &t).unwrap_err();
+        assert!(lost.starts_with("NeedsDiffer"), "{lost}");
+        let extra = model
+            .check_status(&status(&[("a", 0), ("loop", 1), ("b", 0)]), &t)
+            .unwrap_err();
+        assert!(extra.starts_with("NeedsDiffer"), "{extra}");
+        // Just added: a hot loop's 20 failures cannot have happened yet.
+        let spun = model
+            .check_status(&status(&[("a", 0), ("loop", 20)]), &t)
+            .unwrap_err();
+        assert!(spun.starts_with("CrashLoopSpins"), "{spun}");
+    }
 }

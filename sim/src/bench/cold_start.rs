@@ -86,6 +86,36 @@ pub struct ColdStart {
     pub running_ms: f64,
 }
 
+/// Stores `n` needs in a fresh lan manager with no master, then starts the
+/// master and times from its start (its own start-up included) until every
+/// port accepts and every need is listed as running: the cold start without
+/// the disk writes of the additions. Returns the system for further figures.
+pub fn run_stored(rt: &Runtime, n: usize, prefix: &str) -> Result<(ColdStart, System), BenchError> {
+    let needs: Vec<Need> = (0..n)
+        .map(|i| Need::new("testsvc", format!("{prefix}{i}")))
+        .collect();
+    let before = Instant::now();
+    let (mut sys, t0, ports) = System::start_with_needs(rt, needs)?;
+    let stored = t0 - before;
+    let accepted = wait_children_accept(&sys, ports, n)?;
+    let (_, running) = sys.poll_status(rt, "all stored needs running", |st| {
+        st.running
+            .iter()
+            .filter(|r| r.instancename.starts_with(prefix))
+            .count()
+            >= n
+    })?;
+    Ok((
+        ColdStart {
+            n,
+            acked_ms: ms(stored),
+            accept_ms: ms(accepted - t0),
+            running_ms: ms(running - t0),
+        },
+        sys,
+    ))
+}
+
 /// Adds `n` needs `<prefix>0..` and times them to accepting and to running.
 pub fn run(
     rt: &Runtime,

@@ -24,19 +24,21 @@ const RAW_DEADLINE: Duration = Duration::from_secs(60);
 /// killed and reaped on drop.
 pub struct RawServices {
     testsvc: PathBuf,
+    fork: bool,
     children: Vec<(Child, [u16; 3])>,
 }
 
 impl RawServices {
-    fn new() -> Result<RawServices, BenchError> {
+    fn new(fork: bool) -> Result<RawServices, BenchError> {
         Ok(RawServices {
             testsvc: binary("allex-testsvc")?,
+            fork,
             children: Vec::new(),
         })
     }
 
     fn spawn(&mut self, i: usize, ports: [u16; 3]) -> Result<(), BenchError> {
-        let child = spawn_testsvc(&self.testsvc, &format!("raw{i}"), ports)?;
+        let child = spawn_testsvc(&self.testsvc, &format!("raw{i}"), ports, self.fork)?;
         self.children.push((child, ports));
         Ok(())
     }
@@ -48,7 +50,7 @@ impl RawServices {
         let _ = kill(Pid::from_raw(old as i32), Signal::SIGKILL);
         let _ = child.wait();
         wait_dead(old, RAW_DEADLINE)?;
-        *child = spawn_testsvc(&self.testsvc, &format!("raw{i}"), *ports)?;
+        *child = spawn_testsvc(&self.testsvc, &format!("raw{i}"), *ports, self.fork)?;
         Ok(old)
     }
 }
@@ -62,7 +64,15 @@ impl Drop for RawServices {
     }
 }
 
-fn spawn_testsvc(testsvc: &Path, instance: &str, ports: [u16; 3]) -> Result<Child, BenchError> {
+/// Starts one service; `fork` forces std's fork+exec path (as any
+/// `pre_exec` hook does, e.g. the master's PR_SET_PDEATHSIG) instead of
+/// posix_spawn, which clones without copying the parent's page tables.
+fn spawn_testsvc(
+    testsvc: &Path,
+    instance: &str,
+    ports: [u16; 3],
+    fork: bool,
+) -> Result<Child, BenchError> {
     let info = SpawnInfo {
         modulename: "testsvc".into(),
         instancename: instance.into(),
@@ -73,8 +83,14 @@ fn spawn_testsvc(testsvc: &Path, instance: &str, ports: [u16; 3]) -> Result<Chil
         masterpid: std::process::id(),
     };
     let spawn = serde_json::to_string(&info).map_err(|e| BenchError::Other(e.to_string()))?;
-    Command::new(testsvc)
-        .env(ENV_SPAWN, spawn)
+    let mut cmd = Command::new(testsvc);
+    if fork {
+        // SAFETY: the hook does nothing, so it is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| Ok(()));
+        }
+    }
+    cmd.env(ENV_SPAWN, spawn)
         .env(ENV_MODULE, "testsvc")
         .env(ENV_INSTANCE, instance)
         .env(ENV_TCP_PORT, ports[0].to_string())
@@ -109,12 +125,13 @@ fn ports_for(n: usize) -> Result<Vec<[u16; 3]>, BenchError> {
     Ok(free.chunks(3).map(|c| [c[0], c[1], c[2]]).collect())
 }
 
-/// Starts `n` services back to back from one thread and returns the
-/// milliseconds until every port of every one accepts.
-pub fn cold_start(n: usize) -> Result<f64, BenchError> {
+/// Starts `n` services back to back from one thread (through fork+exec
+/// when `fork`, else posix_spawn) and returns the milliseconds until every
+/// port of every one accepts.
+pub fn cold_start(n: usize, fork: bool) -> Result<f64, BenchError> {
     let ports = ports_for(n)?;
     let all: Vec<u16> = ports.iter().flatten().copied().collect();
-    let mut raw = RawServices::new()?;
+    let mut raw = RawServices::new(fork)?;
     let t0 = Instant::now();
     for (i, p) in ports.into_iter().enumerate() {
         raw.spawn(i, p)?;
@@ -127,7 +144,7 @@ pub fn cold_start(n: usize) -> Result<f64, BenchError> {
 /// each time from the kill until its tcp port accepts again.
 pub fn recovery(kills: usize) -> Result<Vec<f64>, BenchError> {
     let ports = ports_for(1)?;
-    let mut raw = RawServices::new()?;
+    let mut raw = RawServices::new(false)?;
     raw.spawn(0, ports[0])?;
     wait_all_accept(&ports[0], RAW_DEADLINE)?;
     let mut samples = Vec::with_capacity(kills);

@@ -3,11 +3,14 @@
 //! except a short `--stable-ms`, so a child that ran over a second and is
 //! killed counts as a stable service and is restarted at once.
 
-use super::admin_link::AdminLink;
+use super::admin_link::{add_all, AdminLink};
 use super::probe::first_free;
 use super::BenchError;
 use crate::harness::{LanManager, LanOptions, Master, MasterOptions, Timings};
-use allex_protocol::{LanStatus, Protocol};
+use crate::ports::port_block;
+use allex_protocol::config::PortStarts;
+use allex_protocol::{LanStatus, Need, Protocol};
+use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 
@@ -35,47 +38,44 @@ impl System {
     /// Starts both with room for `capacity` children and waits until the
     /// lan manager lists the master as connected.
     pub fn start(rt: &Runtime, capacity: usize) -> Result<System, BenchError> {
-        let timings = Timings {
-            stable: STABLE,
-            ..Timings::production()
-        };
-        let lan = LanManager::start(LanOptions {
-            timings,
-            ..LanOptions::default()
-        })?;
-        let mut opts = MasterOptions::new(lan.addr());
-        opts.portrangesize = u16::try_from(capacity + capacity / 4 + 32)
-            .map_err(|_| BenchError::Other(format!("{capacity} children need too many ports")))?;
+        let (lan, admin) = start_lan(rt)?;
+        let (opts, _) = master_options(&lan, capacity)?;
         let master = Master::start(&opts)?;
-        let mut admin = rt.block_on(AdminLink::connect(lan.addr()))?;
-        let name = master.name().to_string();
-        let start = Instant::now();
-        loop {
-            let st = rt.block_on(admin.status())?;
-            if st.masters.iter().any(|m| m.name == name && m.connected) {
-                break;
-            }
-            if start.elapsed() > SYSTEM_DEADLINE {
-                return Err(BenchError::Timeout(format!(
-                    "master {name} never connected to the lan manager"
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Ok(System { lan, master, admin })
+        let mut sys = System { lan, master, admin };
+        sys.wait_connected(rt)?;
+        Ok(sys)
+    }
+
+    /// Starts the lan manager, stores `needs` in it while no master is
+    /// there, then starts the master. Returns the system, the moment the
+    /// master was started and the ports it will hand out, child by child.
+    pub fn start_with_needs(
+        rt: &Runtime,
+        needs: Vec<Need>,
+    ) -> Result<(System, Instant, Vec<u16>), BenchError> {
+        let n = needs.len();
+        let (lan, admin) = start_lan(rt)?;
+        rt.block_on(add_all(lan.addr(), needs, 32))?;
+        let (opts, ranges) = master_options(&lan, n)?;
+        let ports = interleave(&ranges, n);
+        let t0 = Instant::now();
+        let master = Master::start(&opts)?;
+        Ok((System { lan, master, admin }, t0, ports))
+    }
+
+    fn wait_connected(&mut self, rt: &Runtime) -> Result<(), BenchError> {
+        let name = self.master.name().to_string();
+        self.poll_status(rt, &format!("master {name} connected"), |st| {
+            st.masters.iter().any(|m| m.name == name && m.connected)
+        })
+        .map(drop)
     }
 
     /// The ports the master will hand to its next `n` children (the first
     /// `n` free ports of each range), child by child: tcp, http, ws.
     pub fn expected_ports(&self, n: usize) -> Vec<u16> {
-        let per: Vec<Vec<u16>> = Protocol::ALL
-            .into_iter()
-            .map(|p| first_free(self.master.port_range(p), n))
-            .collect();
-        let len = per.iter().map(Vec::len).min().unwrap_or(0);
-        (0..len)
-            .flat_map(|i| per.iter().map(move |v| v[i]))
-            .collect()
+        let ranges = Protocol::ALL.map(|p| self.master.port_range(p));
+        interleave(&ranges, n)
     }
 
     /// Asks the lan manager for its status until `done` holds; returns that
@@ -88,7 +88,16 @@ impl System {
     ) -> Result<(LanStatus, Instant), BenchError> {
         let start = Instant::now();
         loop {
-            let st = rt.block_on(self.admin.status())?;
+            let st = match rt.block_on(self.admin.status()) {
+                Ok(st) => st,
+                // The lan manager drops an admin session idle for a minute
+                // (a long --idle-secs window): open a fresh one.
+                Err(e) => {
+                    tracing::debug!(error = %e, "admin session lost; reconnecting");
+                    self.admin = rt.block_on(AdminLink::connect(self.lan.addr()))?;
+                    rt.block_on(self.admin.status())?
+                }
+            };
             let now = Instant::now();
             if done(&st) {
                 return Ok((st, now));
@@ -119,4 +128,53 @@ impl System {
             .pid()
             .ok_or_else(|| BenchError::Other("the master is not running".into()))
     }
+}
+
+/// The lan manager with the bench's timings, and an admin session to it.
+fn start_lan(rt: &Runtime) -> Result<(LanManager, AdminLink), BenchError> {
+    let timings = Timings {
+        stable: STABLE,
+        ..Timings::production()
+    };
+    let lan = LanManager::start(LanOptions {
+        timings,
+        ..LanOptions::default()
+    })?;
+    let admin = rt.block_on(AdminLink::connect(lan.addr()))?;
+    Ok((lan, admin))
+}
+
+/// A master with room for `capacity` children, its three ranges chosen here
+/// so the ports it will hand out are known before it starts.
+fn master_options(
+    lan: &LanManager,
+    capacity: usize,
+) -> Result<(MasterOptions, [RangeInclusive<u32>; 3]), BenchError> {
+    let size = u16::try_from(capacity + capacity / 4 + 32)
+        .ok()
+        .filter(|s| *s <= u16::MAX / 3)
+        .ok_or_else(|| BenchError::Other(format!("{capacity} children need too many ports")))?;
+    let block = port_block(3 * size);
+    let starts = PortStarts {
+        tcp: block,
+        http: block + size,
+        ws: block + 2 * size,
+    };
+    let mut opts = MasterOptions::new(lan.addr());
+    opts.portrangesize = size;
+    opts.portrangestart = Some(starts);
+    let range = |s: u16| u32::from(s)..=u32::from(s) + u32::from(size) - 1;
+    Ok((
+        opts,
+        [range(starts.tcp), range(starts.http), range(starts.ws)],
+    ))
+}
+
+/// The first `n` free ports of each range, child by child: tcp, http, ws.
+fn interleave(ranges: &[RangeInclusive<u32>; 3], n: usize) -> Vec<u16> {
+    let per: Vec<Vec<u16>> = ranges.iter().map(|r| first_free(r.clone(), n)).collect();
+    let len = per.iter().map(Vec::len).min().unwrap_or(0);
+    (0..len)
+        .flat_map(|i| per.iter().map(move |v| v[i]))
+        .collect()
 }

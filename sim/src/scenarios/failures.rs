@@ -2,11 +2,13 @@
 
 use super::{cluster_options, expect, running_map, Scenario};
 use crate::harness::HarnessError;
+use crate::ops::max_failures;
 use crate::wait::wait_until;
 use allex_protocol::NeedState;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::json;
+use std::time::Duration;
 
 /// A child killed by a signal comes back under a new pid.
 pub fn child_crash() -> Scenario {
@@ -51,6 +53,7 @@ pub fn crash_loop() -> Scenario {
         about: "a crash-looping need backs off instead of restarting in a hot loop",
         cluster: cluster_options,
         run: |r| {
+            let added = std::time::Instant::now();
             r.step("add a need whose service dies after 100 ms", |r| {
                 r.add_needs("loop", 1, json!({"crash_after_ms": 100, "exit_code": 3}))
             })?;
@@ -71,6 +74,42 @@ pub fn crash_loop() -> Scenario {
                 })?;
                 Ok(failures)
             })?;
+            r.step(
+                "over 3 s it fails no more often than its backoff allows, far below a hot loop",
+                |r| {
+                    let life = Duration::from_millis(100);
+                    let window = Duration::from_secs(3);
+                    let timings = r.opts.timings;
+                    // Every observation is checked; the wait only ends the window.
+                    let spun = r.cluster.wait_lan("a 3 s window", r.deadline(), |st| {
+                        let failures = st
+                            .needs
+                            .iter()
+                            .find(|n| n.need.instancename == "loop0")
+                            .map_or(0, |n| u64::from(n.failures));
+                        let elapsed = added.elapsed();
+                        let allowed = max_failures(elapsed, life, &timings) + 2;
+                        if failures > allowed {
+                            Ok(Some(format!(
+                                "{failures} failures in {} ms, backoff allows {allowed}",
+                                elapsed.as_millis()
+                            )))
+                        } else if elapsed >= window {
+                            Ok(None)
+                        } else {
+                            Err(format!("{failures} failures so far"))
+                        }
+                    })?;
+                    if let Some(msg) = spun {
+                        return Err(HarnessError::Expectation(msg));
+                    }
+                    let hot = window.as_millis() / life.as_millis();
+                    let allowed = max_failures(window, life, &timings) + 2;
+                    expect(u128::from(allowed) * 2 <= hot, || {
+                        format!("backoff bound {allowed} is not far below a hot loop's {hot}")
+                    })
+                },
+            )?;
             r.step("removing it ends the loop", |r| {
                 r.cluster.need_remove("loop0")?;
                 let st = r.cluster.lan_status()?;
