@@ -83,6 +83,8 @@ fn names(file: &Path) -> BTreeSet<String> {
 /// A small tmpfs mounted on a directory; unmounted on drop, even after a panic.
 struct Tmpfs {
     dir: PathBuf,
+    /// Whether a read-only bind mount lies on top of the tmpfs.
+    read_only: std::cell::Cell<bool>,
 }
 
 impl Tmpfs {
@@ -108,23 +110,51 @@ impl Tmpfs {
         }
         Ok(Tmpfs {
             dir: dir.to_path_buf(),
+            read_only: std::cell::Cell::new(false),
         })
     }
 
-    fn remount(&self, opts: &str) {
+    /// Makes the directory read-only for every new open, the way a disk that
+    /// went read-only behaves. A read-only bind mount on top, because a plain
+    /// `remount,ro` is refused (EBUSY) while the lan manager holds a file open
+    /// for writing (its running journal), as it would be on a real disk.
+    fn make_read_only(&self) {
         let ok = Command::new("mount")
-            .args(["-o", &format!("remount,{opts}")])
+            .arg("--bind")
+            .arg(&self.dir)
             .arg(&self.dir)
             .status()
             .unwrap()
             .success();
-        assert!(ok, "remount {opts} failed");
+        assert!(ok, "bind mount failed");
+        self.read_only.set(true);
+        let ok = Command::new("mount")
+            .args(["-o", "remount,bind,ro"])
+            .arg(&self.dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "read-only bind remount failed");
+    }
+
+    /// Takes the read-only bind mount away again.
+    fn make_writable(&self) {
+        let ok = Command::new("umount")
+            .arg(&self.dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "umount of the read-only bind failed");
+        self.read_only.set(false);
     }
 }
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         // Lazy, so a process still holding a file cannot keep the mount alive.
+        if self.read_only.get() {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
         let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
     }
 }
@@ -193,10 +223,10 @@ fn a_read_only_disk_refuses_the_change_and_keeps_the_old_needs_file() {
         return;
     };
     let old = std::fs::read(&file).unwrap();
-    fs.remount("ro");
+    fs.make_read_only();
     assert_storage_refusal(need_add(&lm.addr, "B", "{}"), "read-only");
     assert_eq!(std::fs::read(&file).unwrap(), old, "the old file is intact");
-    fs.remount("rw");
+    fs.make_writable();
     need_add(&lm.addr, "B", "{}").unwrap();
     assert_eq!(names(&file), BTreeSet::from(["A".into(), "B".into()]));
     drop(lm);
