@@ -171,7 +171,11 @@ pub async fn serve_guarded(
     let mut complained = false;
     let mut watch = watch_runtime_dir(&runtimedir);
     loop {
-        let wait = if complained { GUARD_RETRY } else { GUARD_FALLBACK };
+        let wait = if complained {
+            GUARD_RETRY
+        } else {
+            GUARD_FALLBACK
+        };
         match watch.as_mut() {
             Some(stream) => {
                 tokio::select! {
@@ -207,7 +211,9 @@ pub async fn serve_guarded(
             }
             Err(e) => {
                 if !complained {
-                    tracing::error!("cannot recreate the master socket (retrying every {GUARD_RETRY:?}): {e}");
+                    tracing::error!(
+                        "cannot recreate the master socket (retrying every {GUARD_RETRY:?}): {e}"
+                    );
                 }
                 complained = true;
             }

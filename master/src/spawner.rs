@@ -5,6 +5,13 @@
 //! the child exits, so every fork happens on these dedicated threads, which
 //! live as long as the master (they end only when the state owner drops the
 //! [`Spawner`] at shutdown), and never on a short-lived blocking thread.
+//!
+//! Each fork copies the master's descriptor table and the child closes it all
+//! again at exec, so the master keeps as few descriptors per child as it can:
+//! the child's stdout and stderr share one pipe, whose read end and the
+//! child's pidfd are all it holds while the child is quiet (the log file is
+//! closed when idle). Every descriptor is opened close-on-exec, so none leaks
+//! into a child.
 
 use crate::logs::{log_path, pump, RotatingLog};
 use crate::state::Event;
@@ -13,10 +20,12 @@ use allex_protocol::spawn::{
     ENV_SPAWN, ENV_TCP_PORT, ENV_WS_PORT,
 };
 use allex_protocol::{ExitInfo, Ports, Protocol, ServiceSpec};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
+use tokio::net::unix::pipe::Receiver;
 use tokio::sync::mpsc::UnboundedSender;
 
 /// Everything needed to start one child; built by the state task.
@@ -54,6 +63,7 @@ pub struct Spawner {
 impl Spawner {
     /// Starts the spawner threads inside the current tokio runtime.
     pub fn start() -> std::io::Result<Spawner> {
+        cloexec_inherited();
         let handle = tokio::runtime::Handle::current();
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let rx = Arc::new(std::sync::Mutex::new(rx));
@@ -94,6 +104,44 @@ impl Spawner {
     }
 }
 
+/// Marks every descriptor above stderr close-on-exec, so that what the
+/// master inherited without that flag (from a shell, a supervisor or a test
+/// runner) is not handed down to every child, which would hold it for its
+/// whole life; the master's own descriptors are opened close-on-exec already.
+fn cloexec_inherited() {
+    // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only sets a flag on
+    // descriptors in the range; it touches no memory.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc == 0 {
+        return;
+    }
+    // Kernels before 5.11: walk the descriptor table instead.
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    for fd in dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<libc::c_int>().ok())
+        .filter(|fd| *fd > 2)
+    {
+        // SAFETY: fcntl(2) on a descriptor number only reads and sets its
+        // flags; a number that is no longer open just fails with EBADF.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
 fn port_env(cmd: &mut tokio::process::Command, name: &str, port: Option<u16>) {
     match port {
         Some(p) => cmd.env(name, p.to_string()),
@@ -101,7 +149,10 @@ fn port_env(cmd: &mut tokio::process::Command, name: &str, port: Option<u16>) {
     };
 }
 
-fn build_command(plan: &SpawnPlan) -> tokio::process::Command {
+fn build_command(
+    plan: &SpawnPlan,
+    output: std::io::PipeWriter,
+) -> std::io::Result<tokio::process::Command> {
     let spec = &plan.spec;
     let mut cmd = tokio::process::Command::new(&spec.command);
     cmd.args(&spec.args)
@@ -112,8 +163,8 @@ fn build_command(plan: &SpawnPlan) -> tokio::process::Command {
         .env(ENV_MASTER_SOCKET, &plan.socket)
         .env(ENV_RUNTIMEDIRECTORY, &plan.runtimedir)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(output.try_clone()?)
+        .stdout(output)
         .kill_on_drop(false);
     port_env(&mut cmd, ENV_TCP_PORT, plan.ports.get(Protocol::Tcp));
     port_env(&mut cmd, ENV_HTTP_PORT, plan.ports.get(Protocol::Http));
@@ -140,13 +191,24 @@ fn build_command(plan: &SpawnPlan) -> tokio::process::Command {
             Ok(())
         });
     }
-    cmd
+    Ok(cmd)
 }
 
 fn spawn_now(plan: SpawnPlan, events: UnboundedSender<Event>) {
     let (instance, generation) = (plan.instance.clone(), plan.generation);
-    let mut child = match build_command(&plan).spawn() {
-        Ok(child) => child,
+    // Created close-on-exec: a child forked at the same moment on another
+    // spawner thread must not inherit this one's pipe (it would hold the pipe
+    // open past this child's exit).
+    let started = std::io::pipe().and_then(|(reader, writer)| {
+        // Registered before the fork, so nothing can fail once a child runs.
+        let output = Receiver::from_owned_fd(OwnedFd::from(reader))?;
+        let child = build_command(&plan, writer)?.spawn()?;
+        // The command (and with it our copies of the write end) is gone by
+        // now, so the pipe reports end-of-file once the child's group is.
+        Ok((child, output))
+    });
+    let (mut child, output) = match started {
+        Ok(started) => started,
         Err(e) => {
             let _ = events.send(Event::Spawned {
                 instance,
@@ -164,22 +226,19 @@ fn spawn_now(plan: SpawnPlan, events: UnboundedSender<Event>) {
         });
         return;
     };
-    let log = Arc::new(RotatingLog::new(
-        log_path(&plan.runtimedir, &plan.instance),
-        plan.logmaxbytes,
-    ));
-    if let Some(out) = child.stdout.take() {
-        tokio::spawn(pump(out, log.clone()));
-    }
-    if let Some(err) = child.stderr.take() {
-        tokio::spawn(pump(err, log));
-    }
     let _ = events.send(Event::Spawned {
         instance: instance.clone(),
         generation,
         result: Ok(pid),
     });
-    tokio::spawn(async move {
+    // After the report, so the spawn is not delayed; on this spawner thread,
+    // so the two async workers never stall on creating a file.
+    let mut log = RotatingLog::new(log_path(&plan.runtimedir, &plan.instance), plan.logmaxbytes);
+    log.open_early();
+    // One task per child: its output pump and its waiter run side by side.
+    // `down` is reported at exit, not when the pipe closes (a grandchild may
+    // keep it open a little longer).
+    let wait = async move {
         let exit = match child.wait().await {
             Ok(status) => ExitInfo {
                 code: status.code(),
@@ -196,5 +255,8 @@ fn spawn_now(plan: SpawnPlan, events: UnboundedSender<Event>) {
             pid,
             exit,
         });
+    };
+    tokio::spawn(async move {
+        tokio::join!(pump(output, log), wait);
     });
 }

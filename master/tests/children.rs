@@ -274,6 +274,19 @@ fn a_hundred_children_start_at_once() {
     assert!(took < Duration::from_secs(10), "{took:?}");
     assert_eq!(m.status().children.len(), 100);
     assert_eq!(m.status().free.ws, 20);
+    // Every fork copies the master's descriptor table: once the children are
+    // quiet the master holds two per child (the output pipe and the pidfd),
+    // their log files are closed.
+    let fd_dir = format!("/proc/{}/fd", m.proc.pid());
+    wait_until("the quiet children's log files to be closed", SOON, || {
+        let open = std::fs::read_dir(&fd_dir).unwrap().count();
+        if open <= 2 * 100 + 40 {
+            Ok(())
+        } else {
+            Err(open)
+        }
+    })
+    .unwrap();
 }
 
 #[test]
@@ -324,4 +337,56 @@ fn a_process_in_the_childs_group_may_say_ready_and_dies_with_the_group() {
         }
     })
     .unwrap();
+}
+
+#[test]
+fn children_get_one_output_pipe_and_no_descriptor_of_the_master() {
+    let lan = FakeLan::start(Options::default());
+    let m = TestMaster::start_with(lan.addr.port(), 10, 3000, |cfg| {
+        // `ls` lists the shell's own descriptors, so its own do not show.
+        cfg["services"]["fds"] = json!({
+            "command": "/bin/sh",
+            "args": ["-c", "ls -l /proc/$$/fd; echo on-stderr >&2; echo listed; exec sleep 30"],
+        });
+    });
+    // Several at once, so the spawner threads fork concurrently: one
+    // child's pipe must not leak into a sibling forked at the same moment.
+    let names: Vec<String> = (0..6).map(|i| format!("Fds{i}")).collect();
+    lan.offer(
+        names
+            .iter()
+            .map(|n| {
+                let mut need = need(n, json!({}));
+                need.modulename = "fds".into();
+                need
+            })
+            .collect(),
+    );
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    spawned_all(&lan, &refs);
+    for n in &names {
+        let path = m.runtimedir().join(format!("logs/{n}.log"));
+        let log = wait_until(&format!("{n} to list its descriptors"), SOON, || {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if text.contains("listed") && text.contains("on-stderr") {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        })
+        .unwrap();
+        let fds: Vec<(u32, String)> = log
+            .lines()
+            .filter_map(|l| {
+                let (left, target) = l.split_once(" -> ")?;
+                let fd = left.rsplit(' ').next()?.parse().ok()?;
+                Some((fd, target.to_string()))
+            })
+            .collect();
+        let numbers: Vec<u32> = fds.iter().map(|f| f.0).collect();
+        assert_eq!(numbers, [0, 1, 2], "{n} holds more than stdio: {log}");
+        assert_eq!(fds[0].1, "/dev/null", "{n}: {log}");
+        assert!(fds[1].1.starts_with("pipe:"), "{n}: {log}");
+        assert_eq!(fds[1].1, fds[2].1, "{n}: stdout and stderr differ: {log}");
+    }
 }

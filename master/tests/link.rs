@@ -275,18 +275,16 @@ fn child_output_is_kept_in_a_bounded_rotated_log() {
     lan.offer(vec![need("Chatty", json!({ "spam_bytes": 20000 }))]);
     spawned(&lan, "Chatty");
     let dir = m.runtimedir().join("logs");
-    wait_until("the log to rotate", SOON, || {
-        let old = std::fs::metadata(dir.join("Chatty.log.1"))
-            .map(|m| m.len())
-            .unwrap_or(0);
-        if old == 4096 {
-            Ok(())
-        } else {
-            Err(old)
+    // Rotation renames the full log away and then creates the fresh one, so
+    // wait until both are there.
+    let now = wait_until("the log to rotate", SOON, || {
+        let len = |name: &str| std::fs::metadata(dir.join(name)).map(|m| m.len()).ok();
+        match (len("Chatty.log.1"), len("Chatty.log")) {
+            (Some(4096), Some(now)) => Ok(now),
+            other => Err(other),
         }
     })
     .unwrap();
-    let now = std::fs::metadata(dir.join("Chatty.log")).unwrap().len();
     assert!(now <= 4096, "current log is {now} bytes");
 }
 

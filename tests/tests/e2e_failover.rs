@@ -17,6 +17,27 @@ fn alive(c: &Cluster, i: usize) -> BTreeSet<u32> {
     c.master(i).children_alive().into_iter().collect()
 }
 
+/// Waits until every need in `names` runs on master `master`.
+fn wait_all_on(
+    c: &Cluster,
+    watch: &Watch,
+    names: &[String],
+    master: &str,
+) -> BTreeMap<String, allex_protocol::RunningService> {
+    watch.wait(c, &format!("every need to run on {master}"), |st| {
+        let m = running_map(st);
+        let pending: Vec<_> = names
+            .iter()
+            .filter(|n| m.get(*n).is_none_or(|r| r.master != master))
+            .collect();
+        if pending.is_empty() {
+            Ok(m)
+        } else {
+            Err(format!("not moved: {pending:?}"))
+        }
+    })
+}
+
 #[test]
 fn two_masters_racing_for_50_needs_run_each_exactly_once() {
     // Each master could hold all 50 alone, so both claim every need.
@@ -182,18 +203,7 @@ fn past_the_grace_needs_move_and_stale_copies_stop_when_the_master_returns() {
 
     // Past the grace the needs run on the second master, while the first
     // master, cut off, still runs its old copies.
-    let moved = watch.wait(&c, "every need to move to the second master", |st| {
-        let m = running_map(st);
-        let pending: Vec<_> = names
-            .iter()
-            .filter(|n| m.get(*n).is_none_or(|r| r.master != second))
-            .collect();
-        if pending.is_empty() {
-            Ok(m)
-        } else {
-            Err(format!("not moved: {pending:?}"))
-        }
-    });
+    let moved = wait_all_on(&c, &watch, &names, &second);
     for r in moved.values() {
         assert_serves(r);
     }
@@ -257,18 +267,7 @@ fn sigkilled_master_leaves_no_child_and_its_needs_move() {
     }
 
     // After the grace the surviving master picks its needs up.
-    let moved = watch.wait(&c, "every need to run on the second master", |st| {
-        let m = running_map(st);
-        let pending: Vec<_> = names
-            .iter()
-            .filter(|n| m.get(*n).is_none_or(|r| r.master != second))
-            .collect();
-        if pending.is_empty() {
-            Ok(m)
-        } else {
-            Err(format!("not moved: {pending:?}"))
-        }
-    });
+    let moved = wait_all_on(&c, &watch, &names, &second);
     for r in moved.values() {
         assert_ne!(r.master, first);
         assert_serves(r);
