@@ -110,7 +110,8 @@ impl State {
         self.children.insert(
             instance.clone(),
             Child {
-                module: need.modulename,
+                module: need.modulename.clone(),
+                need,
                 generation,
                 pid: 0,
                 ports,
@@ -250,6 +251,13 @@ impl State {
             uptime_ms,
         });
         self.release_ports(&c.ports);
+        // A death we did not order reopens the need at the lan manager as it
+        // reads our `down`; claiming it right behind that `down`, on the same
+        // link, saves the round trip through `need_open`. The lan manager
+        // refuses the claim if the need waits out a crash-loop delay.
+        if !ordered && !self.shutting_down && self.welcomed() {
+            self.open.entry(instance.clone()).or_insert(c.need);
+        }
         // The need may have reopened while this child was still stopping.
         self.try_claim(&instance, &BTreeSet::new());
         self.capacity_changed();

@@ -96,6 +96,8 @@ pub enum Event {
 
 struct Child {
     module: String,
+    /// The need it was granted for, to claim it again at once if it dies.
+    need: Need,
     generation: u64,
     /// 0 while the spawner is still starting it.
     pid: u32,
@@ -744,6 +746,14 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(st.status().free.tcp, 4);
+        // Right behind the `down`, the master claims the need again: the child's
+        // ports went back to the office and the claim holds one of them.
+        assert_eq!(
+            lan.try_recv().unwrap(),
+            MasterToLan::Claim {
+                instancename: "Solo".into()
+            }
+        );
+        assert_eq!(st.status().free.tcp, 3);
     }
 }

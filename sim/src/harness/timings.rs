@@ -52,7 +52,7 @@ impl Timings {
             backoff_base: ms(200),
             backoff_cap: ms(30_000),
             stable: ms(10_000),
-            heartbeat: ms(2_000),
+            heartbeat: ms(5_000),
         }
     }
 
