@@ -1,6 +1,6 @@
 //! Command line: `run` (the default), `need add|remove` and `status`.
 
-use crate::settings::Settings;
+use crate::settings::{defaults, Settings};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -101,33 +101,33 @@ pub struct RunArgs {
     #[arg(long, env = "ALLEX_TOKEN")]
     pub token: Option<String>,
     /// Milliseconds a disconnected master keeps its services.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, default_value_t = defaults::GRACE_MS)]
     pub grace_ms: u64,
     /// Milliseconds a restarted lan manager holds running needs for their masters.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = defaults::SETTLE_MS)]
     pub settle_ms: u64,
     /// Milliseconds a master has to report `spawned` after a grant.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = defaults::CLAIM_TIMEOUT_MS)]
     pub claim_timeout_ms: u64,
     /// Milliseconds the port check keeps trying.
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(long, default_value_t = defaults::CHECK_TIMEOUT_MS)]
     pub check_timeout_ms: u64,
     /// First retry delay of a crash-looping need, in milliseconds.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = defaults::BACKOFF_BASE_MS)]
     pub backoff_base_ms: u64,
     /// Longest retry delay of a crash-looping need, in milliseconds.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, default_value_t = defaults::BACKOFF_CAP_MS)]
     pub backoff_cap_ms: u64,
     /// Milliseconds of uptime after which a service counts as stable.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = defaults::STABLE_MS)]
     pub stable_ms: u64,
     /// Heartbeat interval in milliseconds; a link silent for three is dropped.
     /// Each heartbeat wakes both ends, so this is also the idle cost; at 5 s a
     /// dead link is noticed in 15 s, well inside the 30 s grace.
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(long, default_value_t = defaults::HEARTBEAT_MS)]
     pub heartbeat_ms: u64,
     /// Milliseconds a new connection may take to send its opening frame.
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(long, default_value_t = defaults::HELLO_TIMEOUT_MS)]
     pub hello_timeout_ms: u64,
 }
 

@@ -3,6 +3,29 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The production timings, in milliseconds: the CLI's defaults, and what
+/// the simulator starts "production" lan managers with.
+pub mod defaults {
+    /// How long a disconnected master keeps its services.
+    pub const GRACE_MS: u64 = 30_000;
+    /// How long a restarted lan manager holds needs that were running.
+    pub const SETTLE_MS: u64 = 10_000;
+    /// How long a master has to report `spawned` after a grant.
+    pub const CLAIM_TIMEOUT_MS: u64 = 10_000;
+    /// How long the port check keeps trying.
+    pub const CHECK_TIMEOUT_MS: u64 = 5_000;
+    /// First retry delay of a crash-looping need.
+    pub const BACKOFF_BASE_MS: u64 = 200;
+    /// Longest retry delay of a crash-looping need.
+    pub const BACKOFF_CAP_MS: u64 = 30_000;
+    /// Uptime after which a service is stable.
+    pub const STABLE_MS: u64 = 10_000;
+    /// Heartbeat interval: each heartbeat wakes both ends, so it is also the idle cost.
+    pub const HEARTBEAT_MS: u64 = 5_000;
+    /// How long a new connection may take to send its opening frame.
+    pub const HELLO_TIMEOUT_MS: u64 = 5_000;
+}
+
 /// Everything a lan manager needs to know to run, already parsed.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -34,19 +57,20 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
+        let ms = Duration::from_millis;
         Settings {
             listen: "0.0.0.0:23552".into(),
             dir: PathBuf::from("."),
             token: None,
-            grace: Duration::from_millis(30_000),
-            settle: Duration::from_millis(10_000),
-            claim_timeout: Duration::from_millis(10_000),
-            check_timeout: Duration::from_millis(5_000),
-            backoff_base: Duration::from_millis(200),
-            backoff_cap: Duration::from_millis(30_000),
-            stable: Duration::from_millis(10_000),
-            heartbeat: Duration::from_millis(2_000),
-            hello_timeout: Duration::from_millis(5_000),
+            grace: ms(defaults::GRACE_MS),
+            settle: ms(defaults::SETTLE_MS),
+            claim_timeout: ms(defaults::CLAIM_TIMEOUT_MS),
+            check_timeout: ms(defaults::CHECK_TIMEOUT_MS),
+            backoff_base: ms(defaults::BACKOFF_BASE_MS),
+            backoff_cap: ms(defaults::BACKOFF_CAP_MS),
+            stable: ms(defaults::STABLE_MS),
+            heartbeat: ms(defaults::HEARTBEAT_MS),
+            hello_timeout: ms(defaults::HELLO_TIMEOUT_MS),
         }
     }
 }

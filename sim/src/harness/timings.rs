@@ -43,16 +43,17 @@ impl Default for Timings {
 impl Timings {
     /// The production defaults of the contract.
     pub fn production() -> Self {
+        use allex_lanmanager::settings::defaults;
         let ms = Duration::from_millis;
         Timings {
-            grace: ms(30_000),
-            settle: ms(10_000),
-            claim_timeout: ms(10_000),
-            check_timeout: ms(5_000),
-            backoff_base: ms(200),
-            backoff_cap: ms(30_000),
-            stable: ms(10_000),
-            heartbeat: ms(5_000),
+            grace: ms(defaults::GRACE_MS),
+            settle: ms(defaults::SETTLE_MS),
+            claim_timeout: ms(defaults::CLAIM_TIMEOUT_MS),
+            check_timeout: ms(defaults::CHECK_TIMEOUT_MS),
+            backoff_base: ms(defaults::BACKOFF_BASE_MS),
+            backoff_cap: ms(defaults::BACKOFF_CAP_MS),
+            stable: ms(defaults::STABLE_MS),
+            heartbeat: ms(defaults::HEARTBEAT_MS),
         }
     }
 
