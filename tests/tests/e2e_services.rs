@@ -182,6 +182,18 @@ fn master_status_json_lists_exactly_what_runs() {
         (st.free.tcp, st.free.http, st.free.ws),
         (idle.free.tcp - 3, idle.free.http - 2, idle.free.ws - 2)
     );
+    // The lan manager's view of the master's free ports catches up (the
+    // master reports changed counts, coalesced).
+    let name = c.master(0).name().to_string();
+    c.wait_lan(
+        "the lan manager to know the master's free ports",
+        DEADLINE,
+        |lan| match lan.masters.iter().find(|m| m.name == name) {
+            Some(m) if m.capacity.free == st.free => Ok(()),
+            other => Err(format!("{other:?} vs {:?}", st.free)),
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
 
     // The human table names every child and its pid.
     let out = ok(c.master(0).cli(&[

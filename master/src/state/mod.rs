@@ -27,6 +27,9 @@ use tokio::sync::oneshot;
 
 /// How long a child's lookup waits for the lan manager's answer.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long changes of the free-port counts are gathered into one report.
+const CAPACITY_REPORT_DELAY: Duration = Duration::from_millis(500);
+
 /// How often an exhausted master probes its ranges again.
 const EXHAUSTED_RETRY: Duration = Duration::from_secs(1);
 
@@ -85,6 +88,8 @@ pub enum Event {
     },
     /// Ports were exhausted: probe again, since another process may have let some go.
     RetryClaims,
+    /// Time to tell the lan manager the free-port counts, if they changed.
+    ReportCapacity,
     /// A lookup got no answer in time.
     LookupTimeout {
         /// The lookup's id.
@@ -135,6 +140,10 @@ pub struct State {
     next_lookup: u64,
     exhausted: BTreeSet<Protocol>,
     last_capacity: Option<(BTreeSet<Protocol>, [bool; 3])>,
+    /// Free-port counts the lan manager was last told.
+    sent_free: Option<PortCounts>,
+    /// A coalesced capacity report is due.
+    capacity_report_armed: bool,
     retry_scheduled: bool,
     /// `ready` from pids not known yet: a child can speak before the
     /// spawner's report of its pid has reached this task.
@@ -171,6 +180,8 @@ impl State {
             next_lookup: 1,
             exhausted: BTreeSet::new(),
             last_capacity: None,
+            sent_free: None,
+            capacity_report_armed: false,
             retry_scheduled: false,
             early_ready: Vec::new(),
             spawn_failures: HashMap::new(),
@@ -248,6 +259,12 @@ impl State {
                 self.retry_scheduled = false;
                 self.claim_open_needs();
                 self.capacity_changed();
+            }
+            Event::ReportCapacity => {
+                self.capacity_report_armed = false;
+                if self.welcomed() && self.sent_free != Some(self.free()) {
+                    self.send_capacity();
+                }
             }
             Event::Shutdown => self.shutdown(),
         }
@@ -352,6 +369,7 @@ impl State {
             let _ = reply.send(LocalReply::Location { location: None });
         }
         self.last_capacity = None;
+        self.sent_free = None;
     }
 
     fn lan_message(&mut self, msg: LanToMaster) {
@@ -366,6 +384,8 @@ impl State {
                     }
                 }
                 self.last_capacity = Some(self.capacity_key());
+                // The hello carried the capacity of this moment.
+                self.sent_free = Some(self.free());
             }
             LanToMaster::Needs { needs } => {
                 self.open = needs
@@ -548,17 +568,31 @@ impl State {
         (self.exhausted.clone(), [f.tcp == 0, f.http == 0, f.ws == 0])
     }
 
-    /// Tells the lan manager about free ports when exhaustion starts or ends.
+    /// Tells the lan manager about free ports: at once when exhaustion starts
+    /// or ends (it changes what we can claim), otherwise coalesced to one
+    /// report per [`CAPACITY_REPORT_DELAY`], so a burst of spawns costs one
+    /// message and an idle master none.
     fn capacity_changed(&mut self) {
         if !self.welcomed() {
             return;
         }
-        let key = self.capacity_key();
-        if self.last_capacity.as_ref() != Some(&key) {
-            self.last_capacity = Some(key);
-            let cap = self.capacity();
-            self.send(MasterToLan::Capacity(cap));
+        if self.last_capacity.as_ref() != Some(&self.capacity_key()) {
+            self.send_capacity();
+        } else if self.sent_free != Some(self.free()) && !self.capacity_report_armed {
+            self.capacity_report_armed = true;
+            let events = self.events.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(CAPACITY_REPORT_DELAY).await;
+                let _ = events.send(Event::ReportCapacity);
+            });
         }
+    }
+
+    fn send_capacity(&mut self) {
+        self.last_capacity = Some(self.capacity_key());
+        let cap = self.capacity();
+        self.sent_free = Some(cap.free);
+        self.send(MasterToLan::Capacity(cap));
     }
 
     /// What `allexmaster status` shows.
