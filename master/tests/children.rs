@@ -2,26 +2,14 @@
 
 mod common;
 
-use allex_protocol::{ChildState, ExitInfo, LanToMaster, MasterToLan, Ports, Protocol};
+use allex_protocol::{ChildState, ExitInfo, LanToMaster, MasterToLan, Protocol};
 use allex_sim::{read_port_banner, wait_until};
 use common::fake_lan::{FakeLan, Options};
-use common::{need, pid_gone, spawned_all, TestMaster, SOON};
+use common::{need, pid_gone, spawned, spawned_all, TestMaster, SOON};
 use serde_json::json;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-
-fn spawned(lan: &FakeLan, instance: &str) -> (u64, u32, Ports) {
-    lan.wait_msg(&format!("spawned {instance}"), SOON, |m| match m {
-        MasterToLan::Spawned {
-            instancename,
-            generation,
-            pid,
-            ports,
-        } if instancename == instance => Some((*generation, *pid, *ports)),
-        _ => None,
-    })
-}
 
 fn down(lan: &FakeLan, instance: &str, deadline: Duration) -> (u64, u32, ExitInfo, bool) {
     lan.wait_msg(&format!("down {instance}"), deadline, |m| match m {

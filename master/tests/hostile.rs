@@ -6,24 +6,12 @@ mod common;
 use allex_protocol::{LanToMaster, LocalReply, MasterToLan, Need};
 use allex_sim::{wait_until, Proc, Stderr};
 use common::fake_lan::{FakeLan, Options};
-use common::{master_bin, need, pid_gone, TestMaster, SOON};
+use common::{master_bin, need, pid_gone, spawned, TestMaster, SOON};
 use serde_json::json;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::process::Command;
-
-fn spawned(lan: &FakeLan, instance: &str) -> (u64, u32) {
-    lan.wait_msg(&format!("spawned {instance}"), SOON, |m| match m {
-        MasterToLan::Spawned {
-            instancename,
-            generation,
-            pid,
-            ..
-        } if instancename == instance => Some((*generation, *pid)),
-        _ => None,
-    })
-}
 
 /// One request line on the socket and its reply.
 fn ask(stream: &mut UnixStream, line: &[u8]) -> LocalReply {
@@ -50,7 +38,7 @@ fn a_grant_outside_the_catalogue_is_refused_and_stray_stops_change_nothing() {
     let lan = FakeLan::start(Options::default());
     let m = TestMaster::start(lan.addr.port(), 2);
     lan.offer(vec![need("Keep", json!({}))]);
-    let (generation, pid) = spawned(&lan, "Keep");
+    let (generation, pid, _) = spawned(&lan, "Keep");
 
     // An order nobody claimed, for a module this master does not have: it
     // must not become a command, a file or a child.
@@ -215,7 +203,7 @@ fn a_removed_runtime_directory_is_recreated_and_children_keep_running() {
     let lan = FakeLan::start(Options::default());
     let m = TestMaster::start(lan.addr.port(), 2);
     lan.offer(vec![need("Survivor", json!({}))]);
-    let (_, pid) = spawned(&lan, "Survivor");
+    let (_, pid, _) = spawned(&lan, "Survivor");
     wait_ready(&m, "Survivor");
     let rt = m.runtimedir();
     let before = std::fs::metadata(&m.socket).unwrap().ino();

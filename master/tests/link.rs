@@ -5,21 +5,9 @@ mod common;
 use allex_protocol::{LanToMaster, MasterToLan, Need, Ports, Protocol, ServiceLocation};
 use allex_sim::wait_until;
 use common::fake_lan::{FakeLan, Options, Seen};
-use common::{need, spawned_all, TestMaster, SOON};
+use common::{need, spawned, spawned_all, TestMaster, SOON};
 use serde_json::json;
 use std::time::Duration;
-
-fn spawned(lan: &FakeLan, instance: &str) -> (u64, u32, Ports) {
-    lan.wait_msg(&format!("spawned {instance}"), SOON, |m| match m {
-        MasterToLan::Spawned {
-            instancename,
-            generation,
-            pid,
-            ports,
-        } if instancename == instance => Some((*generation, *pid, *ports)),
-        _ => None,
-    })
-}
 
 #[test]
 fn down_during_a_link_outage_is_queued_and_the_hello_omits_the_dead_child() {

@@ -160,6 +160,19 @@ impl TestMaster {
 }
 
 /// Waits until every instance in `names` was reported spawned, in any order.
+/// Waits for the `spawned` report of `instance`: (generation, pid, ports).
+pub fn spawned(lan: &fake_lan::FakeLan, instance: &str) -> (u64, u32, allex_protocol::Ports) {
+    lan.wait_msg(&format!("spawned {instance}"), SOON, |m| match m {
+        allex_protocol::MasterToLan::Spawned {
+            instancename,
+            generation,
+            pid,
+            ports,
+        } if instancename == instance => Some((*generation, *pid, *ports)),
+        _ => None,
+    })
+}
+
 pub fn spawned_all(
     lan: &fake_lan::FakeLan,
     names: &[&str],
