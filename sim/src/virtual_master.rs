@@ -143,16 +143,7 @@ impl VirtualMaster {
             name: name.clone(),
             message: e.to_string(),
         };
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(MAX_FROM_LAN_FRAME))
-            .max_frame_size(Some(MAX_FROM_LAN_FRAME));
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(
-            format!("ws://{addr}/"),
-            Some(config),
-            true,
-        )
-        .await
-        .map_err(link)?;
+        let ws = connect_lan(addr).await.map_err(link)?;
         let mut vm = VirtualMaster {
             name: name.clone(),
             ws,
@@ -373,4 +364,22 @@ pub struct ServeStats {
     pub sent: u64,
     /// Frames received in all.
     pub received: u64,
+}
+
+/// A WebSocket to the lan manager that accepts its largest frames (a needs
+/// snapshot), without Nagle's delay; shared by virtual masters and the bench's
+/// admin link.
+pub async fn connect_lan(
+    addr: SocketAddr,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    tokio_tungstenite::tungstenite::Error,
+> {
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_FROM_LAN_FRAME))
+        .max_frame_size(Some(MAX_FROM_LAN_FRAME));
+    let (ws, _) =
+        tokio_tungstenite::connect_async_with_config(format!("ws://{addr}/"), Some(config), true)
+            .await?;
+    Ok(ws)
 }

@@ -7,7 +7,6 @@ use allex_protocol::{AdminToLan, LanStatus, LanToAdmin, Need, PROTOCOL_VERSION};
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -19,16 +18,9 @@ pub struct AdminLink {
 impl AdminLink {
     /// Opens a session: `admin_hello`, then waits for `admin_welcome`.
     pub async fn connect(addr: SocketAddr) -> Result<AdminLink, BenchError> {
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(MAX_FROM_LAN_FRAME))
-            .max_frame_size(Some(MAX_FROM_LAN_FRAME));
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(
-            format!("ws://{addr}/"),
-            Some(config),
-            true,
-        )
-        .await
-        .map_err(|e| BenchError::Admin(format!("connecting to {addr}: {e}")))?;
+        let ws = crate::virtual_master::connect_lan(addr)
+            .await
+            .map_err(|e| BenchError::Admin(format!("connecting to {addr}: {e}")))?;
         let mut link = AdminLink { ws };
         match link
             .call(&AdminToLan::AdminHello {
