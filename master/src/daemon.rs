@@ -20,6 +20,7 @@ pub async fn run(config: &Path) -> anyhow::Result<()> {
     let rt = std::fs::canonicalize(&cfg.runtimedirectory)
         .with_context(|| format!("runtime directory {}", cfg.runtimedirectory.display()))?;
     cfg.runtimedirectory = rt.clone();
+    let secret = crate::identity::load_or_create(&rt)?;
     let sock = socket_path(&rt);
     let listener = socket::bind(&sock)?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
@@ -37,7 +38,7 @@ pub async fn run(config: &Path) -> anyhow::Result<()> {
         reconnect_max: Duration::from_millis(cfg.reconnectmaxms),
     };
     let ports = PortOffice::from_config(&cfg);
-    let state = State::new(cfg, sock.clone(), tx.clone(), spawner, ports);
+    let state = State::new(cfg, secret, sock.clone(), tx.clone(), spawner, ports);
     let state_task = tokio::spawn(state.run(rx, Duration::from_millis(grace)));
     let server = tokio::spawn(socket::serve_guarded(
         rt.clone(),

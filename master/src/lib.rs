@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod identity;
 pub mod link;
 pub mod logs;
 pub mod ports;

@@ -61,11 +61,22 @@ enum SessionEnd {
 /// Runs the link forever: connect, session, backoff, again.
 pub async fn run(cfg: LinkConfig, events: UnboundedSender<Event>) {
     let mut backoff = BACKOFF_START;
+    // A refusal or failure that repeats on every retry is logged once.
+    let mut last_refusal: Option<String> = None;
+    let mut last_end: Option<String> = None;
     loop {
         let mut welcomed = false;
         let mut up = false;
         let mut unsent = Vec::new();
-        let end = session(&cfg, &events, &mut up, &mut welcomed, &mut unsent).await;
+        let end = session(
+            &cfg,
+            &events,
+            &mut up,
+            &mut welcomed,
+            &mut unsent,
+            &mut last_refusal,
+        )
+        .await;
         if up && events.send(Event::LinkDown { unsent }).is_err() {
             return;
         }
@@ -74,9 +85,17 @@ pub async fn run(cfg: LinkConfig, events: UnboundedSender<Event>) {
         }
         if welcomed {
             backoff = BACKOFF_START;
+            last_refusal = None;
+            last_end = None;
         }
         let jittered = backoff.mul_f64(rand::rng().random_range(0.5..=1.0));
-        tracing::info!(error = %end, retry_in = ?jittered, "link to {}:{} ended", cfg.host, cfg.port);
+        let text = end.to_string();
+        if last_end.as_deref() == Some(text.as_str()) {
+            tracing::debug!(error = %end, retry_in = ?jittered, "link to {}:{} ended again", cfg.host, cfg.port);
+        } else {
+            tracing::info!(error = %end, retry_in = ?jittered, "link to {}:{} ended", cfg.host, cfg.port);
+            last_end = Some(text);
+        }
         tokio::time::sleep(jittered).await;
         backoff = (backoff * 2).min(cfg.reconnect_max.max(BACKOFF_START));
     }
@@ -88,6 +107,7 @@ async fn session(
     up: &mut bool,
     welcomed: &mut bool,
     unsent: &mut Vec<MasterToLan>,
+    last_refusal: &mut Option<String>,
 ) -> SessionEnd {
     let (mut ws, local) = match tokio::time::timeout(CONNECT_TIMEOUT, connect(cfg)).await {
         Ok(Ok(pair)) => pair,
@@ -99,7 +119,7 @@ async fn session(
         return SessionEnd::Shutdown;
     }
     *up = true;
-    let end = drive(&mut ws, &mut out_rx, events, welcomed, unsent).await;
+    let end = drive(&mut ws, &mut out_rx, events, welcomed, unsent, last_refusal).await;
     // Whatever the state task queued and the socket never took goes back to
     // it, so no `down` report is lost with the connection.
     out_rx.close();
@@ -141,6 +161,7 @@ async fn drive(
     events: &UnboundedSender<Event>,
     welcomed: &mut bool,
     unsent: &mut Vec<MasterToLan>,
+    last_refusal: &mut Option<String>,
 ) -> SessionEnd {
     let mut heartbeat: Option<Duration> = None;
     let mut seq: u64 = 0;
@@ -178,7 +199,6 @@ async fn drive(
                     }
                 };
                 match &msg {
-                    LanToMaster::Heartbeat { .. } => continue,
                     LanToMaster::Welcome { heartbeat_ms, .. } => {
                         *welcomed = true;
                         let every = Duration::from_millis((*heartbeat_ms).max(10));
@@ -186,7 +206,11 @@ async fn drive(
                         next_beat = Instant::now() + every;
                     }
                     LanToMaster::Error { code, message } if !*welcomed => {
-                        tracing::error!(%code, %message, "the lan manager refused the hello");
+                        let text = format!("{code}: {message}");
+                        if last_refusal.as_deref() != Some(text.as_str()) {
+                            tracing::error!(%code, %message, "the lan manager refused the hello; retrying with backoff");
+                            *last_refusal = Some(text);
+                        }
                     }
                     _ => {}
                 }

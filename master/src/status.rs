@@ -57,10 +57,10 @@ fn uptime_text(ms: u64) -> String {
 /// The human table of a status.
 pub fn render(st: &MasterStatus) -> String {
     let mut out = String::new();
-    let link = if st.connected {
-        "connected"
-    } else {
-        "disconnected"
+    let link = match (&st.refused, st.connected) {
+        (_, true) => "connected".to_string(),
+        (Some(why), false) => format!("refused ({why})"),
+        (None, false) => "disconnected".to_string(),
     };
     let _ = writeln!(
         out,
@@ -69,6 +69,12 @@ pub fn render(st: &MasterStatus) -> String {
         st.pid,
         st.advertiseaddress.as_deref().unwrap_or("-")
     );
+    if st.fenced {
+        let _ = writeln!(
+            out,
+            "fenced: no word from the lan manager for the fence time; children stopped"
+        );
+    }
     let _ = writeln!(
         out,
         "free ports: tcp {} http {} ws {}{}",

@@ -69,7 +69,7 @@ fn n_children_listen_on_distinct_ports_from_the_ranges() {
         if st.children.iter().all(|c| c.ready) {
             Ok(st)
         } else {
-            Err(st)
+            Err(Box::new(st))
         }
     })
     .unwrap();
@@ -213,7 +213,7 @@ fn running_marks_the_child_and_crash_is_reported_with_exit_code() {
         let st = m.status();
         match st.children.first() {
             Some(c) if c.state == ChildState::Running => Ok(()),
-            _ => Err(st),
+            _ => Err(Box::new(st)),
         }
     })
     .unwrap();
@@ -318,7 +318,7 @@ fn a_process_in_the_childs_group_may_say_ready_and_dies_with_the_group() {
             let st = m.status();
             match st.children.first() {
                 Some(c) if c.ready && c.pid == shell_pid => Ok(()),
-                _ => Err(st),
+                _ => Err(Box::new(st)),
             }
         },
     )

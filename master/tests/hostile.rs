@@ -27,7 +27,7 @@ fn wait_ready(m: &TestMaster, instance: &str) {
         let st = m.status();
         match st.children.iter().find(|c| c.instancename == instance) {
             Some(c) if c.ready => Ok(()),
-            _ => Err(st),
+            _ => Err(Box::new(st)),
         }
     })
     .unwrap();

@@ -23,7 +23,7 @@ fn down_during_a_link_outage_is_queued_and_the_hello_omits_the_dead_child() {
     wait_until("the master to notice the outage", SOON, || {
         let st = m.status();
         if st.connected {
-            Err(st)
+            Err(Box::new(st))
         } else {
             Ok(())
         }
@@ -47,7 +47,7 @@ fn down_during_a_link_outage_is_queued_and_the_hello_omits_the_dead_child() {
             if names == ["B"] && st.children[0].pid == pid_b {
                 Ok(())
             } else {
-                Err(st)
+                Err(Box::new(st))
             }
         },
     )
@@ -134,7 +134,7 @@ fn exhausted_range_stops_claims_says_so_once_and_recovers() {
         if st.exhausted.contains(&Protocol::Tcp) {
             Ok(st)
         } else {
-            Err(st)
+            Err(Box::new(st))
         }
     })
     .unwrap();
@@ -329,5 +329,92 @@ fn a_lan_manager_that_accepts_but_never_answers_is_retried() {
     assert!(
         started.elapsed() >= Duration::from_secs(1),
         "retried before the handshake timeout"
+    );
+}
+
+#[test]
+fn a_spawn_that_finishes_before_the_welcome_is_reported_right_after_it() {
+    let lan = FakeLan::start(Options {
+        auto_welcome: false,
+        auto_grant: false,
+        ..Options::default()
+    });
+    let m = TestMaster::start(lan.addr.port(), 4);
+    let welcome = || LanToMaster::Welcome {
+        version: allex_protocol::PROTOCOL_VERSION,
+        grace_ms: 1000,
+        heartbeat_ms: 200,
+        fence_ms: None,
+    };
+    lan.wait_msg("hello", SOON, |m| {
+        matches!(m, MasterToLan::Hello(_)).then_some(())
+    });
+    // A grant that reaches the master while its link is up but not yet
+    // welcomed (as one sent just before a cut does after the reconnect).
+    lan.send(LanToMaster::Grant {
+        need: need("Early", json!({})),
+        generation: 7,
+        deadline_ms: 5000,
+    });
+    let pid = wait_until("the child to be spawned before any welcome", SOON, || {
+        let st = m.status();
+        match st.children.iter().find(|c| c.instancename == "Early") {
+            Some(c) if !st.connected => Ok(c.pid),
+            _ => Err(Box::new(st)),
+        }
+    })
+    .unwrap();
+    lan.send(welcome());
+    let (generation, reported) = lan.wait_msg("the kept spawned report", SOON, |msg| match msg {
+        MasterToLan::Spawned {
+            instancename,
+            generation,
+            pid,
+            ..
+        } if instancename == "Early" => Some((*generation, *pid)),
+        _ => None,
+    });
+    assert_eq!((generation, reported), (7, pid));
+
+    // Granted right before a cut: after the reconnect the child is in the
+    // hello's inventory or reported right after the welcome, never both.
+    lan.send(LanToMaster::Grant {
+        need: need("Cut", json!({})),
+        generation: 8,
+        deadline_ms: 5000,
+    });
+    lan.drop_link();
+    let in_hello = lan.wait_msg("the hello after the cut", SOON, |msg| match msg {
+        MasterToLan::Hello(h) => Some(h.inventory.iter().any(|i| i.instancename == "Cut")),
+        _ => None,
+    });
+    wait_until("Cut to be spawned", SOON, || {
+        let st = m.status();
+        if st.children.iter().any(|c| c.instancename == "Cut") {
+            Ok(())
+        } else {
+            Err(Box::new(st))
+        }
+    })
+    .unwrap();
+    lan.send(welcome());
+    // The welcome's flush happens before the next needs snapshot is read,
+    // so the claim it causes marks the end of what was flushed.
+    lan.send(LanToMaster::Needs {
+        needs: vec![need("Barrier", json!({}))],
+    });
+    let mut after = 0;
+    lan.wait_msg("the claim behind the flush", SOON, |msg| match msg {
+        MasterToLan::Spawned { instancename, .. } if instancename == "Cut" => {
+            after += 1;
+            None
+        }
+        MasterToLan::Claim { instancename } if instancename == "Barrier" => Some(()),
+        _ => None,
+    });
+    assert_eq!(
+        usize::from(in_hello) + after,
+        1,
+        "Cut in the hello: {in_hello}, spawned reports after the welcome: {after}"
     );
 }

@@ -125,7 +125,7 @@ fn status_table_lists_children_and_free_ports() {
         if st.children.len() == 2 {
             Ok(())
         } else {
-            Err(st)
+            Err(Box::new(st))
         }
     })
     .unwrap();

@@ -32,6 +32,12 @@ pub enum Command {
         #[command(subcommand)]
         action: NeedAction,
     },
+    /// Manage master identities on the running lan manager.
+    Master {
+        /// forget.
+        #[command(subcommand)]
+        action: MasterAction,
+    },
     /// Show needs, running services and masters of the running lan manager.
     Status {
         /// Print JSON for scripts instead of a table.
@@ -70,6 +76,20 @@ pub enum NeedAction {
     /// Remove a need and stop its service; done once it is on disk.
     Remove {
         /// Instance name of the need.
+        name: String,
+        /// Where the lan manager runs.
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+}
+
+/// `master` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum MasterAction {
+    /// Drop the secret bound to a master name, so that the next master to say
+    /// hello under it (a rebuilt machine) is accepted and bound instead.
+    Forget {
+        /// The master's name.
         name: String,
         /// Where the lan manager runs.
         #[command(flatten)]
@@ -129,6 +149,10 @@ pub struct RunArgs {
     /// Milliseconds a new connection may take to send its opening frame.
     #[arg(long, default_value_t = defaults::HELLO_TIMEOUT_MS)]
     pub hello_timeout_ms: u64,
+    /// Fencing: a master that hears nothing from the lan manager for this many
+    /// milliseconds stops its own children. Shorter than the grace; off by default.
+    #[arg(long)]
+    pub fence_ms: Option<u64>,
 }
 
 impl RunArgs {
@@ -148,6 +172,7 @@ impl RunArgs {
             stable: ms(self.stable_ms),
             heartbeat: ms(self.heartbeat_ms.max(1)),
             hello_timeout: ms(self.hello_timeout_ms),
+            fence: self.fence_ms.map(ms),
         }
     }
 }

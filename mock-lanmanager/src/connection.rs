@@ -119,7 +119,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, id: ConnId, ctx: Arc<Con
                 hello.version,
                 hello.token.as_deref(),
             ) {
-                master_session(hello, &mut stream, outbox.clone(), &kill, id, &ctx).await;
+                master_session(hello, peer, &mut stream, outbox.clone(), &kill, id, &ctx).await;
             }
         }
         Ok(Opening::AdminHello { version, token }) => {
@@ -200,6 +200,11 @@ fn bad_hello(hello: &MasterHello) -> Option<String> {
         .find_map(|i| validate_name("instancename", &i.instancename).err())
     {
         Some(format!("inventory: {bad}"))
+    } else if hello.secret.len() < 16
+        || hello.secret.len() > 256
+        || hello.secret.chars().any(char::is_control)
+    {
+        Some("secret must be 16 to 256 characters without control characters".into())
     } else if name.is_empty() {
         Some("master name is empty".into())
     } else if name.len() > MAX_MASTER_NAME {
@@ -234,6 +239,7 @@ fn bad_instance(msg: &MasterToLan) -> Option<String> {
 
 async fn master_session(
     hello: MasterHello,
+    peer: SocketAddr,
     stream: &mut SplitStream<Ws>,
     outbox: Outbox,
     kill: &KillSwitch,
@@ -248,7 +254,11 @@ async fn master_session(
     let replies = outbox.clone();
     if ctx
         .events
-        .send(Event::MasterHello { hello, outbox })
+        .send(Event::MasterHello {
+            hello,
+            outbox,
+            peer,
+        })
         .await
         .is_err()
     {
@@ -275,6 +285,7 @@ async fn master_session(
             }
             Ok(Some(Ok(m))) => m,
         };
+        replies.heard();
         if !admit_frame(&mut bucket, &msg, &replies, kill, &name) {
             if kill.reason().is_some() {
                 break;
@@ -463,11 +474,11 @@ async fn write_loop(
         // goes out in one write instead of one syscall per frame.
         tokio::task::yield_now().await;
         let batch = async {
-            sink.feed(Message::Text(first)).await?;
+            sink.feed(first).await?;
             let mut n = 1;
             while n < WRITE_BATCH {
                 match rx.try_recv() {
-                    Some(t) => sink.feed(Message::Text(t)).await?,
+                    Some(t) => sink.feed(t).await?,
                     None => break,
                 }
                 n += 1;
@@ -488,7 +499,7 @@ async fn write_loop(
     let close = async {
         // Frames queued before the close (an error that explains it) go out first.
         while let Some(t) = rx.try_recv() {
-            sink.feed(Message::Text(t)).await?;
+            sink.feed(t).await?;
         }
         let frame = CloseFrame {
             code: if reason == "closing" {

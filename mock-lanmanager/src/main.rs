@@ -1,6 +1,6 @@
 //! `allexlanmanager`: run the lan manager, or talk to a running one.
 
-use allex_lanmanager::cli::{Cli, Command, NeedAction, RunArgs};
+use allex_lanmanager::cli::{Cli, Command, MasterAction, NeedAction, RunArgs};
 use allex_lanmanager::{admin, status, Server};
 use allex_protocol::{AdminToLan, LanToAdmin};
 use anyhow::{bail, Context, Result};
@@ -35,6 +35,9 @@ fn real_main() -> Result<()> {
             None => run(cli.run).await,
             Some(Command::Run(args)) => run(args).await,
             Some(Command::Need { action }) => need(action).await,
+            Some(Command::Master {
+                action: MasterAction::Forget { name, conn },
+            }) => done(&conn, AdminToLan::MasterForget { name }).await,
             Some(Command::Status { json, conn }) => {
                 let st = admin::status(&conn.connect, conn.token).await?;
                 let text = if json {
@@ -49,7 +52,9 @@ fn real_main() -> Result<()> {
 }
 
 async fn run(args: RunArgs) -> Result<()> {
-    let server = Server::start(args.settings())
+    let settings = args.settings();
+    settings.check().map_err(anyhow::Error::msg)?;
+    let server = Server::start(settings)
         .await
         .context("the lan manager cannot start")?;
     let addr = server
@@ -104,7 +109,12 @@ async fn need(action: NeedAction) -> Result<()> {
         }
         NeedAction::Remove { name, conn } => (conn, AdminToLan::NeedRemove { instancename: name }),
     };
-    match admin::request(&conn.connect, conn.token, req).await? {
+    done(&conn, req).await
+}
+
+/// Sends one change request and prints its acknowledgement.
+async fn done(conn: &allex_lanmanager::cli::ConnectArgs, req: AdminToLan) -> Result<()> {
+    match admin::request(&conn.connect, conn.token.clone(), req).await? {
         LanToAdmin::Done { message } => print_out(&format!("{message}\n")),
         other => bail!("unexpected answer from the lan manager: {other:?}"),
     }

@@ -8,7 +8,7 @@
 
 use allex_protocol::{FileError, Need, NeedsFile};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -32,6 +32,14 @@ pub enum StoreError {
     /// The needs file does not parse; the lan manager refuses to start on it.
     #[error(transparent)]
     BadNeeds(#[from] FileError),
+    /// The identity file is not a JSON object of names to secret hashes.
+    #[error("{}: {message}", path.display())]
+    BadMasters {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
     /// The generation file holds something other than a number.
     #[error("{}: not a generation number: {text:?}", path.display())]
     BadGeneration {
@@ -73,6 +81,7 @@ pub struct Store {
     running: PathBuf,
     journal: PathBuf,
     generation: PathBuf,
+    masters: PathBuf,
 }
 
 impl Store {
@@ -86,6 +95,7 @@ impl Store {
             running: dir.join("running"),
             journal: dir.join("running.journal"),
             generation: dir.join("generation"),
+            masters: dir.join("masters"),
             dir,
         })
     }
@@ -126,6 +136,28 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
             Err(e) => Err(io_err(&self.generation)(e)),
         }
+    }
+
+    /// Master identities: name -> SHA-256 of the secret first seen for it.
+    ///
+    /// A missing file means none is bound yet; an unreadable one is an error,
+    /// because starting without it would let anyone claim any name.
+    pub fn load_masters(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        match fs::read_to_string(&self.masters) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| StoreError::BadMasters {
+                path: self.masters.clone(),
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(io_err(&self.masters)(e)),
+        }
+    }
+
+    /// Replaces the identity file; durable when this returns Ok.
+    pub fn write_masters(&self, masters: &BTreeMap<String, String>) -> Result<(), StoreError> {
+        let mut text = serde_json::to_string_pretty(masters).unwrap_or_else(|_| "{}".into());
+        text.push('\n');
+        write_atomic(&self.masters, text.as_bytes()).map_err(io_err(&self.masters))
     }
 
     /// Reserves every generation below `bound`; durable when this returns Ok.

@@ -1,9 +1,10 @@
 //! The bounded outgoing queue of one connection, and the switch that drops it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 use tokio::sync::{mpsc, watch};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 /// Messages a connection may have queued before it counts as not reading.
 pub const OUTBOX_CAPACITY: usize = 16 * 1024;
@@ -60,33 +61,43 @@ impl KillSwitch {
     }
 }
 
+/// Milliseconds since the first call in this process: a cheap clock that
+/// fits in an atomic, for "when did this peer last say anything".
+pub fn mono_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The sending side of a connection, held by the state owner.
 #[derive(Debug, Clone)]
 pub struct Outbox {
     /// The connection it writes to.
     pub id: ConnId,
-    tx: mpsc::Sender<Utf8Bytes>,
+    tx: mpsc::Sender<Message>,
     queued: Arc<AtomicUsize>,
     kill: Arc<KillSwitch>,
+    /// [`mono_ms`] of the last frame the peer sent (pongs included); 0 for never.
+    last_rx: Arc<AtomicU64>,
 }
 
 /// The receiving side, drained by the connection's writer.
 #[derive(Debug)]
 pub struct OutboxReceiver {
-    rx: mpsc::Receiver<Utf8Bytes>,
+    rx: mpsc::Receiver<Message>,
     queued: Arc<AtomicUsize>,
 }
 
 impl OutboxReceiver {
     /// The next frame; None once every sender is gone.
-    pub async fn recv(&mut self) -> Option<Utf8Bytes> {
+    pub async fn recv(&mut self) -> Option<Message> {
         let t = self.rx.recv().await?;
         self.queued.fetch_sub(t.len(), Ordering::Relaxed);
         Some(t)
     }
 
     /// The next frame if one is queued.
-    pub fn try_recv(&mut self) -> Option<Utf8Bytes> {
+    pub fn try_recv(&mut self) -> Option<Message> {
         let t = self.rx.try_recv().ok()?;
         self.queued.fetch_sub(t.len(), Ordering::Relaxed);
         Some(t)
@@ -104,20 +115,41 @@ impl Outbox {
                 tx,
                 queued: queued.clone(),
                 kill,
+                last_rx: Arc::new(AtomicU64::new(mono_ms())),
             },
             OutboxReceiver { rx, queued },
         )
+    }
+
+    /// Records that the peer sent something just now.
+    pub fn heard(&self) {
+        self.last_rx.store(mono_ms(), Ordering::Relaxed);
+    }
+
+    /// [`mono_ms`] of the last frame from the peer.
+    pub fn last_heard(&self) -> u64 {
+        self.last_rx.load(Ordering::Relaxed)
+    }
+
+    /// Sends a WebSocket ping: a live peer's WebSocket layer answers with a
+    /// pong, which [`Outbox::heard`] records, whatever the peer's own logic does.
+    pub fn ping(&self) -> bool {
+        self.push(Message::Ping(Default::default()))
     }
 
     /// Queues one frame without waiting; a full queue drops the connection.
     ///
     /// Returns false when the connection is gone or was dropped for not reading.
     pub fn send(&self, text: Utf8Bytes) -> bool {
-        let len = text.len();
+        self.push(Message::Text(text))
+    }
+
+    fn push(&self, msg: Message) -> bool {
+        let len = msg.len();
         if self.queued.load(Ordering::Relaxed) + len > OUTBOX_BYTES {
             return self.overflow();
         }
-        match self.tx.try_send(text) {
+        match self.tx.try_send(msg) {
             Ok(()) => {
                 self.queued.fetch_add(len, Ordering::Relaxed);
                 true

@@ -68,6 +68,43 @@ async fn check_one(address: &str, p: Protocol, port: u16, deadline: Instant) -> 
     }
 }
 
+/// What one round of connects says about a service whose master is away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// At least one declared port accepted: something still serves there.
+    Answers,
+    /// Every declared port was refused: the host answered, nothing listens.
+    Refused,
+    /// No answer at all (timeouts, unreachable), or refused only in part.
+    Silent,
+}
+
+/// Connects once to each port of a service, all at once, and sums up.
+pub async fn probe_service(
+    address: &str,
+    ports: &[(Protocol, u16)],
+    timeout: Duration,
+) -> Liveness {
+    let probes = ports.iter().map(|(_, port)| async move {
+        match tokio::time::timeout(timeout, TcpStream::connect((address, *port))).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_zero_linger();
+                Liveness::Answers
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Liveness::Refused,
+            _ => Liveness::Silent,
+        }
+    });
+    let verdicts = futures_util::future::join_all(probes).await;
+    if verdicts.contains(&Liveness::Answers) {
+        Liveness::Answers
+    } else if !verdicts.is_empty() && verdicts.iter().all(|v| *v == Liveness::Refused) {
+        Liveness::Refused
+    } else {
+        Liveness::Silent
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +153,16 @@ mod tests {
         .await
         .unwrap_err();
         assert!(e.contains("no ws port"), "{e}");
+        let t = Duration::from_millis(500);
+        let mixed = [(Protocol::Tcp, open), (Protocol::Http, closed)];
+        assert_eq!(
+            probe_service("127.0.0.1", &mixed, t).await,
+            Liveness::Answers
+        );
+        let refused = [(Protocol::Http, closed)];
+        assert_eq!(
+            probe_service("127.0.0.1", &refused, t).await,
+            Liveness::Refused
+        );
     }
 }

@@ -42,6 +42,7 @@ impl Server {
         let store = Store::open(&settings.dir)?;
         let needs = store.load_needs()?;
         let hints = store.load_running();
+        let identities = store.load_masters()?;
         // Everything below the stored bound may have been handed out already.
         let next_generation = store.load_generation()?.max(1);
         let generation_bound = next_generation.saturating_add(GENERATION_BLOCK);
@@ -64,6 +65,7 @@ impl Server {
             hints,
             next_generation,
             generation_bound,
+            identities,
         };
         let state = State::new(settings.clone(), store, startup, events.clone());
         tokio::spawn(state.run(inbox));

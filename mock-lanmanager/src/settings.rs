@@ -53,6 +53,9 @@ pub struct Settings {
     pub heartbeat: Duration,
     /// How long a new connection may take to send its opening frame.
     pub hello_timeout: Duration,
+    /// When set, masters stop their own children after this long without
+    /// a word from the lan manager (told to them in `welcome`).
+    pub fence: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -71,11 +74,35 @@ impl Default for Settings {
             stable: ms(defaults::STABLE_MS),
             heartbeat: ms(defaults::HEARTBEAT_MS),
             hello_timeout: ms(defaults::HELLO_TIMEOUT_MS),
+            fence: None,
         }
     }
 }
 
 impl Settings {
+    /// Why these settings cannot work together, if they cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(fence) = self.fence {
+            if fence >= self.grace {
+                return Err(format!(
+                    "--fence-ms {} must be shorter than --grace-ms {}: a master must stop its \
+                     children before its needs are handed to others",
+                    fence.as_millis(),
+                    self.grace.as_millis()
+                ));
+            }
+            if fence < self.heartbeat.saturating_mul(2) {
+                return Err(format!(
+                    "--fence-ms {} must be at least two heartbeats (--heartbeat-ms {}), or a \
+                     healthy master could fence itself between two of them",
+                    fence.as_millis(),
+                    self.heartbeat.as_millis()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// A link with no message for this long is treated as cut.
     pub fn link_timeout(&self) -> Duration {
         self.heartbeat.saturating_mul(3)

@@ -2,7 +2,7 @@
 
 mod common;
 
-use allex_protocol::{ErrorCode, LanToMaster, MasterToLan, Need, NeedState, Ports, Protocol};
+use allex_protocol::{LanToMaster, MasterToLan, Need, NeedState, Ports, Protocol};
 use common::*;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -73,7 +73,7 @@ async fn two_masters_racing_for_50_needs_each_need_is_granted_exactly_once() {
 }
 
 #[tokio::test]
-async fn claim_deadline_lapse_reopens_and_a_late_spawned_is_told_to_stop() {
+async fn claim_deadline_lapse_reopens_and_a_late_spawned_is_adopted_not_run_twice() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 1));
     let lm = Lm::start(dir.path(), &[("--claim-timeout-ms", "200")]);
@@ -87,27 +87,29 @@ async fn claim_deadline_lapse_reopens_and_a_late_spawned_is_told_to_stop() {
     .await;
     m2.expect("need_open after the lapse", |x| is_open(x, "A0"))
         .await;
+    // The report comes late (held on a slow link): the process it names is
+    // real, nobody else holds the need, so it is checked and kept.
     let svc = listening();
     m1.spawned("A0", g, 100, svc.ports).await;
-    m1.expect("stale error", |x| {
-        matches!(
-            x,
-            LanToMaster::Error {
-                code: ErrorCode::Stale,
-                ..
-            }
-        )
+    m1.expect("running of the late generation", |x| {
+        matches!(x, LanToMaster::Running { instancename, generation } if instancename == "A0" && *generation == g)
     })
     .await;
-    m1.expect("stop of the late generation", |x| {
-        matches!(x, LanToMaster::Stop { instancename, generation, .. } if instancename == "A0" && *generation == g)
-    })
+    m2.expect(
+        "need_taken again",
+        |x| matches!(x, LanToMaster::NeedTaken { instancename } if instancename == "A0"),
+    )
     .await;
-    let g2 = m2.run_service("A0", 200, svc.ports).await;
-    assert!(g2 > g);
+    match m2.claim("A0").await {
+        LanToMaster::ClaimRefused { .. } => {}
+        other => panic!("a second master got the adopted need: {other:?}"),
+    }
     let st = lm.status();
     assert_eq!(st.running.len(), 1);
-    assert_eq!(st.running[0].master, "m2");
+    assert_eq!(
+        (st.running[0].master.as_str(), st.running[0].generation),
+        ("m1", g)
+    );
 }
 
 #[tokio::test]

@@ -80,28 +80,45 @@ async fn reconnect_within_grace_keeps_the_service_and_reconciles_the_inventory()
 }
 
 #[tokio::test]
-async fn past_the_grace_the_need_goes_to_another_master_and_the_stale_copy_is_stopped() {
+async fn a_gone_masters_refused_service_moves_at_once_and_the_stale_copy_is_stopped() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 1));
-    let lm = Lm::start(dir.path(), &[("--grace-ms", "300")]);
+    // A grace far beyond the test: the move must come from the evidence.
+    let lm = Lm::start(dir.path(), &[("--grace-ms", "600000")]);
     let mut m1 = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
     let mut m2 = FakeMaster::connect(&lm.addr, "m2", &["svc"]).await;
     let svc = listening();
-    let g1 = m1.run_service("A0", 100, svc.ports).await;
+    let ports = svc.ports;
+    let g1 = m1.run_service("A0", 100, ports).await;
     m2.expect("need_taken", |x| matches!(x, LanToMaster::NeedTaken { .. }))
         .await;
     m1.close().await;
+    // Still answering: kept while its master is away.
+    let st = eventually("m1 listed as disconnected", || {
+        let st = lm.status();
+        st.masters
+            .iter()
+            .any(|m| m.name == "m1" && !m.connected)
+            .then_some(st)
+    })
+    .await;
+    assert_eq!(st.running.len(), 1);
+    // Nothing listens any more: every port refuses, so it is released.
+    drop(svc);
     m2.expect(
-        "need_open after the grace",
+        "need_open once its ports refuse",
         |x| matches!(x, LanToMaster::NeedOpen { need } if need.instancename == "A0"),
     )
     .await;
+    assert!(lm
+        .log()
+        .contains("every port of a disconnected master's service refuses"));
     let svc2 = listening();
     let g2 = m2.run_service("A0", 200, svc2.ports).await;
     assert!(g2 > g1);
     let m1 = FakeMaster::connect_with(
         &lm.addr,
-        hello("m1", &["svc"], vec![inv("A0", g1, 100, svc.ports)]),
+        hello("m1", &["svc"], vec![inv("A0", g1, 100, ports)]),
     )
     .await;
     let mut m1 = m1;
@@ -114,6 +131,45 @@ async fn past_the_grace_the_need_goes_to_another_master_and_the_stale_copy_is_st
     assert_eq!(
         (st.running[0].master.as_str(), st.running[0].generation),
         ("m2", g2)
+    );
+}
+
+#[tokio::test]
+async fn past_the_grace_a_service_that_still_answers_stays_and_its_master_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write_needs(dir.path(), &needs("svc", "A", 1));
+    let lm = Lm::start(dir.path(), &[("--grace-ms", "300")]);
+    let mut m1 = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    let mut m2 = FakeMaster::connect(&lm.addr, "m2", &["svc"]).await;
+    let svc = listening();
+    let g1 = m1.run_service("A0", 100, svc.ports).await;
+    m2.drain().await;
+    m1.close().await;
+    eventually("the grace to end", || {
+        lm.log().contains("grace over").then_some(())
+    })
+    .await;
+    // The lan manager kept checking: the service serves, so it stays.
+    let st = lm.status();
+    assert_eq!(st.running.len(), 1, "{st:?}");
+    assert_eq!(
+        (st.running[0].master.as_str(), st.running[0].pid),
+        ("m1", 100)
+    );
+    assert!(
+        opened(&m2.drain().await).is_empty(),
+        "the need was offered again"
+    );
+    let mut m1 = FakeMaster::connect_with(
+        &lm.addr,
+        hello("m1", &["svc"], vec![inv("A0", g1, 100, svc.ports)]),
+    )
+    .await;
+    assert!(stops(&m1.drain().await).is_empty());
+    let st = lm.status();
+    assert_eq!(
+        (st.running[0].master.as_str(), st.running[0].generation),
+        ("m1", g1)
     );
 }
 

@@ -21,6 +21,9 @@ pub struct MasterHello {
     pub token: Option<String>,
     /// The master's stable name; a restarted master comes back under the same name.
     pub master: String,
+    /// The master's own secret (`allexmaster.secret`): the lan manager binds
+    /// the name to the first secret it sees, so nobody else can speak for it.
+    pub secret: String,
     /// The master's pid, for operators.
     pub pid: u32,
     /// The address its services are reached on, which the port check uses.
@@ -123,6 +126,10 @@ pub enum LanToMaster {
         grace_ms: u64,
         /// How often the master should send a heartbeat.
         heartbeat_ms: u64,
+        /// When set, a master that hears nothing from the lan manager for
+        /// this long stops its own children (before the grace hands them on).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fence_ms: Option<u64>,
     },
     /// Every open need, replacing what the master knew.
     Needs {
@@ -233,6 +240,11 @@ pub enum AdminToLan {
     },
     /// Asks for needs, running services and masters.
     Status,
+    /// Drops the secret bound to a master name, so a new one may claim it.
+    MasterForget {
+        /// The master's name.
+        name: String,
+    },
 }
 
 /// Lan manager -> admin CLI.
@@ -299,8 +311,10 @@ pub enum ErrorCode {
     Duplicate,
     /// The change could not be written to disk; nothing changed.
     Storage,
-    /// Another master with the same name is connected.
-    NameTaken,
+    /// Another live connection already speaks for this master name.
+    NameInUse,
+    /// The master name is bound to another secret.
+    IdentityMismatch,
 }
 
 impl std::fmt::Display for ErrorCode {

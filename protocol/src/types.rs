@@ -216,6 +216,14 @@ pub struct MasterStatus {
     pub advertiseaddress: Option<String>,
     /// Whether the link to the lan manager is up.
     pub connected: bool,
+    /// Why the lan manager last refused this master's hello (`name_in_use`,
+    /// `identity_mismatch`, `bad_token`, ...), until it is welcomed again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    /// True while fencing keeps this master's children stopped: it heard
+    /// nothing from the lan manager for the fence time.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fenced: bool,
     /// Its children.
     pub children: Vec<ChildStatus>,
     /// Free ports per protocol.
@@ -289,8 +297,12 @@ pub struct MasterSummary {
     pub name: String,
     /// Its advertise address.
     pub address: String,
-    /// Whether its link is up; a disconnected master is within its grace.
+    /// Whether its link is up; a disconnected master is within its grace,
+    /// or past it with services that still answer.
     pub connected: bool,
+    /// Where its connection comes from (`ip:port`), while connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
     /// What it serves.
     pub capacity: Capacity,
     /// Services it runs.

@@ -28,6 +28,7 @@ fn hello() -> MasterHello {
         version: PROTOCOL_VERSION,
         token: Some("secret".into()),
         master: "host1:/tmp".into(),
+        secret: "9f86d081884c7d659a2feaa0c55ad015".into(),
         pid: 4242,
         advertiseaddress: "192.168.1.10".into(),
         capacity: Capacity {
@@ -109,6 +110,7 @@ fn lan_to_master_examples() {
         LanToMaster::Welcome {
             version: PROTOCOL_VERSION,
             grace_ms: 10000,
+            fence_ms: None,
             heartbeat_ms: 2000,
         },
         LanToMaster::Needs {
@@ -202,6 +204,7 @@ fn admin_examples() {
                     name: "host1:/tmp".into(),
                     address: "192.168.1.10".into(),
                     connected: true,
+                    peer: Some("192.168.1.10:40112".into()),
                     capacity: Capacity::default(),
                     services: 1,
                 }],
@@ -233,6 +236,8 @@ fn local_examples() {
                 pid: 4242,
                 advertiseaddress: Some("192.168.1.10".into()),
                 connected: true,
+                refused: None,
+                fenced: false,
                 children: vec![ChildStatus {
                     instancename: "Time".into(),
                     modulename: "allex_timeservice".into(),

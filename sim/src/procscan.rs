@@ -55,6 +55,52 @@ pub fn pids_with_env(key: &str, value: &str) -> Vec<u32> {
     out
 }
 
+/// Live processes whose `key` variable is one of `values`, with the value
+/// of their `ALLEX_INSTANCE`: which instances run, as processes, for the
+/// masters whose runtime directories (or sockets) are given.
+pub fn instances_with_env(key: &str, values: &[String]) -> Vec<(u32, String)> {
+    let needles: Vec<Vec<u8>> = values
+        .iter()
+        .map(|v| format!("{key}={v}").into_bytes())
+        .collect();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let Ok(env) = std::fs::read(Path::new("/proc").join(pid.to_string()).join("environ"))
+        else {
+            continue;
+        };
+        let mut ours = false;
+        let mut instance = None;
+        for kv in env.split(|b| *b == 0) {
+            if needles.iter().any(|n| n.as_slice() == kv) {
+                ours = true;
+            } else if let Some(v) = kv.strip_prefix(b"ALLEX_INSTANCE=") {
+                instance = Some(String::from_utf8_lossy(v).into_owned());
+            }
+        }
+        if let (true, Some(instance)) = (ours, instance) {
+            if is_alive(pid) {
+                out.push((pid, instance));
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
 /// SIGKILLs each pid's process group (and the pid itself, in case it has left the group).
 pub fn kill_all(pids: &[u32]) {
     use nix::sys::signal::{kill, killpg, Signal};

@@ -105,6 +105,8 @@ pub fn hello(name: &str, modules: &[&str], advertiseaddress: IpAddr) -> MasterHe
         version: PROTOCOL_VERSION,
         token: None,
         master: name.to_string(),
+        // One stable secret per name, so a reconnect is the same master.
+        secret: format!("test-secret-of-{name}"),
         pid: std::process::id(),
         advertiseaddress: advertiseaddress.to_string(),
         capacity: Capacity {
@@ -382,4 +384,62 @@ pub async fn connect_lan(
         tokio_tungstenite::connect_async_with_config(format!("ws://{addr}/"), Some(config), true)
             .await?;
     Ok(ws)
+}
+
+/// What a hello from an impostor got: the lan manager's refusal, or a welcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImpostorOutcome {
+    /// Refused with this code and message.
+    Refused(allex_protocol::ErrorCode, String),
+    /// Welcomed: the lan manager took it for the master it names.
+    Welcomed,
+}
+
+/// Says hello as master `name` with a secret of its own and an empty
+/// inventory, as a stranger on the LAN could; closes the link right after.
+pub async fn impostor_hello(
+    addr: SocketAddr,
+    name: &str,
+) -> Result<ImpostorOutcome, VirtualMasterError> {
+    let mut h = hello(name, &["testsvc"], IpAddr::from([127, 0, 0, 1]));
+    h.secret = format!("impostor-{}-of-{name}", std::process::id());
+    let link = |e: tokio_tungstenite::tungstenite::Error| VirtualMasterError::Link {
+        name: name.to_string(),
+        message: e.to_string(),
+    };
+    let mut ws = connect_lan(addr).await.map_err(link)?;
+    ws.send(Message::text(encode(&MasterToLan::Hello(h))))
+        .await
+        .map_err(link)?;
+    while let Some(frame) = ws.next().await {
+        let Message::Text(t) = frame.map_err(link)? else {
+            continue;
+        };
+        match decode_text::<LanToMaster>(&t, MAX_FROM_LAN_FRAME) {
+            Ok(LanToMaster::Welcome { .. }) => return Ok(ImpostorOutcome::Welcomed),
+            Ok(LanToMaster::Error { code, message }) => {
+                return Ok(ImpostorOutcome::Refused(code, message))
+            }
+            _ => continue,
+        }
+    }
+    Err(VirtualMasterError::Unexpected {
+        name: name.to_string(),
+        message: "closed without a welcome or a refusal".into(),
+    })
+}
+
+/// [`impostor_hello`] on a runtime of its own, for synchronous callers.
+pub fn impostor_hello_blocking(
+    addr: SocketAddr,
+    name: &str,
+) -> Result<ImpostorOutcome, VirtualMasterError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| VirtualMasterError::Unexpected {
+            name: name.to_string(),
+            message: format!("cannot start a runtime: {e}"),
+        })?;
+    rt.block_on(impostor_hello(addr, name))
 }

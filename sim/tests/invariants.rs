@@ -82,6 +82,7 @@ fn summary(name: &str, connected: bool) -> MasterSummary {
         name: name.into(),
         address: "127.0.0.1".into(),
         connected,
+        peer: None,
         capacity: Capacity::default(),
         services: 1,
     }
@@ -95,6 +96,8 @@ fn master(name: &str, children: Vec<ChildStatus>) -> MasterView {
             pid: 1,
             advertiseaddress: Some("127.0.0.1".into()),
             connected: true,
+            refused: None,
+            fenced: false,
             children,
             free: PortCounts::default(),
             exhausted: vec![],

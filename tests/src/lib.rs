@@ -9,14 +9,12 @@
 #![warn(missing_docs)]
 
 use allex_protocol::{LanStatus, Need, RunningService};
-use allex_sim::harness::{AdminClient, Cluster, ClusterOptions, HarnessError, Timings};
+use allex_sim::harness::{Cluster, ClusterOptions, HarnessError, Timings};
 use allex_sim::procscan;
 use allex_sim::wait::{read_port_banner, wait_until, Banner};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// How long any one expected outcome may take. A failure bound, not a
@@ -73,23 +71,12 @@ pub fn pids(run: &BTreeMap<String, RunningService>) -> BTreeMap<String, u32> {
     run.iter().map(|(k, v)| (k.clone(), v.pid)).collect()
 }
 
-/// Instances the running list holds more than once.
-pub fn listed_twice(st: &LanStatus) -> Vec<String> {
-    let mut seen = BTreeSet::new();
-    st.running
-        .iter()
-        .filter(|r| !seen.insert(r.instancename.as_str()))
-        .map(|r| r.instancename.clone())
-        .collect()
-}
-
-/// Watches the lan manager's running list across a whole test: every status
-/// taken through [`Watch::wait`] is checked for an instance listed twice,
-/// and the test fails at [`Watch::assert_clean`] if any sample had one.
+/// Polls the lan manager through a test's waits. Safety (never two live
+/// processes of a need, never a record without its process) is the
+/// [`Sampler`]'s job, which looks at the real processes.
 #[derive(Default)]
 pub struct Watch {
     samples: Mutex<usize>,
-    duplicates: Mutex<Vec<(usize, Vec<String>)>>,
 }
 
 impl Watch {
@@ -98,20 +85,7 @@ impl Watch {
         Watch::default()
     }
 
-    /// Records one status sample.
-    pub fn sample(&self, st: &LanStatus) {
-        let mut n = self.samples.lock().unwrap_or_else(|p| p.into_inner());
-        *n += 1;
-        let twice = listed_twice(st);
-        if !twice.is_empty() {
-            self.duplicates
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((*n, twice));
-        }
-    }
-
-    /// Polls the lan manager until `check` accepts a status, sampling each one.
+    /// Polls the lan manager until `check` accepts a status.
     pub fn wait<T>(
         &self,
         c: &Cluster,
@@ -119,90 +93,51 @@ impl Watch {
         mut check: impl FnMut(&LanStatus) -> Result<T, String>,
     ) -> T {
         c.wait_lan(what, DEADLINE, |st| {
-            self.sample(st);
+            *self.samples.lock().unwrap_or_else(|p| p.into_inner()) += 1;
             check(st)
         })
         .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// How many samples were taken.
+    /// How many statuses were taken.
     pub fn samples(&self) -> usize {
         *self.samples.lock().unwrap_or_else(|p| p.into_inner())
     }
-
-    /// Fails when any sample listed an instance twice.
-    pub fn assert_clean(&self) {
-        let d = self.duplicates.lock().unwrap_or_else(|p| p.into_inner());
-        assert!(
-            d.is_empty(),
-            "instances listed twice (sample number, instances): {d:?} of {} samples",
-            self.samples()
-        );
-    }
 }
 
-/// Samples the lan manager's running list over one admin WebSocket session
-/// on its own thread for as long as it lives, so "never listed twice" is
-/// checked at every moment the test goes through, not only at its waits.
-/// A lost session (the lan manager restarting) is reopened.
+/// Samples, for as long as it lives, the live processes of every master of
+/// a cluster and the lan manager's running list (the harness's
+/// [`allex_sim::harness::Sampler`]); [`Sampler::finish`] fails the test when
+/// any sample had a need running as two live processes, or a record that
+/// stayed listed without its process.
 pub struct Sampler {
-    stop: Arc<AtomicBool>,
-    watch: Arc<Watch>,
-    thread: Option<JoinHandle<()>>,
+    inner: Option<allex_sim::harness::Sampler>,
 }
 
 impl Sampler {
-    /// Starts sampling the lan manager at `addr`.
-    pub fn start(addr: SocketAddr) -> Sampler {
-        let stop = Arc::new(AtomicBool::new(false));
-        let watch = Arc::new(Watch::new());
-        let thread = {
-            let (stop, watch) = (stop.clone(), watch.clone());
-            std::thread::spawn(move || {
-                let mut session = None;
-                while !stop.load(Ordering::Relaxed) {
-                    if session.is_none() {
-                        session = AdminClient::connect(addr, None, Duration::from_secs(5)).ok();
-                    }
-                    match session.as_mut().map(AdminClient::status) {
-                        Some(Ok(st)) => watch.sample(&st),
-                        _ => session = None,
-                    }
-                    // Paced so a 2-core machine keeps room for the system under test.
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            })
-        };
+    /// Starts sampling `c` (masters added later are watched too).
+    pub fn start(c: &Cluster) -> Sampler {
         Sampler {
-            stop,
-            watch,
-            thread: Some(thread),
+            inner: Some(c.sampler()),
         }
     }
 
-    /// Stops sampling and fails when any sample listed an instance twice,
-    /// or when there were too few samples to mean anything.
+    /// Stops sampling; fails on any safety violation or too few samples.
     pub fn finish(mut self) {
-        self.stop_thread();
+        let log = self.inner.take().map(|s| s.finish()).unwrap_or_default();
+        assert!(log.samples >= 5, "only {} samples", log.samples);
         assert!(
-            self.watch.samples() >= 5,
-            "only {} samples of the running list",
-            self.watch.samples()
+            log.duplicates.is_empty(),
+            "needs with two live processes in {} of {} samples: {:?}",
+            log.duplicates.len(),
+            log.samples,
+            log.duplicates.iter().take(5).collect::<Vec<_>>()
         );
-        self.watch.assert_clean();
-    }
-
-    fn stop_thread(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Sampler {
-    fn drop(&mut self) {
-        self.stop_thread();
+        assert!(
+            log.phantoms.is_empty(),
+            "running records without their process: {:?}",
+            log.phantoms
+        );
     }
 }
 

@@ -36,7 +36,7 @@ impl State {
             if let Some(p) = claimed {
                 this.release_ports(&p);
             }
-            this.send(MasterToLan::SpawnFailed {
+            this.send_report(MasterToLan::SpawnFailed {
                 instancename: instance.clone(),
                 generation,
                 reason,
@@ -158,7 +158,7 @@ impl State {
                 self.by_pid.insert(pid, instance.clone());
                 self.spawn_failures.remove(&instance);
                 tracing::info!(%instance, generation, pid, ?ports, "child spawned");
-                self.send(MasterToLan::Spawned {
+                self.send_report(MasterToLan::Spawned {
                     instancename: instance.clone(),
                     generation,
                     pid,
@@ -174,7 +174,7 @@ impl State {
                 tracing::warn!(%instance, generation, %reason, "spawn failed");
                 self.hold_back(&instance);
                 self.release_ports(&ports);
-                self.send(MasterToLan::SpawnFailed {
+                self.send_report(MasterToLan::SpawnFailed {
                     instancename: instance,
                     generation,
                     reason,
@@ -242,7 +242,7 @@ impl State {
         } else {
             tracing::warn!(%instance, generation, pid, %exit, uptime_ms, "child died");
         }
-        self.send_down(MasterToLan::Down {
+        self.send_report(MasterToLan::Down {
             instancename: instance.clone(),
             generation,
             pid,

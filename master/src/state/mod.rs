@@ -86,6 +86,8 @@ pub enum Event {
         /// Its pid.
         pid: u32,
     },
+    /// Time to check whether the lan manager has been silent for the fence time.
+    FenceCheck,
     /// Ports were exhausted: probe again, since another process may have let some go.
     RetryClaims,
     /// Time to tell the lan manager the free-port counts, if they changed.
@@ -133,7 +135,21 @@ pub struct State {
     by_pid: HashMap<u32, String>,
     link: Option<Link>,
     advertise: Option<IpAddr>,
-    queued_downs: Vec<MasterToLan>,
+    /// This master's secret, presented in every hello.
+    secret: String,
+    /// Reports (`spawned`, `spawn_failed`, `down`) made while no link was
+    /// welcomed, in order; sent right after the next `welcome`, less what
+    /// that hello's inventory already says.
+    reports: Vec<MasterToLan>,
+    /// Why the lan manager refused the last hello, until a welcome.
+    refused: Option<String>,
+    /// Fencing time the lan manager asked for in its last welcome.
+    fence: Option<Duration>,
+    /// When the lan manager was last heard from (any frame).
+    last_heard: Instant,
+    fence_armed: bool,
+    /// Children were stopped by fencing; cleared by the next welcome.
+    fenced: bool,
     open: BTreeMap<String, Need>,
     claims: HashMap<String, Ports>,
     lookups: HashMap<u64, oneshot::Sender<LocalReply>>,
@@ -157,6 +173,7 @@ impl State {
     /// A state with no children; `events` is the sender of the task's own queue.
     pub fn new(
         cfg: MasterConfig,
+        secret: String,
         socket: PathBuf,
         events: UnboundedSender<Event>,
         spawner: Spawner,
@@ -173,7 +190,13 @@ impl State {
             children: HashMap::new(),
             by_pid: HashMap::new(),
             link: None,
-            queued_downs: Vec::new(),
+            secret,
+            reports: Vec::new(),
+            refused: None,
+            fence: None,
+            last_heard: Instant::now(),
+            fence_armed: false,
+            fenced: false,
             open: BTreeMap::new(),
             claims: HashMap::new(),
             lookups: HashMap::new(),
@@ -266,8 +289,47 @@ impl State {
                     self.send_capacity();
                 }
             }
+            Event::FenceCheck => self.fence_check(),
             Event::Shutdown => self.shutdown(),
         }
+    }
+
+    /// Fencing: after the fence time without a word from the lan manager,
+    /// stop every child, because past the grace the lan manager hands
+    /// their needs to other masters and we must not run them beside those.
+    fn fence_check(&mut self) {
+        self.fence_armed = false;
+        let Some(fence) = self.fence else { return };
+        if self.fenced || self.shutting_down {
+            return;
+        }
+        let silent = self.last_heard.elapsed();
+        if silent < fence {
+            self.arm_fence(fence - silent);
+            return;
+        }
+        self.fenced = true;
+        tracing::error!(
+            fence_ms = fence.as_millis() as u64,
+            children = self.children.len(),
+            "fenced: no word from the lan manager for the fence time; stopping every child"
+        );
+        let names: Vec<String> = self.children.keys().cloned().collect();
+        for name in names {
+            self.stop_child(&name, true);
+        }
+    }
+
+    fn arm_fence(&mut self, after: Duration) {
+        if self.fence_armed {
+            return;
+        }
+        self.fence_armed = true;
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = events.send(Event::FenceCheck);
+        });
     }
 
     fn welcomed(&self) -> bool {
@@ -285,14 +347,16 @@ impl State {
         }
     }
 
-    fn send_down(&mut self, msg: MasterToLan) {
+    /// Sends a report about a child on a welcomed link, or keeps it for
+    /// the next welcome: what a child did must reach the lan manager.
+    fn send_report(&mut self, msg: MasterToLan) {
         match &self.link {
             Some(link) if link.welcomed => {
                 if let Err(e) = link.out.send(msg) {
-                    self.queued_downs.push(e.0);
+                    self.reports.push(e.0);
                 }
             }
-            _ => self.queued_downs.push(msg),
+            _ => self.reports.push(msg),
         }
     }
 
@@ -332,10 +396,24 @@ impl State {
                 ports: c.ports,
             })
             .collect();
+        // A `spawned` kept for this link is said by the inventory already.
+        let children = &self.children;
+        self.reports.retain(|m| match m {
+            MasterToLan::Spawned {
+                instancename,
+                generation,
+                pid,
+                ..
+            } => !children
+                .get(instancename)
+                .is_some_and(|c| c.generation == *generation && c.pid == *pid),
+            _ => true,
+        });
         let hello = MasterToLan::Hello(MasterHello {
             version: PROTOCOL_VERSION,
             token: self.cfg.token.clone(),
             master: self.name.clone(),
+            secret: self.secret.clone(),
             pid: std::process::id(),
             advertiseaddress: advertise.to_string(),
             capacity: self.capacity(),
@@ -353,13 +431,20 @@ impl State {
         if self.link.take().is_some() {
             tracing::warn!("link to the lan manager is down; children keep running");
         }
-        // Unsent downs are older than any queued since, so they go first.
-        let mut downs: Vec<MasterToLan> = unsent
+        // Unsent reports are older than any kept since, so they go first.
+        let mut reports: Vec<MasterToLan> = unsent
             .into_iter()
-            .filter(|m| matches!(m, MasterToLan::Down { .. }))
+            .filter(|m| {
+                matches!(
+                    m,
+                    MasterToLan::Down { .. }
+                        | MasterToLan::Spawned { .. }
+                        | MasterToLan::SpawnFailed { .. }
+                )
+            })
             .collect();
-        downs.append(&mut self.queued_downs);
-        self.queued_downs = downs;
+        reports.append(&mut self.reports);
+        self.reports = reports;
         self.open.clear();
         let claims: Vec<Ports> = self.claims.drain().map(|(_, p)| p).collect();
         for ports in claims {
@@ -373,14 +458,30 @@ impl State {
     }
 
     fn lan_message(&mut self, msg: LanToMaster) {
+        self.last_heard = Instant::now();
         match msg {
-            LanToMaster::Welcome { heartbeat_ms, .. } => {
-                tracing::info!(heartbeat_ms, "welcomed by the lan manager");
+            LanToMaster::Welcome {
+                heartbeat_ms,
+                fence_ms,
+                ..
+            } => {
+                tracing::info!(heartbeat_ms, ?fence_ms, "welcomed by the lan manager");
+                if let Some(why) = self.refused.take() {
+                    tracing::info!("accepted again after: {why}");
+                }
+                self.fence = fence_ms.map(Duration::from_millis);
+                if self.fenced {
+                    tracing::info!("fencing over: the lan manager answers again");
+                    self.fenced = false;
+                }
+                if let Some(fence) = self.fence {
+                    self.arm_fence(fence);
+                }
                 if let Some(link) = &mut self.link {
                     link.welcomed = true;
-                    let queued = std::mem::take(&mut self.queued_downs);
+                    let queued = std::mem::take(&mut self.reports);
                     for msg in queued {
-                        self.send_down(msg);
+                        self.send_report(msg);
                     }
                 }
                 self.last_capacity = Some(self.capacity_key());
@@ -460,6 +561,10 @@ impl State {
                 }
             }
             LanToMaster::Heartbeat { .. } => {}
+            LanToMaster::Error { code, message } if !self.welcomed() => {
+                // The link logs the refusal; status shows it until a welcome.
+                self.refused = Some(format!("{code}: {message}"));
+            }
             LanToMaster::Error { code, message } => {
                 tracing::warn!(%code, %message, "the lan manager refused a message");
             }
@@ -625,6 +730,8 @@ impl State {
             pid: std::process::id(),
             advertiseaddress: self.advertise.map(|a| a.to_string()),
             connected: self.welcomed(),
+            refused: self.refused.clone(),
+            fenced: self.fenced,
             children,
             free,
             exhausted,
@@ -672,6 +779,7 @@ mod tests {
         let ports = PortOffice::new([41000, 41100, 41200], 4, Box::new(|_, _| true));
         let mut st = State::new(
             config(),
+            "0123456789abcdef0123".into(),
             PathBuf::from("/nonexistent/sock"),
             tx,
             Spawner::start().unwrap(),
@@ -686,6 +794,7 @@ mod tests {
             version: PROTOCOL_VERSION,
             grace_ms: 1000,
             heartbeat_ms: 1000,
+            fence_ms: None,
         }));
         (st, rx, lan)
     }

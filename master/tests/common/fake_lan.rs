@@ -36,6 +36,8 @@ pub struct Options {
     pub echo: bool,
     /// Grant every claim for an offered need.
     pub auto_grant: bool,
+    /// Fencing time told in welcome.
+    pub fence_ms: Option<u64>,
 }
 
 impl Default for Options {
@@ -45,6 +47,7 @@ impl Default for Options {
             heartbeat_ms: 200,
             echo: true,
             auto_grant: true,
+            fence_ms: None,
         }
     }
 }
@@ -312,6 +315,7 @@ impl Server {
                         version: PROTOCOL_VERSION,
                         grace_ms: 1000,
                         heartbeat_ms: self.opts.heartbeat_ms,
+                        fence_ms: self.opts.fence_ms,
                     },
                     LanToMaster::Needs { needs: open },
                 ]

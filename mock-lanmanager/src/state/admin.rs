@@ -46,6 +46,26 @@ impl State {
                     let _ = reply.send(admin_error(ErrorCode::Unknown, msg));
                 }
             }
+            AdminToLan::MasterForget { name } => {
+                let answer = match self.identities.remove(&name) {
+                    None => admin_error(ErrorCode::Unknown, format!("no master {name} is bound")),
+                    Some(hash) => match self.store.write_masters(&self.identities) {
+                        Ok(()) => {
+                            tracing::info!(master = %name, "identity forgotten");
+                            LanToAdmin::Done {
+                                message: format!(
+                                    "forgot master {name}: the next master to say hello under this name is bound to it"
+                                ),
+                            }
+                        }
+                        Err(e) => {
+                            self.identities.insert(name, hash);
+                            admin_error(ErrorCode::Storage, e.to_string())
+                        }
+                    },
+                };
+                let _ = reply.send(answer);
+            }
             AdminToLan::AdminHello { .. } => {
                 let msg = "admin_hello is only the first frame".to_string();
                 let _ = reply.send(admin_error(ErrorCode::Invalid, msg));
@@ -204,6 +224,7 @@ impl State {
                 name: name.clone(),
                 address: m.address.clone(),
                 connected: m.outbox.is_some(),
+                peer: m.outbox.as_ref().map(|_| m.peer.to_string()),
                 capacity: m.capacity.clone(),
                 services: services.get(name.as_str()).copied().unwrap_or(0),
             })

@@ -195,6 +195,15 @@ impl State {
                     format!("{instance} generation {generation} was already reported"),
                 );
             }
+            // A report that comes late (held on a link, or after a reconnect)
+            // for a need nobody holds now: what the master runs is adopted.
+            Slot::Open | Slot::Backoff { .. } | Slot::Settling { .. }
+                if self.masters.get(master).is_some_and(|m| m.serves(&e.need))
+                    && bad_spawn_report(&e.need.protocols(), pid, ports).is_none() =>
+            {
+                self.saw_generation(generation);
+                self.adopt(master, instance, generation, pid, ports);
+            }
             _ => self.refuse_report(master, instance, generation, true),
         }
     }
@@ -250,7 +259,9 @@ impl State {
         };
         match current {
             Some((m, g, p)) if m == master && g == generation => {
-                if p.is_some_and(|p| p != pid) {
+                // An ordered stop is confirmed for the generation, whatever
+                // pid we had on record: the master stopped what it ran under it.
+                if !ordered && p.is_some_and(|p| p != pid) {
                     self.error_to(
                         master,
                         ErrorCode::Stale,

@@ -1,24 +1,182 @@
-//! Masters coming and going: hello, inventory reconciliation, grace, settle,
+//! Masters coming and going: identity, hello, inventory reconciliation,
+//! grace, the liveness probes of a disconnected master's services, settle,
 //! and the messages a connected master sends that are not about one claim.
 
 use super::*;
+use crate::outbox::mono_ms;
+use crate::portcheck::{probe_service, Liveness};
+use allex_protocol::Protocol;
+use sha2::{Digest, Sha256};
+
+/// How long a connected master's old link has to answer a ping before a
+/// new connection under its name may replace it.
+const PROBE_WAIT: Duration = Duration::from_millis(1000);
+
+/// Pause between two liveness rounds over a disconnected master's services.
+const LIVENESS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How long one liveness connect may take before the port counts as silent.
+const LIVENESS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// What the identity file keeps of a secret: its SHA-256, so the file alone
+/// does not let anyone speak for a master.
+fn secret_hash(secret: &str) -> String {
+    let digest = Sha256::digest(secret.as_bytes());
+    let mut hex = String::with_capacity(7 + 64);
+    hex.push_str("sha256:");
+    for b in digest {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    hex
+}
+
+/// Sends an error on a connection that is not admitted, and closes it.
+fn refuse(outbox: &Outbox, code: ErrorCode, message: String) {
+    outbox.send(text(&LanToMaster::Error {
+        code,
+        message: message.clone(),
+    }));
+    outbox.kill(format!("{code}: {message}"));
+}
+
+/// One service of a disconnected master to connect to.
+struct LivenessTarget {
+    instance: String,
+    generation: u64,
+    address: String,
+    ports: Vec<(Protocol, u16)>,
+}
+
+/// A hello waiting for the old link of its name to answer a ping or not.
+#[derive(Debug)]
+pub(super) struct Parked {
+    hello: MasterHello,
+    outbox: Outbox,
+    peer: SocketAddr,
+    old: ConnId,
+    since_ms: u64,
+}
 
 impl State {
-    pub(super) fn on_hello(&mut self, hello: MasterHello, outbox: Outbox) {
+    pub(super) fn on_hello(&mut self, hello: MasterHello, outbox: Outbox, peer: SocketAddr) {
+        let name = hello.master.clone();
+        let hash = secret_hash(&hello.secret);
+        match self.identities.get(&name) {
+            Some(bound) if *bound != hash => {
+                tracing::warn!(master = %name, %peer, "refused: the name is bound to another secret");
+                refuse(
+                    &outbox,
+                    ErrorCode::IdentityMismatch,
+                    format!(
+                        "master name {name} is bound to another secret; if this is a new \
+                         machine or runtime directory for that name, run \
+                         `allexlanmanager master forget {name}` first"
+                    ),
+                );
+                return;
+            }
+            Some(_) => {}
+            None => {
+                self.identities.insert(name.clone(), hash);
+                if let Err(e) = self.store.write_masters(&self.identities) {
+                    self.identities.remove(&name);
+                    tracing::error!(master = %name, "cannot record the master's identity: {e}");
+                    refuse(
+                        &outbox,
+                        ErrorCode::Storage,
+                        format!("cannot record this master's identity: {e}"),
+                    );
+                    return;
+                }
+                tracing::info!(master = %name, "bound the master name to its secret");
+            }
+        }
+        let live = self
+            .masters
+            .get(&name)
+            .and_then(|m| m.outbox.clone())
+            .filter(|o| o.id != outbox.id);
+        if let Some(old) = live {
+            if self.parked.contains_key(&name) {
+                let from = self.masters.get(&name).map(|m| m.peer);
+                self.refuse_in_use(&name, &outbox, from);
+                return;
+            }
+            // Only a link known dead may be replaced: a live one answers the
+            // ping (its WebSocket layer does, even when its master is busy).
+            let since_ms = mono_ms();
+            old.ping();
+            let conn = outbox.id;
+            self.parked.insert(
+                name.clone(),
+                Parked {
+                    hello,
+                    outbox,
+                    peer,
+                    old: old.id,
+                    since_ms,
+                },
+            );
+            self.after(PROBE_WAIT, Event::ProbeOver { master: name, conn });
+            return;
+        }
+        self.admit(hello, outbox, peer);
+    }
+
+    fn refuse_in_use(&self, name: &str, outbox: &Outbox, from: Option<SocketAddr>) {
+        let from = from.map_or_else(|| "elsewhere".to_string(), |a| a.to_string());
+        tracing::error!(
+            master = %name,
+            first = %from,
+            "refused a second connection for a connected, answering master name"
+        );
+        refuse(
+            outbox,
+            ErrorCode::NameInUse,
+            format!(
+                "master name {name} is connected from {from} and answering; \
+                 give each master its own name (config key `name`)"
+            ),
+        );
+    }
+
+    /// The old link had its chance to answer: keep it and refuse the new
+    /// connection, or drop it as dead and admit the new one.
+    pub(super) fn on_probe_over(&mut self, master: &str, conn: ConnId) {
+        if self.parked.get(master).map(|p| p.outbox.id) != Some(conn) {
+            return;
+        }
+        let Some(p) = self.parked.remove(master) else {
+            return;
+        };
+        let old = self
+            .masters
+            .get(master)
+            .and_then(|m| m.outbox.clone().map(|o| (o, m.peer)))
+            .filter(|(o, _)| o.id == p.old);
+        match old {
+            Some((o, from)) if o.last_heard() >= p.since_ms => {
+                self.refuse_in_use(master, &p.outbox, Some(from));
+            }
+            Some((o, _)) => {
+                tracing::info!(master, "the old link did not answer a ping: replacing it");
+                o.kill("replaced: this link did not answer a ping");
+                self.conns.remove(&o.id);
+                self.admit(p.hello, p.outbox, p.peer);
+            }
+            None => self.admit(p.hello, p.outbox, p.peer),
+        }
+    }
+
+    fn admit(&mut self, hello: MasterHello, outbox: Outbox, peer: SocketAddr) {
         let name = hello.master.clone();
         let epoch = self.next_epoch();
         let ip = hello.advertiseaddress.parse::<IpAddr>().ok();
         let modules: HashSet<String> = hello.capacity.modules.iter().cloned().collect();
-        if let Some(old) = self.masters.get(&name).and_then(|m| m.outbox.clone()) {
-            if old.id != outbox.id {
-                tracing::info!(master = %name, "a newer connection of this master replaces the old one");
-                old.kill("replaced by a newer connection of the same master");
-                self.conns.remove(&old.id);
-            }
-        }
         tracing::info!(
             master = %name,
             address = %hello.advertiseaddress,
+            %peer,
             inventory = hello.inventory.len(),
             "master connected"
         );
@@ -28,10 +186,13 @@ impl State {
             MasterEntry {
                 address: hello.advertiseaddress.clone(),
                 ip,
+                peer,
                 capacity: hello.capacity.clone(),
                 modules,
                 outbox: Some(outbox),
                 epoch,
+                grace_over: false,
+                answering: HashSet::new(),
             },
         );
         self.send_to(
@@ -40,6 +201,7 @@ impl State {
                 version: PROTOCOL_VERSION,
                 grace_ms: self.settings.grace.as_millis() as u64,
                 heartbeat_ms: self.settings.heartbeat.as_millis() as u64,
+                fence_ms: self.settings.fence.map(|f| f.as_millis() as u64),
             },
         );
         self.reconcile(&name, &hello.inventory);
@@ -47,7 +209,8 @@ impl State {
         self.send_frame_to(&name, snapshot);
     }
 
-    /// Keeps what the master runs where it is still wanted and its own, stops the rest.
+    /// Keeps what the master runs where it is still wanted and its own, stops
+    /// the rest, and releases every record of it the inventory does not confirm.
     pub(super) fn reconcile(&mut self, master: &str, inventory: &[InventoryEntry]) {
         let mut reported: HashSet<&str> = HashSet::new();
         for item in inventory {
@@ -63,7 +226,8 @@ impl State {
             }
             self.reconcile_one(master, item);
         }
-        // What we list for this master but it no longer runs has ended meanwhile.
+        // What we list for this master but it no longer runs has ended
+        // meanwhile: no record may stay without a live process behind it.
         let gone: Vec<(String, bool)> = self
             .needs
             .iter()
@@ -80,7 +244,7 @@ impl State {
                 tracing::info!(
                     master,
                     instance,
-                    "service missing from the master's inventory"
+                    "service missing from the master's inventory: released"
                 );
             }
             self.release(&instance, Release::Neutral);
@@ -104,36 +268,37 @@ impl State {
             return;
         }
         let adoptable = allows(&e.need, ip);
+        let (g, p) = (item.generation, item.pid);
         match &e.slot {
-            Slot::Running(r) if r.master == master && r.generation == item.generation => {
-                if r.pid != item.pid {
-                    self.start_check(master, instance, item.generation, item.pid, item.ports);
-                }
-            }
+            Slot::Running(r) if r.master == master && r.generation == g && r.pid == p => {}
             Slot::Checking {
                 master: m,
                 generation,
+                pid,
                 ..
-            } if m == master && *generation == item.generation => {}
+            } if m == master && *generation == g && *pid == p => {}
             Slot::Claimed {
                 master: m,
                 generation,
-            } if m == master && *generation == item.generation => {
+            } if m == master && *generation == g => {
                 // Its `spawned` report was lost with the link.
-                self.start_check(master, instance, item.generation, item.pid, item.ports);
+                self.start_check(master, instance, g, p, item.ports);
             }
-            Slot::Open | Slot::Backoff { .. } | Slot::Settling { .. } if adoptable => {
-                let was_open = matches!(e.slot, Slot::Open);
+            slot if slot.holder().is_some_and(|(m, _)| m == master) => {
+                // Our record of this master names another generation or pid
+                // than the process it really runs: the record goes, and the
+                // real process is checked in its place (never two).
                 tracing::info!(
                     master,
                     instance,
-                    generation = item.generation,
-                    "adopting a running service"
+                    generation = g,
+                    pid = p,
+                    "the master runs another generation than recorded: adopting what it runs"
                 );
-                self.start_check(master, instance, item.generation, item.pid, item.ports);
-                if was_open {
-                    self.broadcast_taken(instance, Some(master));
-                }
+                self.start_check(master, instance, g, p, item.ports);
+            }
+            Slot::Open | Slot::Backoff { .. } | Slot::Settling { .. } if adoptable => {
+                self.adopt(master, instance, g, p, item.ports);
             }
             Slot::Open | Slot::Backoff { .. } | Slot::Settling { .. } => {
                 self.stop(
@@ -154,6 +319,23 @@ impl State {
         }
     }
 
+    /// Takes a service a master runs without a current grant as the need's holder.
+    pub(super) fn adopt(
+        &mut self,
+        master: &str,
+        instance: &str,
+        generation: u64,
+        pid: u32,
+        ports: Ports,
+    ) {
+        let was_open = matches!(self.needs.get(instance).map(|e| &e.slot), Some(Slot::Open));
+        tracing::info!(master, instance, generation, "adopting a running service");
+        self.start_check(master, instance, generation, pid, ports);
+        if was_open {
+            self.broadcast_taken(instance, Some(master));
+        }
+    }
+
     pub(super) fn on_gone(&mut self, conn: ConnId) {
         let Some(name) = self.conns.remove(&conn) else {
             return;
@@ -167,7 +349,9 @@ impl State {
         }
         m.outbox = None;
         m.epoch = epoch;
+        m.answering.clear();
         tracing::info!(master = %name, grace_ms = self.settings.grace.as_millis() as u64, "master disconnected");
+        self.probe_liveness(&name, epoch, Duration::ZERO);
         self.after(
             self.settings.grace,
             Event::GraceOver {
@@ -177,12 +361,140 @@ impl State {
         );
     }
 
-    pub(super) fn on_grace_over(&mut self, master: &str, epoch: u64) {
-        match self.masters.get(master) {
-            Some(m) if m.outbox.is_none() && m.epoch == epoch => {}
-            _ => return,
+    /// Starts one round of connects to the services a disconnected master
+    /// holds: the evidence of whether they still serve.
+    fn probe_liveness(&mut self, master: &str, epoch: u64, delay: Duration) {
+        let targets: Vec<LivenessTarget> = self
+            .order
+            .iter()
+            .filter_map(|i| {
+                let e = self.needs.get(i)?;
+                let (m, g, address, ports) = match &e.slot {
+                    Slot::Running(r) => (&r.master, r.generation, &r.address, r.ports),
+                    Slot::Checking {
+                        master,
+                        generation,
+                        address,
+                        ports,
+                        ..
+                    } => (master, *generation, address, *ports),
+                    _ => return None,
+                };
+                (m == master).then(|| LivenessTarget {
+                    instance: i.clone(),
+                    generation: g,
+                    address: address.clone(),
+                    ports: ports.iter().collect(),
+                })
+            })
+            .collect();
+        if targets.is_empty() {
+            return;
         }
-        self.masters.remove(master);
+        let tx = self.events.clone();
+        let master = master.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let rounds = targets.into_iter().map(|t| async move {
+                let verdict = probe_service(&t.address, &t.ports, LIVENESS_TIMEOUT).await;
+                (t.instance, t.generation, verdict)
+            });
+            let results = futures_util::future::join_all(rounds).await;
+            let _ = tx
+                .send(Event::Liveness {
+                    master,
+                    epoch,
+                    results,
+                })
+                .await;
+        });
+    }
+
+    /// Acts on one liveness round: a service whose every port refuses is
+    /// gone (released now); past the grace, one that does not answer at all
+    /// is moved, and one that answers stays where it serves.
+    pub(super) fn on_liveness(
+        &mut self,
+        master: &str,
+        epoch: u64,
+        results: Vec<(String, u64, Liveness)>,
+    ) {
+        let grace_over = match self.masters.get(master) {
+            Some(m) if m.outbox.is_none() && m.epoch == epoch => m.grace_over,
+            _ => return,
+        };
+        for (instance, generation, verdict) in results {
+            let held = self
+                .needs
+                .get(&instance)
+                .and_then(|e| match &e.slot {
+                    Slot::Running(r) => Some((r.master.as_str(), r.generation)),
+                    Slot::Checking {
+                        master, generation, ..
+                    } => Some((master.as_str(), *generation)),
+                    _ => None,
+                })
+                .is_some_and(|(m, g)| m == master && g == generation);
+            if !held {
+                continue;
+            }
+            let answers = verdict == Liveness::Answers;
+            if let Some(m) = self.masters.get_mut(master) {
+                if answers {
+                    m.answering.insert(instance.clone());
+                } else {
+                    m.answering.remove(&instance);
+                }
+            }
+            if verdict == Liveness::Refused {
+                tracing::info!(
+                    master,
+                    instance,
+                    generation,
+                    "every port of a disconnected master's service refuses: released"
+                );
+                self.release(&instance, Release::Neutral);
+            } else if grace_over && !answers {
+                tracing::info!(
+                    master,
+                    instance,
+                    generation,
+                    "a disconnected master's service stopped answering: handing it to others"
+                );
+                self.release(&instance, Release::Neutral);
+            }
+        }
+        self.forget_if_empty(master);
+        if self.masters.contains_key(master) {
+            self.probe_liveness(master, epoch, LIVENESS_INTERVAL);
+        }
+    }
+
+    /// Drops a disconnected master past its grace once it holds nothing.
+    fn forget_if_empty(&mut self, master: &str) {
+        let done = self
+            .masters
+            .get(master)
+            .is_some_and(|m| m.outbox.is_none() && m.grace_over);
+        if done && !self.holds_any(master) {
+            self.masters.remove(master);
+        }
+    }
+
+    fn holds_any(&self, master: &str) -> bool {
+        self.needs
+            .values()
+            .any(|e| e.slot.holder().is_some_and(|(m, _)| m == master))
+    }
+
+    pub(super) fn on_grace_over(&mut self, master: &str, epoch: u64) {
+        let answering = match self.masters.get_mut(master) {
+            Some(m) if m.outbox.is_none() && m.epoch == epoch => {
+                m.grace_over = true;
+                m.answering.clone()
+            }
+            _ => return,
+        };
         let held: Vec<String> = self
             .order
             .iter()
@@ -194,14 +506,18 @@ impl State {
             })
             .cloned()
             .collect();
+        let (kept, moved): (Vec<String>, Vec<String>) =
+            held.into_iter().partition(|i| answering.contains(i));
         tracing::info!(
             master,
-            needs = held.len(),
-            "grace over: handing the master's needs to others"
+            moved = moved.len(),
+            kept = kept.len(),
+            "grace over: handing the master's silent needs to others, keeping those that still answer"
         );
-        for instance in held {
+        for instance in moved {
             self.release(&instance, Release::Neutral);
         }
+        self.forget_if_empty(master);
     }
 
     pub(super) fn on_settle_over(&mut self) {

@@ -15,7 +15,7 @@ mod masters;
 use crate::backoff::retry_delay;
 use crate::needs_store::{RunningHint, Store, GENERATION_BLOCK};
 use crate::outbox::{ConnId, Outbox};
-use crate::portcheck::check_ports;
+use crate::portcheck::{check_ports, Liveness};
 use crate::settings::Settings;
 use admin::AdminChange;
 use allex_protocol::frame::encode;
@@ -24,8 +24,8 @@ use allex_protocol::{
     MasterHello, MasterSummary, MasterToLan, Need, NeedState, NeedStatus, Ports, RunningService,
     ServiceLocation, PROTOCOL_VERSION,
 };
-use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
@@ -47,6 +47,24 @@ pub enum Event {
         hello: MasterHello,
         /// Its connection's outgoing queue.
         outbox: Outbox,
+        /// Where the connection comes from.
+        peer: SocketAddr,
+    },
+    /// A parked hello's ping of the old link under its name is due.
+    ProbeOver {
+        /// The master name.
+        master: String,
+        /// The parked (new) connection.
+        conn: ConnId,
+    },
+    /// One liveness round over a disconnected master's services ended.
+    Liveness {
+        /// The master.
+        master: String,
+        /// The disconnection it was started for.
+        epoch: u64,
+        /// Instance, generation and what its ports said.
+        results: Vec<(String, u64, Liveness)>,
     },
     /// A message from a master after its hello (heartbeats stay in the connection).
     FromMaster {
@@ -173,10 +191,16 @@ struct NeedEntry {
 struct MasterEntry {
     address: String,
     ip: Option<IpAddr>,
+    /// Where its current (or last) connection comes from.
+    peer: SocketAddr,
     capacity: Capacity,
     modules: HashSet<String>,
     outbox: Option<Outbox>,
     epoch: u64,
+    /// Disconnected past its grace; kept only for services that still answer.
+    grace_over: bool,
+    /// While disconnected: services whose last liveness round got an answer.
+    answering: HashSet<String>,
 }
 
 impl MasterEntry {
@@ -226,6 +250,8 @@ pub struct Startup {
     pub next_generation: u64,
     /// Generations below this are reserved on disk.
     pub generation_bound: u64,
+    /// Master names and the hash of the secret each is bound to.
+    pub identities: BTreeMap<String, String>,
 }
 
 /// What the running file records for a slot: who runs it, or is awaited to.
@@ -258,6 +284,10 @@ pub struct State {
     order: Vec<String>,
     masters: HashMap<String, MasterEntry>,
     conns: HashMap<ConnId, String>,
+    /// Name -> hash of its secret, as on disk in `masters`.
+    identities: BTreeMap<String, String>,
+    /// Hellos waiting to learn whether the old link of their name is dead.
+    parked: HashMap<String, masters::Parked>,
     next_generation: u64,
     generation_bound: u64,
     epoch: u64,
@@ -320,6 +350,8 @@ impl State {
             order,
             masters: HashMap::new(),
             conns: HashMap::new(),
+            identities: startup.identities,
+            parked: HashMap::new(),
             next_generation: startup.next_generation.max(1),
             generation_bound: startup.generation_bound,
             epoch: 0,
@@ -351,7 +383,17 @@ impl State {
 
     fn handle(&mut self, event: Event) {
         match event {
-            Event::MasterHello { hello, outbox } => self.on_hello(hello, outbox),
+            Event::MasterHello {
+                hello,
+                outbox,
+                peer,
+            } => self.on_hello(hello, outbox, peer),
+            Event::ProbeOver { master, conn } => self.on_probe_over(&master, conn),
+            Event::Liveness {
+                master,
+                epoch,
+                results,
+            } => self.on_liveness(&master, epoch, results),
             Event::FromMaster { conn, msg } => self.on_master_message(conn, msg),
             Event::MasterGone { conn } => self.on_gone(conn),
             Event::Admin { request, reply } => self.on_admin(request, reply),

@@ -322,6 +322,8 @@ pub fn hello(name: &str, modules: &[&str], inventory: Vec<InventoryEntry>) -> Ma
         version: PROTOCOL_VERSION,
         token: None,
         master: name.to_string(),
+        // One stable secret per name, so a reconnect is the same master.
+        secret: format!("test-secret-of-{name}"),
         pid: 4242,
         advertiseaddress: "127.0.0.1".into(),
         capacity: Capacity {

@@ -44,6 +44,8 @@ pub struct Cluster {
     lan: LanManager,
     template: MasterOptions,
     use_proxies: bool,
+    /// Every master started, for the samplers' process scans.
+    watched: super::Watched,
 }
 
 /// How long cluster-level waits take at most unless told otherwise.
@@ -63,6 +65,7 @@ impl Cluster {
             lan,
             template,
             use_proxies: opts.proxies,
+            watched: super::Watched::default(),
         };
         for _ in 0..opts.masters {
             cluster.add_master_unwaited(|_| {})?;
@@ -86,7 +89,9 @@ impl Cluster {
         Ok(i)
     }
 
-    fn add_master_unwaited(
+    /// Like [`Cluster::add_master`], without waiting for it to connect
+    /// (for a master the lan manager is expected to refuse).
+    pub fn add_master_unwaited(
         &mut self,
         customize: impl FnOnce(&mut MasterOptions),
     ) -> Result<usize, HarnessError> {
@@ -99,6 +104,13 @@ impl Cluster {
         opts.lan = proxy.as_ref().map_or(self.lan.addr(), Proxy::addr);
         customize(&mut opts);
         let master = Master::start(&opts)?;
+        self.watched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((
+                master.name().to_string(),
+                master.runtime_dir().display().to_string(),
+            ));
         self.masters.push(master);
         self.proxies.push(proxy);
         Ok(self.masters.len() - 1)
@@ -149,9 +161,14 @@ impl Cluster {
         self.lan.need_remove(instance)
     }
 
-    /// Starts sampling the lan manager's running list in the background.
+    /// Starts sampling, in the background, the live processes of every
+    /// master of this cluster (also those added later) and the running list.
     pub fn sampler(&self) -> super::Sampler {
-        super::Sampler::start(self.lan.addr(), self.lan.token().map(str::to_string))
+        super::Sampler::start(
+            self.lan.addr(),
+            self.lan.token().map(str::to_string),
+            self.watched.clone(),
+        )
     }
 
     /// The lan manager's status.
