@@ -418,3 +418,56 @@ fn a_spawn_that_finishes_before_the_welcome_is_reported_right_after_it() {
         "Cut in the hello: {in_hello}, spawned reports after the welcome: {after}"
     );
 }
+
+#[test]
+fn fencing_stops_every_child_after_the_fence_time_without_the_lan_manager() {
+    let lan = FakeLan::start(Options {
+        heartbeat_ms: 100,
+        fence_ms: Some(600),
+        ..Options::default()
+    });
+    let m = TestMaster::start(lan.addr.port(), 4);
+    lan.offer(vec![need("F1", json!({})), need("F2", json!({}))]);
+    let both = spawned_all(&lan, &["F1", "F2"]);
+    assert!(!m.status().fenced);
+    // The lan manager goes away entirely: nothing arrives, no reconnect works.
+    lan.unlisten();
+    let st = wait_until("the master to fence itself", SOON, || {
+        let st = m.status();
+        if st.fenced && st.children.is_empty() {
+            Ok(st)
+        } else {
+            Err(Box::new(st))
+        }
+    })
+    .unwrap();
+    assert!(!st.connected);
+    for (_, pid, _) in both.values() {
+        assert!(common::pid_gone(*pid), "pid {pid} outlived the fence");
+    }
+    assert!(m.stderr().contains("fenced: no word from the lan manager"));
+    // Back: the hello says it runs nothing, its stops follow the welcome as
+    // ordered downs, and it is no longer fenced.
+    lan.listen();
+    let inventory = lan.wait_msg("hello after the fence", SOON, |msg| match msg {
+        MasterToLan::Hello(h) => Some(h.inventory.len()),
+        _ => None,
+    });
+    assert_eq!(inventory, 0);
+    for _ in 0..2 {
+        let ordered = lan.wait_msg("a down of a fenced child", SOON, |msg| match msg {
+            MasterToLan::Down { ordered, .. } => Some(*ordered),
+            _ => None,
+        });
+        assert!(ordered);
+    }
+    wait_until("the fence to lift", SOON, || {
+        let st = m.status();
+        if st.connected && !st.fenced {
+            Ok(())
+        } else {
+            Err(Box::new(st))
+        }
+    })
+    .unwrap();
+}

@@ -448,3 +448,52 @@ async fn sigterm_records_running_needs_before_exiting() {
     assert_eq!(hints["A0"]["master"], "m1");
     assert_eq!(hints["A0"]["generation"], g);
 }
+
+#[tokio::test]
+async fn fencing_is_told_in_welcome_and_must_be_shorter_than_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Lm::try_start(
+        dir.path(),
+        &[("--grace-ms", "1000"), ("--fence-ms", "1000")],
+    )
+    .err()
+    .expect("a fence as long as the grace was accepted");
+    assert!(
+        err.contains("--fence-ms 1000 must be shorter than --grace-ms 1000"),
+        "{err}"
+    );
+    let err = Lm::try_start(
+        dir.path(),
+        &[
+            ("--grace-ms", "9000"),
+            ("--heartbeat-ms", "1000"),
+            ("--fence-ms", "1500"),
+        ],
+    )
+    .err()
+    .expect("a fence shorter than two heartbeats was accepted");
+    assert!(err.contains("at least two heartbeats"), "{err}");
+
+    let lm = Lm::start(
+        dir.path(),
+        &[
+            ("--grace-ms", "9000"),
+            ("--heartbeat-ms", "1000"),
+            ("--fence-ms", "3000"),
+        ],
+    );
+    let mut ws = raw(&lm.addr).await;
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        allex_protocol::frame::encode(&MasterToLan::Hello(hello("m1", &["svc"], Vec::new()))),
+    ))
+    .await
+    .unwrap();
+    match next(&mut ws).await {
+        Next::Text(t) => match serde_json::from_str::<LanToMaster>(&t).unwrap() {
+            LanToMaster::Welcome { fence_ms, .. } => assert_eq!(fence_ms, Some(3000)),
+            other => panic!("expected welcome, got {other:?}"),
+        },
+        Next::Closed(why) => panic!("closed: {why}"),
+    }
+}

@@ -37,6 +37,10 @@ pub enum Command {
         /// The lan manager's heartbeat interval (three missed drop a link), in milliseconds.
         #[arg(long, default_value_t = 500)]
         heartbeat_ms: u64,
+        /// Run with fencing: masters stop their children after this many
+        /// milliseconds without the lan manager (shorter than the grace).
+        #[arg(long)]
+        fence_ms: Option<u64>,
     },
     /// Start a lan manager, a master and one service on this machine, show
     /// them, then follow the running list until Ctrl-C.
@@ -111,10 +115,12 @@ pub fn run(cli: Cli) -> ExitCode {
             deadline_ms,
             grace_ms,
             heartbeat_ms,
+            fence_ms,
         } => crate::lan_mode::main(crate::lan_mode::LanModeOptions {
             timings: Timings {
                 grace: Duration::from_millis(grace_ms),
                 heartbeat: Duration::from_millis(heartbeat_ms),
+                fence: fence_ms.map(Duration::from_millis),
                 ..Timings::default()
             },
             deadline: Duration::from_millis(deadline_ms),

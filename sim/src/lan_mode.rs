@@ -7,9 +7,7 @@
 //! The steps are public so the end-to-end tests run them one by one; the
 //! subcommand runs them all with a printed timeline and a verdict.
 
-use crate::harness::{
-    AdminClient, HarnessError, LanManager, LanOptions, Master, MasterOptions, Timings,
-};
+use crate::harness::{HarnessError, LanManager, LanOptions, Master, MasterOptions, Timings};
 use crate::netns::{Host, NetnsError, TestLan};
 use crate::wait::{read_port_banner, wait_until, WaitError};
 use allex_protocol::{LanStatus, Need, RunningService, ServiceLocation};
@@ -24,12 +22,6 @@ pub const MASTERS: usize = 3;
 
 /// The module every need runs: `allex-testsvc`.
 const MODULE: &str = "testsvc";
-
-/// How often the duplicate sampler asks the lan manager for its running list.
-const SAMPLE_EVERY: Duration = Duration::from_millis(20);
-
-/// How long one status sample may take before the session is reopened.
-const SAMPLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the LAN scenario failed.
 #[derive(Debug, thiserror::Error)]
@@ -135,18 +127,6 @@ pub fn testsvc_need(instance: &str, ipaddress: Option<String>) -> Need {
         ipaddress,
         protocols: None,
     }
-}
-
-/// Instances listed more than once in one running list.
-pub fn duplicates(status: &LanStatus) -> Vec<String> {
-    let mut seen = BTreeMap::<&str, usize>::new();
-    for r in &status.running {
-        *seen.entry(r.instancename.as_str()).or_default() += 1;
-    }
-    seen.into_iter()
-        .filter(|(_, n)| *n > 1)
-        .map(|(i, _)| i.to_string())
-        .collect()
 }
 
 fn running<'a>(status: &'a LanStatus, instance: &str) -> Vec<&'a RunningService> {
@@ -458,59 +438,69 @@ impl LanSetup {
             }
         }
         let stop = AtomicBool::new(false);
-        let samples = Mutex::new((0usize, Vec::<String>::new()));
-        std::thread::scope(|scope| {
-            // Samples the running list for the whole cut and return, over one
-            // admin session from the lan manager's own host (reopened if it drops).
+        let watched: crate::harness::Watched = std::sync::Arc::new(Mutex::new(
+            self.masters
+                .iter()
+                .map(|m| (m.name().to_string(), m.runtime_dir().display().to_string()))
+                .collect(),
+        ));
+        let log = std::thread::scope(|scope| {
+            // Samples the real processes of every host and the running list
+            // (over an admin session from the lan manager's own host) for
+            // the whole cut and return.
             let sampler = scope.spawn(|| {
                 self.net.host(0).run_in(|| {
-                    let mut client = None;
-                    while !stop.load(Ordering::Relaxed) {
-                        if client.is_none() {
-                            client =
-                                AdminClient::connect(self.lanmanager.addr(), None, SAMPLE_TIMEOUT)
-                                    .ok();
-                        }
-                        match client.as_mut().map(AdminClient::status) {
-                            Some(Ok(s)) => {
-                                let dups = duplicates(&s);
-                                let mut g = samples.lock().unwrap_or_else(|p| p.into_inner());
-                                g.0 += 1;
-                                if !dups.is_empty() {
-                                    let at = self.timeline.start.elapsed();
-                                    g.1.push(format!("{at:?}: {dups:?}"));
-                                }
-                            }
-                            Some(Err(_)) => client = None,
-                            None => {}
-                        }
-                        std::thread::sleep(SAMPLE_EVERY);
-                    }
+                    crate::harness::sampler_loop(self.lanmanager.addr(), None, &watched, &stop)
                 })
             });
             let result = self.cut_and_return(cut, &movable, &pinned);
             stop.store(true, Ordering::Relaxed);
             match sampler.join() {
-                Ok(Ok(())) => result,
+                Ok(Ok(log)) => result.map(|()| log),
                 Ok(Err(e)) => result.and(Err(e.into())),
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         })?;
-        let (count, dups) = samples.into_inner().unwrap_or_else(|p| p.into_inner());
-        if !dups.is_empty() {
+        let fenced = self.opts.timings.fence.is_some();
+        // A fenced host stops its children while nobody can see it: its
+        // records stay listed until the grace, as the lan manager cannot
+        // tell a fenced host from a cut-off one. Everyone else's must hold.
+        let phantoms: Vec<_> = log
+            .phantoms
+            .iter()
+            .filter(|p| !(fenced && p.master == cut_name))
+            .collect();
+        if !phantoms.is_empty() {
             return Err(LanModeError::Broken(format!(
-                "an instance was listed twice in {} of {count} samples: {dups:?}",
-                dups.len()
+                "running records without their process: {phantoms:?}"
             )));
         }
-        if count < 10 {
+        if fenced && !log.duplicates.is_empty() {
             return Err(LanModeError::Broken(format!(
-                "only {count} status samples during the cut: too few to vouch for no duplicate"
+                "with fencing, a need ran as two live processes in {} of {} samples: {:?}",
+                log.duplicates.len(),
+                log.samples,
+                log.duplicates.iter().take(5).collect::<Vec<_>>()
             )));
         }
-        self.timeline.note(format!(
-            "{count} samples of the running list during cut and return: no instance ever listed twice"
-        ));
+        if log.samples < 10 {
+            return Err(LanModeError::Broken(format!(
+                "only {} samples during the cut: too few to vouch for anything",
+                log.samples
+            )));
+        }
+        self.timeline.note(if fenced {
+            format!(
+                "{} samples of processes and running list during cut and return: never a record without its process, never two live processes of a need",
+                log.samples
+            )
+        } else {
+            format!(
+                "{} samples of processes and running list during cut and return: never a record without its process ({} samples saw the cut host's stale copies beside the moved ones, as availability first allows)",
+                log.samples,
+                log.duplicates.len()
+            )
+        });
         Ok(())
     }
 
@@ -566,16 +556,29 @@ impl LanSetup {
                 after.as_millis()
             ));
         }
-        // The cut master cannot know it was replaced: its copies keep running.
-        for (instance, pid) in movable {
-            if !crate::procscan::is_alive(*pid) {
-                return Err(LanModeError::Broken(format!(
-                    "the cut master stopped {instance} (pid {pid}) while disconnected"
-                )));
+        if self.opts.timings.fence.is_some() {
+            // Fencing: the cut master stopped its own copies before the grace.
+            for (instance, pid) in movable {
+                if crate::procscan::is_alive(*pid) {
+                    return Err(LanModeError::Broken(format!(
+                        "with fencing, the cut master still runs {instance} (pid {pid}) after its need moved"
+                    )));
+                }
             }
+            self.timeline
+                .note("the cut host fenced itself: its copies were gone before the others started");
+        } else {
+            // The cut master cannot know it was replaced: its copies keep running.
+            for (instance, pid) in movable {
+                if !crate::procscan::is_alive(*pid) {
+                    return Err(LanModeError::Broken(format!(
+                        "the cut master stopped {instance} (pid {pid}) while disconnected"
+                    )));
+                }
+            }
+            self.timeline
+                .note("the cut host's stale copies still run, as it cannot know yet");
         }
-        self.timeline
-            .note("the cut host's stale copies still run, as it cannot know yet");
 
         self.net.set_link(cut + 1, true)?;
         let back_at = Instant::now();
@@ -736,39 +739,5 @@ pub fn main(opts: LanModeOptions) -> std::process::ExitCode {
             println!("verdict: FAILED: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(instance: &str, master: &str) -> RunningService {
-        RunningService {
-            instancename: instance.into(),
-            modulename: MODULE.into(),
-            master: master.into(),
-            address: "198.18.1.2".into(),
-            ports: Default::default(),
-            pid: 1,
-            generation: 1,
-            since_unix_ms: 0,
-        }
-    }
-
-    // The cut step's "never listed twice" verdict is only as good as this.
-    #[test]
-    fn duplicates_names_exactly_the_instances_listed_twice() {
-        let status = LanStatus {
-            running: vec![
-                record("A", "host2"),
-                record("B", "host2"),
-                record("A", "host3"),
-                record("C", "host4"),
-            ],
-            ..LanStatus::default()
-        };
-        assert_eq!(duplicates(&status), vec!["A".to_string()]);
-        assert!(duplicates(&LanStatus::default()).is_empty());
     }
 }

@@ -21,7 +21,9 @@ pub use cluster::{Cluster, ClusterOptions};
 pub use error::HarnessError;
 pub use lanmanager::{LanManager, LanOptions};
 pub use master::{testsvc_spec, Master, MasterOptions};
-pub use sampler::{Duplicate, Phantom, SampleLog, Sampler, Watched, PHANTOM_AFTER};
+pub use sampler::{
+    sample as sampler_loop, Duplicate, Phantom, SampleLog, Sampler, Watched, PHANTOM_AFTER,
+};
 pub use timings::Timings;
 
 use crate::process::Stderr;

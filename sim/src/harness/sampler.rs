@@ -122,7 +122,9 @@ fn scan(watched: &Watched) -> BTreeMap<String, Vec<(String, u32)>> {
     by
 }
 
-fn sample(
+/// The sampling loop itself, on the caller's thread until `stop` is set;
+/// for callers that must sample from another network namespace.
+pub fn sample(
     addr: SocketAddr,
     token: Option<String>,
     watched: &Watched,

@@ -21,6 +21,9 @@ pub struct Timings {
     pub stable: Duration,
     /// `--heartbeat-ms`: heartbeat interval; three missed drop the link.
     pub heartbeat: Duration,
+    /// `--fence-ms`: masters stop their children after this long without
+    /// the lan manager; off when `None`.
+    pub fence: Option<Duration>,
 }
 
 impl Default for Timings {
@@ -36,6 +39,7 @@ impl Default for Timings {
             stable: ms(1000),
             // Three missed beats drop a link: 1.5 s rides out a loaded 2-core CI box.
             heartbeat: ms(500),
+            fence: None,
         }
     }
 }
@@ -54,6 +58,7 @@ impl Timings {
             backoff_cap: ms(defaults::BACKOFF_CAP_MS),
             stable: ms(defaults::STABLE_MS),
             heartbeat: ms(defaults::HEARTBEAT_MS),
+            fence: None,
         }
     }
 
@@ -70,6 +75,7 @@ impl Timings {
             ("--heartbeat-ms", self.heartbeat),
         ]
         .into_iter()
+        .chain(self.fence.map(|f| ("--fence-ms", f)))
         .flat_map(|(flag, d)| [flag.to_string(), d.as_millis().to_string()])
         .collect()
     }
