@@ -306,24 +306,6 @@ async fn an_open_need_found_in_an_inventory_is_adopted() {
 }
 
 #[tokio::test]
-async fn a_newer_connection_of_the_same_master_replaces_the_old_one() {
-    let dir = tempfile::tempdir().unwrap();
-    write_needs(dir.path(), &needs("svc", "A", 1));
-    let lm = Lm::start(dir.path(), &[]);
-    let mut old = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
-    let mut new = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
-    loop {
-        if old.recv_opt().await.is_none() {
-            break;
-        }
-    }
-    new.grant("A0").await;
-    let st = lm.status();
-    assert_eq!(st.masters.len(), 1);
-    assert!(st.masters[0].connected);
-}
-
-#[tokio::test]
 async fn heartbeats_are_echoed_and_a_silent_link_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let lm = Lm::start(dir.path(), &[("--heartbeat-ms", "100")]);
@@ -496,4 +478,35 @@ async fn fencing_is_told_in_welcome_and_must_be_shorter_than_the_grace() {
         },
         Next::Closed(why) => panic!("closed: {why}"),
     }
+}
+
+#[tokio::test]
+async fn a_claim_of_a_master_that_is_away_waits_for_its_return_not_for_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    write_needs(dir.path(), &needs("svc", "A", 1));
+    let lm = Lm::start(dir.path(), &[("--claim-timeout-ms", "200")]);
+    let mut m1 = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    let mut m2 = FakeMaster::connect(&lm.addr, "m2", &["svc"]).await;
+    let g = m1.grant("A0").await;
+    m1.close().await;
+    eventually("the deadline to pass while m1 is away", || {
+        lm.log()
+            .contains("claim deadline passed while its master is away")
+            .then_some(())
+    })
+    .await;
+    // Not reopened: m1 may have spawned it, and a second copy must not start.
+    assert!(opened(&m2.drain().await).is_empty());
+    assert_eq!(lm.status().needs[0].state, NeedState::Claimed);
+    let svc = listening();
+    let mut m1 = FakeMaster::connect_with(
+        &lm.addr,
+        hello("m1", &["svc"], vec![inv("A0", g, 100, svc.ports)]),
+    )
+    .await;
+    m1.expect(
+        "running of the claimed generation",
+        |x| matches!(x, LanToMaster::Running { generation, .. } if *generation == g),
+    )
+    .await;
 }

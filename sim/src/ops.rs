@@ -4,6 +4,7 @@
 //! tracks what they asked for, to check the lan manager against.
 
 use crate::harness::{Cluster, HarnessError, Timings};
+use crate::virtual_master::{impostor_hello_blocking, ImpostorOutcome};
 use allex_protocol::{LanStatus, Need};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -75,6 +76,39 @@ pub enum Op {
     },
     /// One more master joins (up to [`MAX_MASTERS`]).
     AddMaster,
+    /// A master is frozen (SIGSTOP) for `ms`, then runs on (SIGCONT): its
+    /// link and socket stop answering meanwhile, its children keep serving.
+    FreezeMaster {
+        /// Master index.
+        master: usize,
+        /// How long, in milliseconds (past the grace, it must keep its needs).
+        ms: u64,
+    },
+    /// The lan manager is frozen (SIGSTOP) for `ms`, then runs on (SIGCONT).
+    FreezeLan {
+        /// How long, in milliseconds.
+        ms: u64,
+    },
+    /// A stranger says hello under a master's name with a secret of its
+    /// own; it must be refused and change nothing.
+    Impostor {
+        /// Index of the master whose name it takes.
+        master: usize,
+    },
+    /// A second master process starts under a master's name (a cloned
+    /// config), runs a moment and is stopped; it must be refused.
+    DuplicateName {
+        /// Index of the master whose name it takes.
+        master: usize,
+    },
+    /// A master's link holds every frame for `ms`, then is cut: reports
+    /// made meanwhile (spawns finishing, deaths) meet a reconnect.
+    HoldLink {
+        /// Master index.
+        master: usize,
+        /// How long frames are held, in milliseconds.
+        ms: u64,
+    },
     /// Time passes with nothing done, so graces, backoffs and heartbeats
     /// run out between operations (simulated time, not synchronisation).
     Pause {
@@ -275,6 +309,57 @@ pub fn apply(cluster: &mut Cluster, model: &mut Model, op: &Op) -> Result<(), Ha
             cluster.restart_lan_with(*graceful)?
         }
         Op::Pause { ms } => std::thread::sleep(std::time::Duration::from_millis(*ms)),
+        Op::FreezeMaster { master, ms } => {
+            if *master < cluster.masters().len() && cluster.master(*master).is_running() {
+                let m = cluster.master(*master);
+                m.signal(Signal::SIGSTOP)?;
+                std::thread::sleep(Duration::from_millis(*ms));
+                m.signal(Signal::SIGCONT)?;
+            }
+        }
+        Op::FreezeLan { ms } => {
+            cluster.lan().signal(Signal::SIGSTOP)?;
+            std::thread::sleep(Duration::from_millis(*ms));
+            cluster.lan().signal(Signal::SIGCONT)?;
+        }
+        Op::Impostor { master } => {
+            if *master < cluster.masters().len() {
+                let name = cluster.master(*master).name().to_string();
+                let outcome = impostor_hello_blocking(cluster.lan().addr(), &name)
+                    .map_err(|e| HarnessError::Expectation(format!("impostor hello: {e}")))?;
+                if outcome == ImpostorOutcome::Welcomed {
+                    return Err(HarnessError::Expectation(format!(
+                        "ImpostorWelcomed: a hello under {name} with another secret was accepted"
+                    )));
+                }
+            }
+        }
+        Op::DuplicateName { master } => {
+            if *master < cluster.masters().len() {
+                let name = cluster.master(*master).name().to_string();
+                let clone = cluster.start_detached_master(|o| o.name = Some(name.clone()))?;
+                crate::wait::wait_until(
+                    "the clone to be refused",
+                    Duration::from_secs(10),
+                    || match clone.status() {
+                        Ok(st) if st.refused.is_some() => Ok(()),
+                        Ok(st) if st.connected => Err(format!(
+                            "DuplicateAccepted: a second master under {name} was welcomed"
+                        )),
+                        other => Err(format!("{other:?}")),
+                    },
+                )?;
+                // Dropping it stops it; it never ran anything.
+            }
+        }
+        Op::HoldLink { master, ms } => {
+            if let Some(p) = cluster.proxy(*master) {
+                p.freeze();
+                std::thread::sleep(Duration::from_millis(*ms));
+                p.cut_reset();
+                p.restore();
+            }
+        }
     }
     Ok(())
 }
@@ -346,8 +431,23 @@ pub fn random_ops(seed: u64, steps: usize, masters: usize) -> Vec<Op> {
             90..=94 => Some(Op::Pause {
                 ms: 200 + rng.below(2800),
             }),
-            95..=97 => Some(Op::RestartLan {
-                graceful: rng.below(2) == 0,
+            95..=97 => Some(match rng.below(8) {
+                0 | 1 => Op::FreezeMaster {
+                    master,
+                    ms: 200 + rng.below(2800),
+                },
+                2 | 3 => Op::FreezeLan {
+                    ms: 200 + rng.below(2800),
+                },
+                4 => Op::Impostor { master },
+                5 => Op::DuplicateName { master },
+                6 => Op::HoldLink {
+                    master,
+                    ms: 200 + rng.below(1000),
+                },
+                _ => Op::RestartLan {
+                    graceful: rng.below(2) == 0,
+                },
             }),
             98 => Some(Op::ShrinkPorts {
                 master,

@@ -33,10 +33,15 @@ pub fn op(masters: usize) -> impl Strategy<Value = Op> {
         2 => m.clone().prop_map(|master| Op::CutLink { master }),
         1 => m.clone().prop_map(|master| Op::FreezeLink { master }),
         2 => m.clone().prop_map(|master| Op::RestoreLink { master }),
-        1 => (m, 1u16..=2).prop_map(|(master, size)| Op::ShrinkPorts { master, size }),
+        1 => (m.clone(), 1u16..=2).prop_map(|(master, size)| Op::ShrinkPorts { master, size }),
         1 => Just(Op::AddMaster),
         1 => (200u64..=2500).prop_map(|ms| Op::Pause { ms }),
         1 => any::<bool>().prop_map(|graceful| Op::RestartLan { graceful }),
+        1 => (m.clone(), 200u64..=3000).prop_map(|(master, ms)| Op::FreezeMaster { master, ms }),
+        1 => (200u64..=3000).prop_map(|ms| Op::FreezeLan { ms }),
+        1 => m.clone().prop_map(|master| Op::Impostor { master }),
+        1 => m.clone().prop_map(|master| Op::DuplicateName { master }),
+        1 => (m.clone(), 200u64..=1200).prop_map(|(master, ms)| Op::HoldLink { master, ms }),
     ]
 }
 

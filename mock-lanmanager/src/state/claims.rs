@@ -299,6 +299,21 @@ impl State {
             _ => None,
         };
         if let Some(master) = lapsed {
+            // A holder that is away may have spawned meanwhile: its next
+            // hello says so, and its grace decides, not this deadline.
+            let away = self
+                .masters
+                .get(&master)
+                .is_some_and(|m| m.outbox.is_none() && !m.grace_over);
+            if away {
+                tracing::info!(
+                    master,
+                    instance,
+                    generation,
+                    "claim deadline passed while its master is away: left to the grace"
+                );
+                return;
+            }
             tracing::warn!(
                 master,
                 instance,

@@ -89,6 +89,18 @@ impl Cluster {
         Ok(i)
     }
 
+    /// Starts a master from the template, changed by `customize`, that is
+    /// not part of the cluster (not watched, not repaired); it stops when dropped.
+    pub fn start_detached_master(
+        &self,
+        customize: impl FnOnce(&mut MasterOptions),
+    ) -> Result<Master, HarnessError> {
+        let mut opts = self.template.clone();
+        opts.lan = self.lan.addr();
+        customize(&mut opts);
+        Master::start(&opts)
+    }
+
     /// Like [`Cluster::add_master`], without waiting for it to connect
     /// (for a master the lan manager is expected to refuse).
     pub fn add_master_unwaited(

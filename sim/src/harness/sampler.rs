@@ -76,28 +76,36 @@ impl SampleLog {
 /// A thread sampling processes and status until [`Sampler::finish`].
 pub struct Sampler {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<SampleLog>>,
+    log: Arc<Mutex<SampleLog>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Sampler {
     /// Starts sampling the lan manager at `addr` and the processes of `watched`.
     pub fn start(addr: SocketAddr, token: Option<String>, watched: Watched) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || sample(addr, token, &watched, &flag));
+        let log = Arc::new(Mutex::new(SampleLog::default()));
+        let (flag, into) = (stop.clone(), log.clone());
+        let thread = std::thread::spawn(move || sample_into(addr, token, &watched, &flag, &into));
         Sampler {
             stop,
+            log,
             thread: Some(thread),
         }
+    }
+
+    /// What was seen so far; sampling goes on.
+    pub fn so_far(&self) -> SampleLog {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Stops sampling and returns what was seen.
     pub fn finish(mut self) -> SampleLog {
         self.stop.store(true, Ordering::SeqCst);
-        self.thread
-            .take()
-            .and_then(|t| t.join().ok())
-            .unwrap_or_default()
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.so_far()
     }
 }
 
@@ -130,6 +138,18 @@ pub fn sample(
     watched: &Watched,
     stop: &AtomicBool,
 ) -> SampleLog {
+    let log = Mutex::new(SampleLog::default());
+    sample_into(addr, token, watched, stop, &log);
+    log.into_inner().unwrap_or_else(|p| p.into_inner())
+}
+
+fn sample_into(
+    addr: SocketAddr,
+    token: Option<String>,
+    watched: &Watched,
+    stop: &AtomicBool,
+    shared: &Mutex<SampleLog>,
+) {
     let started = Instant::now();
     let mut log = SampleLog::default();
     let mut client: Option<AdminClient> = None;
@@ -192,7 +212,8 @@ pub fn sample(
                 client = None;
             }
         }
+        *shared.lock().unwrap_or_else(|p| p.into_inner()) = log.clone();
         std::thread::sleep(SAMPLE_EVERY);
     }
-    log
+    *shared.lock().unwrap_or_else(|p| p.into_inner()) = log;
 }

@@ -120,11 +120,7 @@ impl Scenario {
     pub fn run(&self, opts: &ScenarioOptions) -> Result<Report, HarnessError> {
         let started = Instant::now();
         let cluster = Cluster::start((self.cluster)(opts))?;
-        let mut run = Run {
-            cluster,
-            opts: opts.clone(),
-            steps: Vec::new(),
-        };
+        let mut run = Run::new(cluster, opts);
         (self.run)(&mut run)?;
         Ok(Report {
             name: self.name.to_string(),
@@ -151,9 +147,37 @@ pub struct Run {
     /// Its options.
     pub opts: ScenarioOptions,
     steps: Vec<Step>,
+    /// Watches the safety promises between and during steps.
+    sampler: crate::harness::Sampler,
 }
 
 impl Run {
+    /// A run over `cluster`, sampling its processes from now on.
+    pub fn new(cluster: Cluster, opts: &ScenarioOptions) -> Run {
+        let sampler = cluster.sampler();
+        Run {
+            cluster,
+            opts: opts.clone(),
+            steps: Vec::new(),
+            sampler,
+        }
+    }
+
+    /// Fails when any sample so far broke a safety promise: a need running
+    /// as two live processes, or a record that outlived its process. These
+    /// must hold at every moment, so they are never retried.
+    fn check_safety(&self) -> Result<(), HarnessError> {
+        let log = self.sampler.so_far();
+        if log.clean() {
+            return Ok(());
+        }
+        Err(HarnessError::Expectation(format!(
+            "safety broken: needs with two live processes {:?}; records without their process {:?}",
+            log.duplicates.iter().take(5).collect::<Vec<_>>(),
+            log.phantoms
+        )))
+    }
+
     /// Runs one step, then checks the invariants; either failing names the step.
     pub fn step<T>(
         &mut self,
@@ -171,6 +195,9 @@ impl Run {
             Ok(out) => out,
             Err(e) => return Err(fail(e, &self.cluster)),
         };
+        if let Err(e) = self.check_safety() {
+            return Err(fail(e, &self.cluster));
+        }
         if let Err(e) = self.cluster.check_invariants(self.opts.deadline) {
             return Err(fail(e, &self.cluster));
         }

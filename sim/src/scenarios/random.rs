@@ -13,11 +13,7 @@ pub fn run_ops(opts: &ScenarioOptions, ops: &[Op]) -> Result<Report, HarnessErro
     let mut c = super::cluster_options(opts);
     c.proxies = true;
     c.masters = opts.masters.max(1);
-    let mut run = Run {
-        cluster: Cluster::start(c)?,
-        opts: opts.clone(),
-        steps: Vec::new(),
-    };
+    let mut run = Run::new(Cluster::start(c)?, opts);
     let mut model = Model::default();
     for op in ops {
         let what = serde_json::to_string(op).unwrap_or_else(|_| format!("{op:?}"));
