@@ -10,9 +10,11 @@ pub struct Cli {
     /// What to do; `run` when absent.
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// Path of the config file (written with the default seed when missing).
-    #[arg(long, global = true, default_value = allex_protocol::config::CONFIG_FILE_NAME)]
-    pub config: PathBuf,
+    /// Path of the config file; without it, `allexmasterconfig.json` in the
+    /// working directory (which `run` writes with the default seed when missing).
+    /// A path given here must exist.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
 }
 
 /// The subcommands.

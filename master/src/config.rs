@@ -10,13 +10,19 @@ pub enum ConfigError {
     /// The file exists but is wrong; the message names file, line and column.
     #[error(transparent)]
     File(#[from] FileError),
+    /// A config named on the command line does not exist.
+    #[error("{}: no such config file (the default seed is written only for ./{} when no --config is given)", path.display(), allex_protocol::config::CONFIG_FILE_NAME)]
+    Missing {
+        /// The path given.
+        path: PathBuf,
+    },
     /// The missing file could not be written.
-    #[error("{}: cannot write the default config: {source}", path.display())]
+    #[error("{}: cannot write the default config: {cause}", path.display())]
     WriteDefault {
         /// The config path.
         path: PathBuf,
         /// The fault.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -30,28 +36,53 @@ pub fn load_or_create(path: &Path) -> Result<MasterConfig, ConfigError> {
         Ok(mut file) => {
             tracing::info!(path = %path.display(), "config file missing: writing the default");
             file.write_all(DEFAULT_CONFIG_TEXT.as_bytes())
-                .map_err(|source| ConfigError::WriteDefault {
+                .map_err(|cause| ConfigError::WriteDefault {
                     path: path.to_path_buf(),
-                    source,
+                    cause,
                 })?;
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(source) => {
+        Err(cause) => {
             return Err(ConfigError::WriteDefault {
                 path: path.to_path_buf(),
-                source,
+                cause,
             })
         }
     }
     Ok(MasterConfig::load(path)?)
 }
 
-/// Loads the config at `path` if it exists, else the seed (for read-only CLI commands).
-pub fn load_or_default(path: &Path) -> Result<MasterConfig, ConfigError> {
-    if path.exists() {
-        Ok(MasterConfig::load(path)?)
-    } else {
-        Ok(MasterConfig::parse(path, DEFAULT_CONFIG_TEXT)?)
+/// The config for `run`: a path given must exist; without one, the default
+/// file in the working directory, written with the seed when missing.
+pub fn load_for_run(given: Option<&Path>) -> Result<MasterConfig, ConfigError> {
+    match given {
+        Some(path) => load_existing(path),
+        None => load_or_create(Path::new(allex_protocol::config::CONFIG_FILE_NAME)),
+    }
+}
+
+fn load_existing(path: &Path) -> Result<MasterConfig, ConfigError> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ConfigError::Missing {
+            path: path.to_path_buf(),
+        }),
+        _ => Ok(MasterConfig::load(path)?),
+    }
+}
+
+/// The config for read-only commands (`status`): a path given must exist;
+/// without one, the default file if it exists, else the seed. Never writes.
+pub fn load_or_default(given: Option<&Path>) -> Result<MasterConfig, ConfigError> {
+    match given {
+        Some(path) => load_existing(path),
+        None => {
+            let path = Path::new(allex_protocol::config::CONFIG_FILE_NAME);
+            if path.exists() {
+                Ok(MasterConfig::load(path)?)
+            } else {
+                Ok(MasterConfig::parse(path, DEFAULT_CONFIG_TEXT)?)
+            }
+        }
     }
 }
 
@@ -78,6 +109,17 @@ mod tests {
         let cfg = load_or_create(&path).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), DEFAULT_CONFIG_TEXT);
         assert_eq!(cfg.lanmanageraddress, "127.0.0.1");
+    }
+
+    #[test]
+    fn a_missing_file_named_on_the_command_line_is_an_error_and_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("typo.json");
+        let e = load_for_run(Some(&path)).unwrap_err().to_string();
+        assert!(e.contains("typo.json: no such config file"), "{e}");
+        assert!(!path.exists());
+        let e = load_or_default(Some(&path)).unwrap_err().to_string();
+        assert!(e.contains("no such config file"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `allexmaster run`: wires the socket, the state task, the spawner and the link.
 
-use crate::config::load_or_create;
+use crate::config::load_for_run;
 use crate::link::{self, LinkConfig};
 use crate::ports::PortOffice;
 use crate::socket::{self, socket_path};
@@ -13,8 +13,9 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Runs the master until SIGTERM or SIGINT, then stops every child.
-pub async fn run(config: &Path) -> anyhow::Result<()> {
-    let mut cfg = load_or_create(config)?;
+pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
+    let mut cfg = load_for_run(config)?;
+    let fdlimit = crate::fdlimit::raise();
     socket::check_runtime_dir(&cfg.runtimedirectory)?;
     // Children may run in another working directory, so every path they get is absolute.
     let rt = std::fs::canonicalize(&cfg.runtimedirectory)
@@ -38,7 +39,8 @@ pub async fn run(config: &Path) -> anyhow::Result<()> {
         reconnect_max: Duration::from_millis(cfg.reconnectmaxms),
     };
     let ports = PortOffice::from_config(&cfg);
-    let state = State::new(cfg, secret, sock.clone(), tx.clone(), spawner, ports);
+    let state =
+        State::new(cfg, secret, sock.clone(), tx.clone(), spawner, ports).with_fdlimit(fdlimit);
     let state_task = tokio::spawn(state.run(rx, Duration::from_millis(grace)));
     let server = tokio::spawn(socket::serve_guarded(
         rt.clone(),

@@ -14,12 +14,12 @@ pub const SECRET_FILE: &str = "allexmaster.secret";
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     /// Reading or writing the file failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The secret file.
         path: PathBuf,
         /// What the OS said.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Other users may read it: it is no secret any more.
     #[error("{}: readable or writable by other users (mode {mode:o}); remove it to create a new identity, then run `allexlanmanager master forget NAME`", path.display())]
@@ -40,9 +40,9 @@ pub enum IdentityError {
 /// Reads `<runtimedir>/allexmaster.secret`, creating it (mode 0600) on first start.
 pub fn load_or_create(runtimedir: &Path) -> Result<String, IdentityError> {
     let path = runtimedir.join(SECRET_FILE);
-    let io = |source| IdentityError::Io {
+    let io = |cause| IdentityError::Io {
         path: path.clone(),
-        source,
+        cause,
     };
     match std::fs::OpenOptions::new()
         .write(true)

@@ -6,9 +6,11 @@
 
 #![warn(missing_docs)]
 
+pub mod child_handle;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod fdlimit;
 pub mod identity;
 pub mod link;
 pub mod logs;

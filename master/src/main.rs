@@ -20,9 +20,9 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(allex_master::daemon::run(&cli.config))),
+            .and_then(|rt| rt.block_on(allex_master::daemon::run(cli.config.as_deref()))),
         Command::Status { json, socket } => {
-            allex_master::status::fetch(&cli.config, socket).map(|st| {
+            allex_master::status::fetch(cli.config.as_deref(), socket).map(|st| {
                 if json {
                     println!("{}", allex_protocol::frame::encode(&st));
                 } else {

@@ -39,12 +39,12 @@ pub enum SocketError {
         path: PathBuf,
     },
     /// Binding failed.
-    #[error("cannot listen on {}: {source}", path.display())]
+    #[error("cannot listen on {}: {cause}", path.display())]
     Bind {
         /// The socket path.
         path: PathBuf,
         /// The fault.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -87,9 +87,9 @@ pub fn check_runtime_dir(dir: &Path) -> Result<(), SocketError> {
 
 /// Binds the master socket owner-only, replacing a stale socket file.
 pub fn bind(path: &Path) -> Result<UnixListener, SocketError> {
-    let bind_err = |source| SocketError::Bind {
+    let bind_err = |cause| SocketError::Bind {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt;

@@ -13,6 +13,7 @@
 //! closed when idle). Every descriptor is opened close-on-exec, so none leaks
 //! into a child.
 
+use crate::child_handle::ChildHandle;
 use crate::logs::{log_path, pump, RotatingLog};
 use crate::state::Event;
 use allex_protocol::spawn::{
@@ -21,12 +22,29 @@ use allex_protocol::spawn::{
 };
 use allex_protocol::{ExitInfo, Ports, Protocol, ServiceSpec};
 use std::os::fd::OwnedFd;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::net::unix::pipe::Receiver;
 use tokio::sync::mpsc::UnboundedSender;
+
+/// How long the output pump goes on after its child exited: what the child
+/// wrote is read, but a process that left the child's group (`setsid`) and
+/// holds the pipe cannot keep the master's descriptor and task forever.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
+
+/// A child that was started: its pid and the handle that signals and reaps it.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// The pid.
+    pub pid: u32,
+    /// Signals by pidfd; `None` only for state tests that spawn nothing.
+    pub handle: Option<Arc<ChildHandle>>,
+}
 
 /// Everything needed to start one child; built by the state task.
 #[derive(Debug, Clone)]
@@ -58,6 +76,24 @@ const SPAWNER_THREADS: usize = 4;
 /// Handle of the spawner thread.
 pub struct Spawner {
     jobs: std::sync::mpsc::Sender<Job>,
+    /// Signals the master found ignored at start (`nohup`, a shell's
+    /// `trap '' QUIT`); exec keeps ignored dispositions, so each child sets
+    /// them back to the default.
+    ignored: Arc<Vec<libc::c_int>>,
+}
+
+/// Signals whose disposition is SIG_IGN right now.
+fn ignored_signals() -> Vec<libc::c_int> {
+    (1..=libc::SIGRTMAX())
+        .filter(|s| *s != libc::SIGKILL && *s != libc::SIGSTOP)
+        .filter(|s| {
+            // SAFETY: sigaction(2) with a null new action only reads the
+            // current one into `old`, a zeroed sigaction being valid.
+            let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+            let rc = unsafe { libc::sigaction(*s, std::ptr::null(), &mut old) };
+            rc == 0 && old.sa_sigaction == libc::SIG_IGN
+        })
+        .collect()
 }
 
 impl Spawner {
@@ -86,14 +122,25 @@ impl Spawner {
                     }
                 })?;
         }
-        Ok(Spawner { jobs: tx })
+        let ignored = ignored_signals();
+        if !ignored.is_empty() {
+            tracing::info!(
+                ?ignored,
+                "signals ignored by whoever started the master; children get them back at their defaults"
+            );
+        }
+        Ok(Spawner {
+            jobs: tx,
+            ignored: Arc::new(ignored),
+        })
     }
 
     /// Starts a child; reports `Event::Spawned` and later `Event::Exited` on `events`.
     pub fn spawn(&self, plan: SpawnPlan, events: UnboundedSender<Event>) {
         let failed = events.clone();
         let (instance, generation) = (plan.instance.clone(), plan.generation);
-        let job: Job = Box::new(move || spawn_now(plan, events));
+        let ignored = self.ignored.clone();
+        let job: Job = Box::new(move || spawn_now(plan, &ignored, events));
         if self.jobs.send(job).is_err() {
             let _ = failed.send(Event::Spawned {
                 instance,
@@ -142,7 +189,7 @@ fn cloexec_inherited() {
     }
 }
 
-fn port_env(cmd: &mut tokio::process::Command, name: &str, port: Option<u16>) {
+fn port_env(cmd: &mut std::process::Command, name: &str, port: Option<u16>) {
     match port {
         Some(p) => cmd.env(name, p.to_string()),
         None => cmd.env_remove(name),
@@ -151,10 +198,11 @@ fn port_env(cmd: &mut tokio::process::Command, name: &str, port: Option<u16>) {
 
 fn build_command(
     plan: &SpawnPlan,
+    ignored: &Arc<Vec<libc::c_int>>,
     output: std::io::PipeWriter,
-) -> std::io::Result<tokio::process::Command> {
+) -> std::io::Result<std::process::Command> {
     let spec = &plan.spec;
-    let mut cmd = tokio::process::Command::new(&spec.command);
+    let mut cmd = std::process::Command::new(&spec.command);
     cmd.args(&spec.args)
         .envs(&spec.env)
         .env(ENV_SPAWN, allex_protocol::frame::encode(&plan.info))
@@ -164,8 +212,7 @@ fn build_command(
         .env(ENV_RUNTIMEDIRECTORY, &plan.runtimedir)
         .stdin(Stdio::null())
         .stderr(output.try_clone()?)
-        .stdout(output)
-        .kill_on_drop(false);
+        .stdout(output);
     port_env(&mut cmd, ENV_TCP_PORT, plan.ports.get(Protocol::Tcp));
     port_env(&mut cmd, ENV_HTTP_PORT, plan.ports.get(Protocol::Http));
     port_env(&mut cmd, ENV_WS_PORT, plan.ports.get(Protocol::Ws));
@@ -173,10 +220,19 @@ fn build_command(
         cmd.current_dir(cwd);
     }
     let master = nix::unistd::getpid().as_raw();
+    let ignored = ignored.clone();
     // SAFETY: the closure runs between fork and exec and only makes
     // async-signal-safe system calls; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
+            // Every signal at its default and none blocked, whatever the
+            // master inherited: handlers are reset by exec, ignores are not.
+            for sig in ignored.iter() {
+                libc::signal(*sig, libc::SIG_DFL);
+            }
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
             if libc::setpgid(0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -194,7 +250,7 @@ fn build_command(
     Ok(cmd)
 }
 
-fn spawn_now(plan: SpawnPlan, events: UnboundedSender<Event>) {
+fn spawn_now(plan: SpawnPlan, ignored: &Arc<Vec<libc::c_int>>, events: UnboundedSender<Event>) {
     let (instance, generation) = (plan.instance.clone(), plan.generation);
     // Created close-on-exec: a child forked at the same moment on another
     // spawner thread must not inherit this one's pipe (it would hold the pipe
@@ -202,12 +258,34 @@ fn spawn_now(plan: SpawnPlan, events: UnboundedSender<Event>) {
     let started = std::io::pipe().and_then(|(reader, writer)| {
         // Registered before the fork, so nothing can fail once a child runs.
         let output = Receiver::from_owned_fd(OwnedFd::from(reader))?;
-        let child = build_command(&plan, writer)?.spawn()?;
+        let child = build_command(&plan, ignored, writer)?.spawn()?;
         // The command (and with it our copies of the write end) is gone by
         // now, so the pipe reports end-of-file once the child's group is.
-        Ok((child, output))
+        let pid = child.id();
+        // Our unreaped child: its pid cannot have been reused yet. Should
+        // the pidfd fail, kill the child at once rather than lose track of it.
+        let handle = match ChildHandle::open(pid).and_then(|h| {
+            let h = Arc::new(h);
+            // SAFETY: the AsyncFd owns a clone of the Arc, so the pidfd stays
+            // open and the same for the AsyncFd's whole life.
+            unsafe { AsyncFd::register_with_interest(h.clone(), Interest::READABLE) }
+                .map(|fd| (h, fd))
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        }) {
+            Ok(pair) => pair,
+            Err(e) => {
+                let mut child = child;
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot watch the child through a pidfd (Linux 5.4 or later is needed): {e}"),
+                ));
+            }
+        };
+        Ok((pid, handle, output))
     });
-    let (mut child, output) = match started {
+    let (pid, (handle, exited), output) = match started {
         Ok(started) => started,
         Err(e) => {
             let _ = events.send(Event::Spawned {
@@ -218,18 +296,13 @@ fn spawn_now(plan: SpawnPlan, events: UnboundedSender<Event>) {
             return;
         }
     };
-    let Some(pid) = child.id() else {
-        let _ = events.send(Event::Spawned {
-            instance,
-            generation,
-            result: Err("the child vanished at once".into()),
-        });
-        return;
-    };
     let _ = events.send(Event::Spawned {
         instance: instance.clone(),
         generation,
-        result: Ok(pid),
+        result: Ok(Started {
+            pid,
+            handle: Some(handle.clone()),
+        }),
     });
     // After the report, so the spawn is not delayed; on this spawner thread,
     // so the two async workers never stall on creating a file.
@@ -239,16 +312,15 @@ fn spawn_now(plan: SpawnPlan, events: UnboundedSender<Event>) {
     // `down` is reported at exit, not when the pipe closes (a grandchild may
     // keep it open a little longer).
     let wait = async move {
-        let exit = match child.wait().await {
-            Ok(status) => ExitInfo {
-                code: status.code(),
-                signal: status.signal(),
-            },
-            Err(e) => {
-                tracing::error!(%instance, pid, error = %e, "cannot wait for child");
-                ExitInfo::default()
-            }
+        let exit = match exited.readable().await {
+            Ok(_) => handle.reap(),
+            Err(e) => Err(e),
         };
+        let exit = exit.unwrap_or_else(|e| {
+            tracing::error!(%instance, pid, error = %e, "cannot wait for child");
+            ExitInfo::default()
+        });
+        drop(exited);
         let _ = events.send(Event::Exited {
             instance,
             generation,
@@ -257,6 +329,14 @@ fn spawn_now(plan: SpawnPlan, events: UnboundedSender<Event>) {
         });
     };
     tokio::spawn(async move {
-        tokio::join!(pump(output, log), wait);
+        let pump = pump(output, log);
+        tokio::pin!(pump, wait);
+        tokio::select! {
+            () = &mut pump => wait.await,
+            () = &mut wait => {
+                // Whatever the child wrote is in the pipe already.
+                let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, pump).await;
+            }
+        }
     });
 }

@@ -9,7 +9,7 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 /// Fetches the status from the master at `socket` (or the config's runtime directory).
-pub fn fetch(config: &Path, socket: Option<PathBuf>) -> anyhow::Result<MasterStatus> {
+pub fn fetch(config: Option<&Path>, socket: Option<PathBuf>) -> anyhow::Result<MasterStatus> {
     let socket = match socket {
         Some(s) => s,
         None => {
@@ -69,6 +69,13 @@ pub fn render(st: &MasterStatus) -> String {
         st.pid,
         st.advertiseaddress.as_deref().unwrap_or("-")
     );
+    if st.fd_exhausted {
+        let _ = writeln!(
+            out,
+            "descriptors: limit {} reached; claiming no more needs until a child ends",
+            st.fdlimit
+        );
+    }
     if st.fenced {
         let _ = writeln!(
             out,

@@ -2,10 +2,10 @@
 
 mod common;
 
-use allex_protocol::{ChildState, ExitInfo, LanToMaster, MasterToLan, Protocol};
+use allex_protocol::{ChildState, ExitInfo, LanToMaster, MasterToLan, Need, Protocol};
 use allex_sim::{read_port_banner, wait_until};
 use common::fake_lan::{FakeLan, Options};
-use common::{need, pid_gone, spawned, spawned_all, TestMaster, SOON};
+use common::{need, pid_gone, spawned, spawned_all, Inherited, TestMaster, SOON};
 use serde_json::json;
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -176,6 +176,57 @@ fn child_ignoring_sigterm_is_killed_after_its_stop_timeout() {
         _ => None,
     });
     spawned(&lan, "Stubborn");
+}
+
+/// Whether `sig` is in the SigIgn mask of `/proc/<pid>/status`.
+fn ignores(pid: u32, sig: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+        .unwrap();
+    mask & (1 << (sig - 1)) != 0
+}
+
+#[test]
+fn a_nohup_master_stops_a_sighup_child_with_sighup() {
+    let lan = FakeLan::start(Options::default());
+    // As `nohup allexmaster` and a shell with `trap '' QUIT` leave it.
+    let m = TestMaster::start_inheriting(
+        lan.addr.port(),
+        2,
+        5000,
+        |cfg| cfg["services"]["testsvc"]["stopsignal"] = json!("SIGHUP"),
+        Inherited {
+            ignored: &[libc::SIGHUP, libc::SIGQUIT],
+            nofile: None,
+        },
+    );
+    assert!(
+        ignores(m.proc.pid(), libc::SIGHUP),
+        "the master does not ignore SIGHUP"
+    );
+    lan.offer(vec![need("Hup", json!({}))]);
+    let (generation, pid, ports) = spawned(&lan, "Hup");
+    assert_banner(ports.ws.unwrap(), "Hup", pid);
+    assert!(
+        !ignores(pid, libc::SIGHUP),
+        "the child inherited an ignored SIGHUP"
+    );
+    assert!(
+        !ignores(pid, libc::SIGQUIT),
+        "the child inherited an ignored SIGQUIT"
+    );
+    lan.send(LanToMaster::Stop {
+        instancename: "Hup".into(),
+        generation,
+        reason: "test".into(),
+    });
+    let (_, p, exit, ordered) = down(&lan, "Hup", SOON);
+    assert_eq!((p, ordered), (pid, true));
+    // Stopped by its stop signal, not SIGKILLed after the 5 s timeout.
+    assert_eq!(exit.signal, Some(libc::SIGHUP), "{exit:?}");
 }
 
 #[test]
@@ -390,4 +441,159 @@ fn children_get_one_output_pipe_and_no_descriptor_of_the_master() {
         assert!(fds[1].1.starts_with("pipe:"), "{n}: {log}");
         assert_eq!(fds[1].1, fds[2].1, "{n}: stdout and stderr differ: {log}");
     }
+}
+
+/// Kills the `sleep`s a forking service left behind, also when the test fails.
+struct Grandchildren(Vec<u32>);
+
+impl Drop for Grandchildren {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+#[test]
+fn descriptors_stay_flat_over_50_cycles_of_a_service_that_forks_a_daemon() {
+    let lan = FakeLan::start(Options::default());
+    let m = TestMaster::start(lan.addr.port(), 4);
+    let fd_dir = format!("/proc/{}/fd", m.proc.pid());
+    let open_fds = || std::fs::read_dir(&fd_dir).unwrap().count();
+    let mut left = Grandchildren(Vec::new());
+    // Connected and idle: what the master holds with no child at all.
+    wait_until("the master to connect", SOON, || {
+        if m.status().connected {
+            Ok(())
+        } else {
+            Err("not yet")
+        }
+    })
+    .unwrap();
+    let baseline = open_fds();
+    for i in 0..50 {
+        let name = format!("Fork{i}");
+        lan.offer(vec![need(&name, json!({ "setsid_grandchild": true }))]);
+        let (generation, pid, ports) = spawned(&lan, &name);
+        assert_banner(ports.ws.unwrap(), &name, pid);
+        // The daemon it forked: in another session, holding the output pipe.
+        let daemon = wait_until("the daemon to show up", SOON, || {
+            procscan_children_of(pid).ok_or("not yet")
+        })
+        .unwrap();
+        left.0.push(daemon);
+        lan.send(LanToMaster::Stop {
+            instancename: name.clone(),
+            generation,
+            reason: "cycle".into(),
+        });
+        let (_, p, _, ordered) = down(&lan, &name, SOON);
+        assert_eq!((p, ordered), (pid, true));
+        // The daemon outlives its service (cgroups are another issue's
+        // work), but the master lets go of the pipe it holds open.
+    }
+    let end = wait_until("the descriptors to come back to the baseline", SOON, || {
+        let n = open_fds();
+        if n <= baseline + 2 {
+            Ok(n)
+        } else {
+            Err(n)
+        }
+    })
+    .unwrap();
+    eprintln!("descriptors before the first cycle: {baseline}, after 50: {end}");
+    assert!(
+        left.0.iter().all(|p| !pid_gone(*p)),
+        "the test's premise: daemons survive"
+    );
+}
+
+/// The first child of `pid` (found through /proc), once it has one.
+fn procscan_children_of(pid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+fn sleeper_need(name: &str) -> Need {
+    let mut n = need(name, json!({}));
+    n.modulename = "sleeper".into();
+    n.protocols = Some(vec![Protocol::Tcp]);
+    n
+}
+
+fn sleeper_config(cfg: &mut serde_json::Value) {
+    cfg["services"]["sleeper"] = json!({ "command": "/bin/sleep", "args": ["600"] });
+}
+
+#[test]
+fn six_hundred_needs_run_under_a_soft_descriptor_limit_of_1024() {
+    let lan = FakeLan::start(Options::default());
+    let m = TestMaster::start_inheriting(
+        lan.addr.port(),
+        620,
+        1000,
+        sleeper_config,
+        Inherited {
+            ignored: &[],
+            nofile: Some((1024, 8192)),
+        },
+    );
+    let names: Vec<String> = (0..600).map(|i| format!("fd{i:03}")).collect();
+    lan.offer(names.iter().map(|n| sleeper_need(n)).collect());
+    let mut pids = HashSet::new();
+    while pids.len() < names.len() {
+        let pid = lan.wait_msg(
+            "the next spawned",
+            Duration::from_secs(60),
+            |msg| match msg {
+                MasterToLan::Spawned { pid, .. } => Some(*pid),
+                _ => None,
+            },
+        );
+        pids.insert(pid);
+    }
+    // The control socket still answers, and says what the limit is.
+    let st = m.status();
+    assert_eq!(st.children.len(), 600);
+    assert_eq!(
+        st.fdlimit, 8192,
+        "the soft limit was not raised to the hard one"
+    );
+    assert!(!st.fd_exhausted);
+    assert!(m.stderr().contains("raised the descriptor limit"));
+}
+
+#[test]
+fn at_the_hard_descriptor_limit_the_master_keeps_a_reserve_and_says_so() {
+    let lan = FakeLan::start(Options::default());
+    let m = TestMaster::start_inheriting(
+        lan.addr.port(),
+        200,
+        1000,
+        sleeper_config,
+        Inherited {
+            ignored: &[],
+            nofile: Some((256, 256)),
+        },
+    );
+    let names: Vec<String> = (0..150).map(|i| format!("cap{i:03}")).collect();
+    lan.offer(names.iter().map(|n| sleeper_need(n)).collect());
+    let fit = allex_master::fdlimit::max_children(256);
+    let st = wait_until("the master to fill its descriptor budget", SOON, || {
+        let st = m.status();
+        if st.children.len() == fit && st.fd_exhausted {
+            Ok(st)
+        } else {
+            Err(Box::new(st))
+        }
+    })
+    .unwrap();
+    assert_eq!(st.fdlimit, 256);
+    assert!(fit < names.len());
+    let table = m.status_text();
+    assert!(table.contains("descriptors: limit 256 reached"), "{table}");
+    assert!(m.stderr().contains("descriptor limit reached"));
 }

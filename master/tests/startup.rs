@@ -39,6 +39,22 @@ fn missing_config_is_created_with_the_seed() {
 }
 
 #[test]
+fn a_mistyped_config_path_is_an_error_naming_it_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("allexmastercofnig.json");
+    let master = run_master(dir.path(), &["run", "--config", path.to_str().unwrap()]);
+    let status = master.wait_exit(SOON).unwrap();
+    assert!(!status.success());
+    let err = stderr_of(dir.path());
+    assert!(
+        err.contains(&format!("{}: no such config file", path.display())),
+        "{err}"
+    );
+    assert!(!path.exists(), "the seed was written to the mistyped path");
+    assert!(!dir.path().join("allexmasterconfig.json").exists());
+}
+
+#[test]
 fn bad_config_exits_non_zero_naming_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.json");

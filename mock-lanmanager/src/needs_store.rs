@@ -22,12 +22,12 @@ pub const GENERATION_BLOCK: u64 = 1 << 16;
 #[derive(Debug, Error)]
 pub enum StoreError {
     /// An I/O operation on a path failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
         /// What the OS said.
-        source: io::Error,
+        cause: io::Error,
     },
     /// The needs file does not parse; the lan manager refuses to start on it.
     #[error(transparent)]
@@ -51,9 +51,9 @@ pub enum StoreError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
+    move |cause| StoreError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 

@@ -18,12 +18,12 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The listen address cannot be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {cause}")]
     Bind {
         /// The address.
         addr: String,
         /// What the OS said.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -53,12 +53,13 @@ impl Server {
             path = %store.needs_path().display(),
             "needs loaded"
         );
-        let listener = TcpListener::bind(&settings.listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: settings.listen.clone(),
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(&settings.listen)
+                .await
+                .map_err(|cause| StartError::Bind {
+                    addr: settings.listen.clone(),
+                    cause,
+                })?;
         let (events, inbox) = mpsc::channel(EVENT_QUEUE);
         let startup = Startup {
             needs,

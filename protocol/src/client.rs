@@ -7,7 +7,7 @@
 //! # Ok::<(), allex_protocol::client::ClientError>(())
 //! ```
 
-use crate::frame::{decode_bytes, encode, MAX_LOCAL_FRAME};
+use crate::frame::{decode_bytes, encode, MAX_LOCAL_REPLY};
 use crate::lan::ErrorCode;
 use crate::local::{LocalReply, LocalRequest};
 use crate::spawn::ENV_MASTER_SOCKET;
@@ -24,12 +24,12 @@ pub enum ClientError {
     #[error("ALLEX_MASTER_SOCKET is not set: this process was not started by allexmaster")]
     NoSocket,
     /// The socket could not be reached or failed.
-    #[error("master socket {path}: {source}")]
+    #[error("master socket {path}: {cause}")]
     Io {
         /// The socket path.
         path: PathBuf,
         /// The fault.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The reply did not decode.
     #[error("bad reply from the master: {0}")]
@@ -63,9 +63,9 @@ impl MasterClient {
 
     /// Connects to a master socket at `path`.
     pub fn connect(path: &Path) -> Result<Self, ClientError> {
-        let io = |source| ClientError::Io {
+        let io = |cause| ClientError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         };
         let stream = UnixStream::connect(path).map_err(io)?;
         stream
@@ -80,9 +80,9 @@ impl MasterClient {
     }
 
     fn call(&mut self, req: &LocalRequest) -> Result<LocalReply, ClientError> {
-        let io = |path: &Path, source| ClientError::Io {
+        let io = |path: &Path, cause| ClientError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         };
         let mut line = encode(req);
         line.push('\n');
@@ -90,7 +90,7 @@ impl MasterClient {
             .write_all(line.as_bytes())
             .map_err(|e| io(&self.path, e))?;
         let mut buf = Vec::new();
-        let limit = (MAX_LOCAL_FRAME + 1) as u64;
+        let limit = (MAX_LOCAL_REPLY + 1) as u64;
         (&mut self.reader)
             .take(limit)
             .read_until(b'\n', &mut buf)
@@ -103,7 +103,7 @@ impl MasterClient {
                 std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no complete reply"),
             ));
         }
-        match decode_bytes::<LocalReply>(&buf, MAX_LOCAL_FRAME)? {
+        match decode_bytes::<LocalReply>(&buf, MAX_LOCAL_REPLY)? {
             LocalReply::Error { code, message } => Err(ClientError::Refused { code, message }),
             reply => Ok(reply),
         }

@@ -17,6 +17,10 @@ pub const MAX_FROM_LAN_FRAME: usize = 64 << 20;
 /// Largest frame on the master's Unix socket, either way.
 pub const MAX_LOCAL_FRAME: usize = 64 << 10;
 
+/// Largest reply a client reads from the master: a status of thousands of
+/// children is far over [`MAX_LOCAL_FRAME`], and the master is trusted.
+pub const MAX_LOCAL_REPLY: usize = 16 << 20;
+
 /// Serializes a message for a text frame (or a line, without its newline).
 pub fn encode<T: Serialize>(msg: &T) -> String {
     // Our message types hold only strings, integers, maps with string keys and

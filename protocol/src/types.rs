@@ -224,6 +224,13 @@ pub struct MasterStatus {
     /// nothing from the lan manager for the fence time.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fenced: bool,
+    /// Its descriptor limit (the soft RLIMIT_NOFILE after raising it to the hard one).
+    #[serde(default)]
+    pub fdlimit: u64,
+    /// True while no more children fit under the descriptor limit: it
+    /// claims no needs until one ends.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fd_exhausted: bool,
     /// Its children.
     pub children: Vec<ChildStatus>,
     /// Free ports per protocol.

@@ -238,6 +238,8 @@ fn local_examples() {
                 connected: true,
                 refused: None,
                 fenced: false,
+                fdlimit: 1024,
+                fd_exhausted: false,
                 children: vec![ChildStatus {
                     instancename: "Time".into(),
                     modulename: "allex_timeservice".into(),

@@ -38,6 +38,9 @@ pub enum TestsvcError {
         /// Its value.
         text: String,
     },
+    /// The `setsid_grandchild` could not be started.
+    #[error("starting the setsid grandchild: {0}")]
+    Grandchild(std::io::Error),
     /// A port could not be bound.
     #[error("binding the {protocol} port {port}: {source}")]
     Bind {
@@ -79,6 +82,9 @@ pub struct Knobs {
     pub lookup: Option<String>,
     /// Do not tell the master we are ready.
     pub no_ready: bool,
+    /// Start a `sleep` that leaves our process group and session (`setsid`)
+    /// and keeps our stdout and stderr: a service that forks a daemon.
+    pub setsid_grandchild: bool,
 }
 
 impl Knobs {
@@ -130,6 +136,7 @@ impl Knobs {
             spam_bytes: uint("spam_bytes")?.unwrap_or(0),
             lookup,
             no_ready: flag("no_ready")?,
+            setsid_grandchild: flag("setsid_grandchild")?,
         })
     }
 }
@@ -158,6 +165,20 @@ pub fn run() -> Result<(), TestsvcError> {
     }
     if knobs.spam_bytes > 0 {
         spam(knobs.spam_bytes);
+    }
+    if knobs.setsid_grandchild {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new("/bin/sleep");
+        cmd.arg("3600");
+        // SAFETY: setsid(2) is async-signal-safe and allocates nothing.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(TestsvcError::Grandchild)?;
+        say(&format!("grandchild {}", child.id()));
     }
     if knobs.exit_at_once {
         say(&format!("exiting {}", knobs.exit_code));

@@ -98,6 +98,8 @@ fn master(name: &str, children: Vec<ChildStatus>) -> MasterView {
             connected: true,
             refused: None,
             fenced: false,
+            fdlimit: 1024,
+            fd_exhausted: false,
             children,
             free: PortCounts::default(),
             exhausted: vec![],

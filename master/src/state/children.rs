@@ -1,7 +1,7 @@
 //! The children's lifecycle: grant -> spawn -> (running) -> stop -> exit.
 
 use super::{Child, Event, State};
-use crate::spawner::SpawnPlan;
+use crate::spawner::{SpawnPlan, Started};
 use allex_protocol::spawn::SpawnInfo;
 use allex_protocol::{ChildState, ExitInfo, MasterToLan, Need, Ports};
 use std::collections::BTreeSet;
@@ -11,20 +11,6 @@ use std::time::{Duration, Instant};
 const SPAWN_RETRY_BASE: Duration = Duration::from_millis(500);
 /// Longest such delay.
 const SPAWN_RETRY_CAP: Duration = Duration::from_secs(30);
-
-pub(super) fn send_signal(pgid: u32, sig: i32) {
-    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
-        return;
-    };
-    if pgid <= 0 {
-        return;
-    }
-    // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
-    let rc = unsafe { libc::kill(-pgid, sig) };
-    if rc != 0 {
-        tracing::debug!(pgid, sig, error = %std::io::Error::last_os_error(), "signal to process group failed");
-    }
-}
 
 impl State {
     pub(super) fn grant(&mut self, need: Need, generation: u64) {
@@ -114,6 +100,7 @@ impl State {
                 need,
                 generation,
                 pid: 0,
+                handle: None,
                 ports,
                 started: Instant::now(),
                 state: ChildState::Starting,
@@ -131,7 +118,7 @@ impl State {
         &mut self,
         instance: String,
         generation: u64,
-        result: Result<u32, String>,
+        result: Result<Started, String>,
     ) {
         self.spawned_inner(instance, generation, result);
         self.settle_early_ready();
@@ -141,7 +128,7 @@ impl State {
         &mut self,
         instance: String,
         generation: u64,
-        result: Result<u32, String>,
+        result: Result<Started, String>,
     ) {
         let Some(c) = self.children.get_mut(&instance) else {
             return;
@@ -150,8 +137,9 @@ impl State {
             return;
         }
         match result {
-            Ok(pid) => {
+            Ok(Started { pid, handle }) => {
                 c.pid = pid;
+                c.handle = handle;
                 c.started = Instant::now();
                 let ports = c.ports;
                 let stop = c.stop;
@@ -213,7 +201,7 @@ impl State {
             return;
         }
         c.state = ChildState::Stopping;
-        send_signal(c.pid, c.stopsignal);
+        c.signal_group(c.stopsignal);
         if c.stopsignal != libc::SIGKILL {
             let events = self.events.clone();
             let (instance, pid, wait) = (instance.to_string(), c.pid, c.stoptimeout);
@@ -232,9 +220,8 @@ impl State {
         let Some(c) = self.children.remove(&instance) else {
             return;
         };
+        // What was left of its group was SIGKILLed before the reap.
         self.by_pid.remove(&pid);
-        // Grandchildren left in the group would outlive their service.
-        send_signal(pid, libc::SIGKILL);
         let uptime_ms = u64::try_from(c.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let ordered = c.stop == Some(true);
         if ordered {
@@ -251,6 +238,11 @@ impl State {
             uptime_ms,
         });
         self.release_ports(&c.ports);
+        if self.fd_exhausted && self.children.len() < self.max_children {
+            self.fd_exhausted = false;
+            tracing::info!("below the descriptor limit again");
+            self.claim_open_needs();
+        }
         // A death we did not order reopens the need at the lan manager as it
         // reads our `down`; claiming it right behind that `down`, on the same
         // link, saves the round trip through `need_open`. The lan manager

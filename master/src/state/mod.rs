@@ -8,11 +8,10 @@
 mod children;
 mod local;
 
-use children::send_signal;
-
+use crate::child_handle::ChildHandle;
 use crate::config::master_name;
 use crate::ports::{PortError, PortOffice};
-use crate::spawner::Spawner;
+use crate::spawner::{Spawner, Started};
 use allex_protocol::{
     Capacity, ChildState, ChildStatus, ExitInfo, InventoryEntry, LanToMaster, LocalReply,
     LocalRequest, MasterConfig, MasterHello, MasterStatus, MasterToLan, Need, PortCounts, Ports,
@@ -21,6 +20,7 @@ use allex_protocol::{
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
@@ -65,8 +65,8 @@ pub enum Event {
         instance: String,
         /// Grant generation.
         generation: u64,
-        /// The pid, or why it failed.
-        result: Result<u32, String>,
+        /// The child, or why it failed.
+        result: Result<Started, String>,
     },
     /// A child ended (observed by its parent, at once).
     Exited {
@@ -108,6 +108,8 @@ struct Child {
     generation: u64,
     /// 0 while the spawner is still starting it.
     pid: u32,
+    /// Signals it by pidfd (its group while unreaped); set with the pid.
+    handle: Option<Arc<ChildHandle>>,
     ports: Ports,
     started: Instant,
     state: ChildState,
@@ -116,6 +118,16 @@ struct Child {
     stop: Option<bool>,
     stopsignal: i32,
     stoptimeout: Duration,
+}
+
+impl Child {
+    /// Signals the child's process group (and the child by pidfd), never a
+    /// process that merely got a recycled pid.
+    fn signal_group(&self, sig: i32) {
+        if let Some(h) = &self.handle {
+            h.signal_group(sig);
+        }
+    }
 }
 
 struct Link {
@@ -150,6 +162,11 @@ pub struct State {
     fence_armed: bool,
     /// Children were stopped by fencing; cleared by the next welcome.
     fenced: bool,
+    /// The descriptor limit in force, and how many children fit under it.
+    fdlimit: u64,
+    max_children: usize,
+    /// The limit was reached (logged once per episode).
+    fd_exhausted: bool,
     open: BTreeMap<String, Need>,
     claims: HashMap<String, Ports>,
     lookups: HashMap<u64, oneshot::Sender<LocalReply>>,
@@ -197,6 +214,9 @@ impl State {
             last_heard: Instant::now(),
             fence_armed: false,
             fenced: false,
+            fdlimit: u64::MAX,
+            max_children: usize::MAX,
+            fd_exhausted: false,
             open: BTreeMap::new(),
             claims: HashMap::new(),
             lookups: HashMap::new(),
@@ -210,6 +230,13 @@ impl State {
             spawn_failures: HashMap::new(),
             shutting_down: false,
         }
+    }
+
+    /// Sets the descriptor limit the children must fit under.
+    pub fn with_fdlimit(mut self, limit: u64) -> State {
+        self.fdlimit = limit;
+        self.max_children = crate::fdlimit::max_children(limit);
+        self
     }
 
     /// Runs until shutdown has stopped every child.
@@ -228,7 +255,7 @@ impl State {
                             "children did not stop in time; killing them"
                         );
                         for c in self.children.values() {
-                            send_signal(c.pid, libc::SIGKILL);
+                            c.signal_group(libc::SIGKILL);
                         }
                         break;
                     }
@@ -269,7 +296,7 @@ impl State {
                 if let Some(c) = self.children.get(&instance) {
                     if c.pid == pid {
                         tracing::warn!(%instance, pid, "child ignored its stop signal; sending SIGKILL");
-                        send_signal(pid, libc::SIGKILL);
+                        c.signal_group(libc::SIGKILL);
                     }
                 }
             }
@@ -586,6 +613,17 @@ impl State {
         if self.claims.contains_key(instance) || self.children.contains_key(instance) {
             return None;
         }
+        if self.children.len() + self.claims.len() >= self.max_children {
+            if !self.fd_exhausted {
+                self.fd_exhausted = true;
+                tracing::warn!(
+                    limit = self.fdlimit,
+                    children = self.children.len(),
+                    "descriptor limit reached: claiming no more needs until a child ends"
+                );
+            }
+            return None;
+        }
         let need = self.open.get(instance)?;
         if !self.cfg.services.contains_key(&need.modulename) || need.validate().is_err() {
             return None;
@@ -732,6 +770,8 @@ impl State {
             connected: self.welcomed(),
             refused: self.refused.clone(),
             fenced: self.fenced,
+            fdlimit: self.fdlimit,
+            fd_exhausted: self.children.len() + self.claims.len() >= self.max_children,
             children,
             free,
             exhausted,
@@ -826,7 +866,10 @@ mod tests {
         st.handle(Event::Spawned {
             instance: "Early".into(),
             generation: 5,
-            result: Ok(4_300_001),
+            result: Ok(Started {
+                pid: 4_300_001,
+                handle: None,
+            }),
         });
         assert_eq!(early.try_recv().unwrap(), LocalReply::Ack);
         let s = st.status();
@@ -854,7 +897,10 @@ mod tests {
         st.handle(Event::Spawned {
             instance: "Solo".into(),
             generation: 2,
-            result: Ok(4_300_010),
+            result: Ok(Started {
+                pid: 4_300_010,
+                handle: None,
+            }),
         });
         // An exit of another generation or pid is not this child's.
         for (generation, pid) in [(1, 4_300_010), (2, 4_300_011)] {

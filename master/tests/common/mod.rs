@@ -60,6 +60,15 @@ pub struct TestMaster {
     pub size: u16,
 }
 
+/// What a master inherits from whoever starts it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Inherited {
+    /// Signals set to SIG_IGN, as `nohup` or a shell's `trap '' SIG` do.
+    pub ignored: &'static [i32],
+    /// RLIMIT_NOFILE (soft, hard).
+    pub nofile: Option<(u64, u64)>,
+}
+
 impl TestMaster {
     /// The config for a master talking to the lan manager on `lan_port`.
     pub fn config(dir: &Path, lan_port: u16, size: u16, stoptimeoutms: u64) -> (Value, [u16; 3]) {
@@ -92,6 +101,17 @@ impl TestMaster {
         stoptimeoutms: u64,
         edit: impl FnOnce(&mut Value),
     ) -> TestMaster {
+        Self::start_inheriting(lan_port, size, stoptimeoutms, edit, Inherited::default())
+    }
+
+    /// Like [`start_with`](Self::start_with), started the way `inherited` says.
+    pub fn start_inheriting(
+        lan_port: u16,
+        size: u16,
+        stoptimeoutms: u64,
+        edit: impl FnOnce(&mut Value),
+        inherited: Inherited,
+    ) -> TestMaster {
         let dir = tempfile::tempdir().unwrap();
         let (mut cfg, starts) = Self::config(dir.path(), lan_port, size, stoptimeoutms);
         edit(&mut cfg);
@@ -103,6 +123,29 @@ impl TestMaster {
             .arg(&path)
             .current_dir(dir.path());
         cmd.env("RUST_LOG", "allex_master=debug");
+        {
+            use std::os::unix::process::CommandExt;
+            let Inherited { ignored, nofile } = inherited;
+            // SAFETY: signal(2) and setrlimit(2) are async-signal-safe;
+            // nothing is allocated.
+            unsafe {
+                cmd.pre_exec(move || {
+                    for s in ignored {
+                        libc::signal(*s, libc::SIG_IGN);
+                    }
+                    if let Some((soft, hard)) = nofile {
+                        let lim = libc::rlimit {
+                            rlim_cur: soft,
+                            rlim_max: hard,
+                        };
+                        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        }
         let proc = Proc::spawn(
             "allexmaster",
             cmd,
@@ -145,6 +188,21 @@ impl TestMaster {
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// `allexmaster status` as the table an operator reads.
+    pub fn status_text(&self) -> String {
+        let out = Command::new(master_bin())
+            .args(["status", "--socket"])
+            .arg(&self.socket)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Whether `port` of protocol `p` lies in this master's range.
