@@ -86,11 +86,35 @@ pub async fn request(
         .map_err(|_| AdminError::Timeout(ADMIN_TIMEOUT))?
 }
 
+/// The lan manager's default port, used when `--connect` names only a host.
+pub const DEFAULT_PORT: u16 = 23552;
+
+/// `HOST`, `HOST:PORT`, `IPV6` or `[IPV6]:PORT` as `host:port`; a port
+/// that is not a number is an error rather than a connection attempt.
+pub fn with_default_port(addr: &str) -> Result<String, AdminError> {
+    if let Ok(ip) = addr.parse::<std::net::IpAddr>() {
+        return Ok(std::net::SocketAddr::new(ip, DEFAULT_PORT).to_string());
+    }
+    if addr.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(addr.to_string());
+    }
+    match addr.rsplit_once(':') {
+        None => Ok(format!("{addr}:{DEFAULT_PORT}")),
+        Some((host, port)) => match port.parse::<u16>() {
+            Ok(p) if p > 0 && !host.is_empty() => Ok(addr.to_string()),
+            _ => Err(AdminError::Usage(format!(
+                "--connect {addr}: expected HOST or HOST:PORT with a port from 1 to 65535"
+            ))),
+        },
+    }
+}
+
 async fn request_inner(
     addr: &str,
     token: Option<String>,
     req: AdminToLan,
 ) -> Result<LanToAdmin, AdminError> {
+    let addr = &with_default_port(addr)?;
     let url = format!("ws://{addr}/");
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_FROM_LAN_FRAME))
@@ -100,7 +124,12 @@ async fn request_inner(
             .await
             .map_err(|e| AdminError::Connect {
                 addr: addr.to_string(),
-                message: e.to_string(),
+                message: match e {
+                    tokio_tungstenite::tungstenite::Error::Io(io) => {
+                        format!("{io}; is allexlanmanager running there?")
+                    }
+                    other => other.to_string(),
+                },
             })?;
     let link = |e: tokio_tungstenite::tungstenite::Error| AdminError::Link(e.to_string());
     let hello = AdminToLan::AdminHello {
@@ -179,5 +208,19 @@ mod tests {
         assert!(build_need("m", "A", Some("[1]"), None, None).is_err());
         assert!(build_need("m", "A", None, Some("nope"), None).is_err());
         assert!(build_need("m", "A", None, None, Some("udp")).is_err());
+    }
+
+    #[test]
+    fn a_bare_host_gets_the_default_port_and_a_bad_port_is_refused() {
+        assert_eq!(with_default_port("10.0.0.5").unwrap(), "10.0.0.5:23552");
+        assert_eq!(
+            with_default_port("lan.example").unwrap(),
+            "lan.example:23552"
+        );
+        assert_eq!(with_default_port("::1").unwrap(), "[::1]:23552");
+        assert_eq!(with_default_port("[::1]:9").unwrap(), "[::1]:9");
+        assert_eq!(with_default_port("h:1234").unwrap(), "h:1234");
+        let e = with_default_port("127.0.0.1:abc").unwrap_err().to_string();
+        assert!(e.contains("a port from 1 to 65535"), "{e}");
     }
 }

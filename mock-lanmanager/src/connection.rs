@@ -97,9 +97,15 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, id: ConnId, ctx: Arc<Con
         Err(_) => Err(("no opening frame in time".to_string(), None)),
         Ok(Err(None)) => Err(("closed before the opening frame".to_string(), None)),
         Ok(Err(Some(e))) => Err((e.to_string(), Some(e))),
-        Ok(Ok(text)) => {
-            decode_text::<Opening>(&text, MAX_TO_LAN_FRAME).map_err(|e| (e.to_string(), Some(e)))
-        }
+        Ok(Ok(text)) => decode_text::<Opening>(&text, MAX_TO_LAN_FRAME).map_err(|e| match e {
+            // A request before the hello (`status` from an old client):
+            // say what is missing rather than that the type is unknown.
+            DecodeError::UnknownType(t) => (
+                format!("{t:?} is only answered after hello or admin_hello"),
+                None,
+            ),
+            e => (e.to_string(), Some(e)),
+        }),
     };
     match opening {
         Err((why, _)) => {
@@ -228,9 +234,10 @@ fn bad_instance(msg: &MasterToLan) -> Option<String> {
         | MasterToLan::SpawnFailed { instancename, .. }
         | MasterToLan::Down { instancename, .. }
         | MasterToLan::Lookup { instancename, .. } => instancename,
-        MasterToLan::Hello(_) | MasterToLan::Heartbeat { .. } | MasterToLan::Capacity(_) => {
-            return None
-        }
+        MasterToLan::Hello(_)
+        | MasterToLan::Heartbeat { .. }
+        | MasterToLan::Capacity(_)
+        | MasterToLan::Leaving => return None,
     };
     validate_name("instancename", name)
         .err()

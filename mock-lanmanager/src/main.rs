@@ -23,6 +23,7 @@ fn main() -> ExitCode {
 fn real_main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -54,6 +55,13 @@ fn real_main() -> Result<()> {
 async fn run(args: RunArgs) -> Result<()> {
     let settings = args.settings();
     settings.check().map_err(anyhow::Error::msg)?;
+    if settings.token.is_none() && !listens_on_loopback_only(&settings.listen) {
+        tracing::warn!(
+            listen = %settings.listen,
+            "listening beyond loopback without a token: anyone who reaches this port can \
+             add and remove needs; set --token or ALLEX_TOKEN, or listen on an internal address"
+        );
+    }
     let server = Server::start(settings)
         .await
         .context("the lan manager cannot start")?;
@@ -74,6 +82,14 @@ async fn run(args: RunArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether `listen` (`ADDR:PORT`) binds loopback addresses only.
+fn listens_on_loopback_only(listen: &str) -> bool {
+    listen
+        .parse::<std::net::SocketAddr>()
+        .map(|a| a.ip().is_loopback())
+        .unwrap_or(false)
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -111,6 +111,9 @@ pub enum MasterToLan {
         /// Sequence number, echoed back.
         seq: u64,
     },
+    /// The master is shutting down: the `down`s that follow are its own
+    /// stops, not deaths, and count against no need's crash-loop budget.
+    Leaving,
 }
 
 /// Lan manager -> master.

@@ -787,9 +787,12 @@ impl State {
             children = self.children.len(),
             "shutting down: stopping every child"
         );
+        // Said first, so the lan manager takes the downs that follow for
+        // what they are: our own stops, not a crash loop.
+        self.send(MasterToLan::Leaving);
         let names: Vec<String> = self.children.keys().cloned().collect();
         for name in names {
-            self.stop_child(&name, false);
+            self.stop_child(&name, true);
         }
     }
 }

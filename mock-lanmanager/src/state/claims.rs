@@ -271,14 +271,17 @@ impl State {
                     );
                     return;
                 }
-                self.release(
-                    instance,
-                    if stable {
-                        Release::Stable
-                    } else {
-                        Release::Failure
-                    },
-                );
+                // Stops the master decided itself (shutdown, fencing) or that
+                // were ordered are not the service's failures.
+                let leaving = self.masters.get(master).is_some_and(|m| m.leaving);
+                let why = if ordered || leaving {
+                    Release::Neutral
+                } else if stable {
+                    Release::Stable
+                } else {
+                    Release::Failure
+                };
+                self.release(instance, why);
             }
             // The confirmation of a stop we ordered, for a generation already gone.
             _ if ordered => {

@@ -193,6 +193,7 @@ impl State {
                 epoch,
                 grace_over: false,
                 answering: HashSet::new(),
+                leaving: false,
             },
         );
         self.send_to(
@@ -572,6 +573,12 @@ impl State {
                 self.on_down(&master, &instancename, generation, pid, ordered, uptime_ms)
             }
             MasterToLan::Capacity(capacity) => self.on_capacity(&master, capacity),
+            MasterToLan::Leaving => {
+                tracing::info!(master, "master shutting down: its stops are not failures");
+                if let Some(m) = self.masters.get_mut(&master) {
+                    m.leaving = true;
+                }
+            }
             MasterToLan::Lookup { id, instancename } => {
                 let location = self.lookup(&instancename);
                 self.send_to(&master, &LanToMaster::LookupResult { id, location });

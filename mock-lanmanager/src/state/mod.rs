@@ -201,6 +201,8 @@ struct MasterEntry {
     grace_over: bool,
     /// While disconnected: services whose last liveness round got an answer.
     answering: HashSet<String>,
+    /// It said it is shutting down: its children's exits are not failures.
+    leaving: bool,
 }
 
 impl MasterEntry {

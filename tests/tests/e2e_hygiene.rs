@@ -1,0 +1,93 @@
+//! Clean children and the edges a new user meets, over the real binaries.
+
+use allex_e2e::{add_needs, cluster, ok, wait_all_running, Watch, DEADLINE};
+use allex_protocol::NeedState;
+use allex_sim::harness::{Cluster, ClusterOptions, Timings};
+use allex_sim::wait::wait_until;
+use nix::sys::signal::Signal;
+
+#[test]
+fn a_master_with_a_wrong_token_says_so_once_and_shows_it_in_status() {
+    let mut opts = ClusterOptions {
+        masters: 1,
+        proxies: true,
+        wait_connected: false,
+        ..ClusterOptions::default()
+    };
+    opts.lan.token = Some("the-right-token".into());
+    opts.master.token = Some("a-wrong-token".into());
+    let c = Cluster::start(opts).unwrap_or_else(|e| panic!("{e}"));
+    let st = wait_until("the refusal to show in status", DEADLINE, || {
+        match c.master(0).status() {
+            Ok(st)
+                if st
+                    .refused
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("bad_token")) =>
+            {
+                Ok(st)
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!st.connected);
+    // Several retries later, the master has said it once.
+    wait_until("a few retries", DEADLINE, || {
+        let n = c.proxy(0).map_or(0, |p| p.accepted());
+        if n >= 4 {
+            Ok(())
+        } else {
+            Err(n)
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let log = std::fs::read_to_string(c.master(0).log_path()).unwrap_or_default();
+    assert_eq!(log.matches("refused the hello").count(), 1, "{log}");
+    assert!(
+        log.matches("ended").count() <= 2,
+        "one line per retry: {log}"
+    );
+    let table = c
+        .master(0)
+        .cli(&["status"])
+        .map(|o| o.stdout);
+    assert!(
+        table
+            .as_deref()
+            .is_ok_and(|t| t.contains("lan manager refused (bad_token")),
+        "{table:?}"
+    );
+}
+
+#[test]
+fn a_master_stopped_with_sigterm_puts_no_need_into_backoff() {
+    // Young services: every one of them is far from the 1 s "stable" mark.
+    let t = Timings {
+        stable: std::time::Duration::from_secs(60),
+        ..Timings::default()
+    };
+    let c = cluster(1, false, 60, t);
+    let watch = Watch::new();
+    let names = add_needs(&c, "term", 50);
+    wait_all_running(&c, &watch, &names);
+    ok(c.master(0).signal(Signal::SIGTERM));
+    let exit = c.master(0).proc().map(|p| p.wait_exit(DEADLINE));
+    assert!(matches!(exit, Some(Ok(s)) if s.success()), "{exit:?}");
+    let st = watch.wait(&c, "every need to be released", |st| {
+        if st.running.is_empty() {
+            Ok(st.clone())
+        } else {
+            Err(format!("{} still running", st.running.len()))
+        }
+    });
+    let hurt: Vec<_> = st
+        .needs
+        .iter()
+        .filter(|n| n.state == NeedState::Backoff || n.failures > 0)
+        .map(|n| (n.need.instancename.clone(), n.state, n.failures))
+        .collect();
+    assert!(hurt.is_empty(), "needs counted as crashing: {hurt:?}");
+    let log = std::fs::read_to_string(c.lan().log_path()).unwrap_or_default();
+    assert!(log.contains("master shutting down"), "{log}");
+}
