@@ -15,6 +15,7 @@ pub mod identity;
 pub mod link;
 pub mod logs;
 pub mod ports;
+pub mod retention;
 pub mod socket;
 pub mod spawner;
 pub mod state;

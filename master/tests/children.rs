@@ -597,3 +597,41 @@ fn at_the_hard_descriptor_limit_the_master_keeps_a_reserve_and_says_so() {
     assert!(table.contains("descriptors: limit 256 reached"), "{table}");
     assert!(m.stderr().contains("descriptor limit reached"));
 }
+
+#[test]
+fn a_removed_instances_logs_are_deleted_after_the_retention_and_live_ones_stay() {
+    let lan = FakeLan::start(Options::default());
+    let m = TestMaster::start_with(lan.addr.port(), 4, 1000, |cfg| {
+        cfg["logretentionms"] = json!(300);
+    });
+    lan.offer(vec![need("Gone", json!({})), need("Stays", json!({}))]);
+    let both = spawned_all(&lan, &["Gone", "Stays"]);
+    let logs = m.runtimedir().join("logs");
+    let (gone, stays) = (logs.join("Gone.log"), logs.join("Stays.log"));
+    wait_until("both logs to be written", SOON, || {
+        if gone.exists() && stays.exists() {
+            Ok(())
+        } else {
+            Err("not yet")
+        }
+    })
+    .unwrap();
+    lan.send(LanToMaster::Stop {
+        instancename: "Gone".into(),
+        generation: both["Gone"].0,
+        reason: "the need was removed".into(),
+    });
+    down(&lan, "Gone", SOON);
+    wait_until("the removed instance's log to be deleted", SOON, || {
+        if gone.exists() {
+            Err("still there")
+        } else {
+            Ok(())
+        }
+    })
+    .unwrap();
+    assert!(stays.exists(), "a live instance's log was deleted");
+    assert!(m
+        .stderr()
+        .contains("deleted logs of instances that no longer run here"));
+}

@@ -72,6 +72,13 @@ pub struct MasterConfig {
     /// Cap of the reconnect backoff to the lan manager, in milliseconds.
     #[serde(default = "default_reconnectmaxms")]
     pub reconnectmaxms: u64,
+    /// How long the logs of an instance that no longer runs here are kept, in milliseconds.
+    #[serde(default = "default_logretentionms")]
+    pub logretentionms: u64,
+    /// Bytes the logs of all instances that no longer run here may take together;
+    /// the oldest go first.
+    #[serde(default = "default_logretentionbytes")]
+    pub logretentionbytes: u64,
 }
 
 /// First port of each protocol's range.
@@ -185,6 +192,12 @@ fn default_logmaxbytes() -> u64 {
 }
 fn default_reconnectmaxms() -> u64 {
     5000
+}
+fn default_logretentionms() -> u64 {
+    24 * 60 * 60 * 1000
+}
+fn default_logretentionbytes() -> u64 {
+    64 << 20
 }
 fn default_stoptimeoutms() -> u64 {
     5000

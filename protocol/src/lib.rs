@@ -15,6 +15,7 @@ pub mod lan;
 pub mod local;
 pub mod names;
 pub mod need;
+pub mod repeat;
 pub mod schema;
 pub mod spawn;
 pub mod types;

@@ -5,6 +5,7 @@ use allex_protocol::NeedState;
 use allex_sim::harness::{Cluster, ClusterOptions, Timings};
 use allex_sim::wait::wait_until;
 use nix::sys::signal::Signal;
+use std::time::Duration;
 
 #[test]
 fn a_master_with_a_wrong_token_says_so_once_and_shows_it_in_status() {
@@ -48,10 +49,7 @@ fn a_master_with_a_wrong_token_says_so_once_and_shows_it_in_status() {
         log.matches("ended").count() <= 2,
         "one line per retry: {log}"
     );
-    let table = c
-        .master(0)
-        .cli(&["status"])
-        .map(|o| o.stdout);
+    let table = c.master(0).cli(&["status"]).map(|o| o.stdout);
     assert!(
         table
             .as_deref()
@@ -90,4 +88,57 @@ fn a_master_stopped_with_sigterm_puts_no_need_into_backoff() {
     assert!(hurt.is_empty(), "needs counted as crashing: {hurt:?}");
     let log = std::fs::read_to_string(c.lan().log_path()).unwrap_or_default();
     assert!(log.contains("master shutting down"), "{log}");
+}
+
+#[test]
+fn the_processes_own_logs_stay_small_while_200_needs_crash_loop() {
+    let mut opts = ClusterOptions {
+        masters: 1,
+        ..ClusterOptions::default()
+    };
+    opts.master.portrangesize = 220;
+    let crasher: allex_protocol::ServiceSpec =
+        serde_json::from_value(serde_json::json!({ "command": "/bin/false" })).unwrap();
+    opts.master.services.insert("crasher".into(), crasher);
+    let c = Cluster::start(opts).unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..200 {
+        let mut n = allex_protocol::Need::new("crasher", format!("loop{i:03}"));
+        n.protocols = Some(vec![allex_protocol::Protocol::Tcp]);
+        ok(c.need_add(&n));
+    }
+    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let logs = || size(c.lan().log_path()) + size(c.master(0).log_path());
+    let restarts = |st: &allex_protocol::LanStatus| -> u64 {
+        st.needs.iter().map(|n| u64::from(n.failures)).sum()
+    };
+    // Once every need has looped a while, measure for as many restarts again.
+    let first = c
+        .wait_lan("1000 restarts", Duration::from_secs(120), |st| {
+            let n = restarts(st);
+            if n >= 1000 {
+                Ok(n)
+            } else {
+                Err(format!("{n} restarts"))
+            }
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let before = logs();
+    let second = c
+        .wait_lan("3000 more restarts", Duration::from_secs(180), |st| {
+            let n = restarts(st);
+            if n >= first + 3000 {
+                Ok(n)
+            } else {
+                Err(format!("{n} restarts"))
+            }
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let grown = logs() - before;
+    let per_restart = grown / (second - first);
+    eprintln!(
+        "{} restarts grew the two logs by {grown} bytes: {per_restart} bytes per restart",
+        second - first
+    );
+    // One full line per restart on each side would be about 1.2 KB.
+    assert!(per_restart < 100, "{per_restart} bytes per restart");
 }

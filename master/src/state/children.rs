@@ -7,6 +7,12 @@ use allex_protocol::{ChildState, ExitInfo, MasterToLan, Need, Ports};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+/// A child that dies sooner than this after its start is crash-looping.
+const QUICK_DEATH_MS: u64 = 10_000;
+
+/// How long after a child's exit the logs of gone instances are swept.
+const LOG_SWEEP_DELAY: Duration = Duration::from_secs(1);
+
 /// First delay before re-claiming an instance whose spawn failed.
 const SPAWN_RETRY_BASE: Duration = Duration::from_millis(500);
 /// Longest such delay.
@@ -145,7 +151,8 @@ impl State {
                 let stop = c.stop;
                 self.by_pid.insert(pid, instance.clone());
                 self.spawn_failures.remove(&instance);
-                tracing::info!(%instance, generation, pid, ?ports, "child spawned");
+                let n = self.quick_deaths.get(&instance).copied().unwrap_or(0) + 1;
+                allex_protocol::log_repeated!(n, info, %instance, generation, pid, ?ports, "child spawned");
                 self.send_report(MasterToLan::Spawned {
                     instancename: instance.clone(),
                     generation,
@@ -227,7 +234,17 @@ impl State {
         if ordered {
             tracing::info!(%instance, generation, pid, %exit, "child stopped");
         } else {
-            tracing::warn!(%instance, generation, pid, %exit, uptime_ms, "child died");
+            // A crash loop is summarised: its deaths in a row are counted
+            // and only the 1st, 2nd, 4th... is logged at warn.
+            let n = if uptime_ms < QUICK_DEATH_MS {
+                let n = self.quick_deaths.entry(instance.clone()).or_insert(0);
+                *n = n.saturating_add(1);
+                *n
+            } else {
+                self.quick_deaths.remove(&instance);
+                1
+            };
+            allex_protocol::log_repeated!(n, warn, %instance, generation, pid, %exit, uptime_ms, "child died");
         }
         self.send_report(MasterToLan::Down {
             instancename: instance.clone(),
@@ -238,6 +255,9 @@ impl State {
             uptime_ms,
         });
         self.release_ports(&c.ports);
+        // Its log is stale now (unless it runs again soon); sweeps are
+        // gathered, so a kill-all costs one.
+        self.arm_sweep(LOG_SWEEP_DELAY);
         if self.fd_exhausted && self.children.len() < self.max_children {
             self.fd_exhausted = false;
             tracing::info!("below the descriptor limit again");

@@ -88,6 +88,15 @@ pub enum Event {
     },
     /// Time to check whether the lan manager has been silent for the fence time.
     FenceCheck,
+    /// Time to delete logs of instances that no longer run here.
+    SweepLogs,
+    /// A log sweep ended; `next` is when the oldest kept stale log expires.
+    LogsSwept {
+        /// Files deleted.
+        deleted: usize,
+        /// Until the next expiry, if a stale log is left.
+        next: Option<Duration>,
+    },
     /// Ports were exhausted: probe again, since another process may have let some go.
     RetryClaims,
     /// Time to tell the lan manager the free-port counts, if they changed.
@@ -167,6 +176,10 @@ pub struct State {
     max_children: usize,
     /// The limit was reached (logged once per episode).
     fd_exhausted: bool,
+    /// When the next log sweep is due, if one is armed.
+    sweep_at: Option<Instant>,
+    /// Quick deaths in a row per instance, to summarise crash loops in the log.
+    quick_deaths: HashMap<String, u32>,
     open: BTreeMap<String, Need>,
     claims: HashMap<String, Ports>,
     lookups: HashMap<u64, oneshot::Sender<LocalReply>>,
@@ -217,6 +230,8 @@ impl State {
             fdlimit: u64::MAX,
             max_children: usize::MAX,
             fd_exhausted: false,
+            sweep_at: None,
+            quick_deaths: HashMap::new(),
             open: BTreeMap::new(),
             claims: HashMap::new(),
             lookups: HashMap::new(),
@@ -241,6 +256,8 @@ impl State {
 
     /// Runs until shutdown has stopped every child.
     pub async fn run(mut self, mut rx: UnboundedReceiver<Event>, shutdown_grace: Duration) {
+        // Logs left by instances of an earlier start.
+        self.arm_sweep(Duration::ZERO);
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             if self.shutting_down && self.children.is_empty() {
@@ -317,6 +334,15 @@ impl State {
                 }
             }
             Event::FenceCheck => self.fence_check(),
+            Event::SweepLogs => self.sweep_logs(),
+            Event::LogsSwept { deleted, next } => {
+                if deleted > 0 {
+                    tracing::info!(deleted, "deleted logs of instances that no longer run here");
+                }
+                if let Some(next) = next {
+                    self.arm_sweep(next);
+                }
+            }
             Event::Shutdown => self.shutdown(),
         }
     }
@@ -345,6 +371,41 @@ impl State {
         for name in names {
             self.stop_child(&name, true);
         }
+    }
+
+    /// Arms a log sweep `after` from now, unless one is due sooner.
+    pub(super) fn arm_sweep(&mut self, after: Duration) {
+        let at = Instant::now() + after;
+        if self.sweep_at.is_some_and(|t| t <= at) {
+            return;
+        }
+        self.sweep_at = Some(at);
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = events.send(Event::SweepLogs);
+        });
+    }
+
+    /// Deletes expired logs of instances not running here, off this task.
+    fn sweep_logs(&mut self) {
+        match self.sweep_at {
+            Some(t) if Instant::now() >= t => self.sweep_at = None,
+            _ => return,
+        }
+        let live: Vec<String> = self.children.keys().cloned().collect();
+        let rt = self.cfg.runtimedirectory.clone();
+        let keep = Duration::from_millis(self.cfg.logretentionms);
+        let max = self.cfg.logretentionbytes;
+        let events = self.events.clone();
+        tokio::task::spawn_blocking(move || {
+            let live = live.iter().map(String::as_str).collect();
+            let s = crate::retention::sweep(&rt, &live, keep, max);
+            let _ = events.send(Event::LogsSwept {
+                deleted: s.deleted,
+                next: s.next,
+            });
+        });
     }
 
     fn arm_fence(&mut self, after: Duration) {
@@ -560,7 +621,8 @@ impl State {
             } => match self.children.get_mut(&instancename) {
                 Some(c) if c.generation == generation && c.stop.is_none() => {
                     c.state = ChildState::Running;
-                    tracing::info!(instance = %instancename, generation, "listed as running");
+                    let n = self.quick_deaths.get(&instancename).copied().unwrap_or(0) + 1;
+                    allex_protocol::log_repeated!(n, info, instance = %instancename, generation, "listed as running");
                 }
                 _ => {
                     tracing::debug!(instance = %instancename, generation, "running for no such child")

@@ -220,7 +220,15 @@ impl State {
             .get(instance)
             .is_some_and(|e| matches!(&e.slot, Slot::Claimed { master: m, generation: g } if m == master && *g == generation));
         if holds {
-            tracing::warn!(master, instance, generation, "spawn failed: {reason}");
+            let n = self.needs.get(instance).map_or(0, |e| e.failures) + 1;
+            allex_protocol::log_repeated!(
+                n,
+                warn,
+                master,
+                instance,
+                generation,
+                "spawn failed: {reason}"
+            );
             self.release(instance, Release::Failure);
         } else {
             self.refuse_report(master, instance, generation, false);
@@ -352,7 +360,8 @@ impl State {
         let master = master.clone();
         match result {
             Ok(()) => {
-                tracing::info!(master, instance, generation, "running");
+                let n = e.failures + 1;
+                allex_protocol::log_repeated!(n, info, master, instance, generation, "running");
                 e.slot = Slot::Running(Record {
                     master: master.clone(),
                     generation,
@@ -372,7 +381,15 @@ impl State {
                 );
             }
             Err(reason) => {
-                tracing::warn!(master, instance, generation, "port check failed: {reason}");
+                let n = e.failures + 1;
+                allex_protocol::log_repeated!(
+                    n,
+                    warn,
+                    master,
+                    instance,
+                    generation,
+                    "port check failed: {reason}"
+                );
                 self.send_to(
                     &master,
                     &LanToMaster::Rejected {

@@ -569,7 +569,8 @@ impl State {
                 ordered,
                 uptime_ms,
             } => {
-                tracing::info!(master, instance = %instancename, generation, pid, %exit, ordered, uptime_ms, "down");
+                let n = self.needs.get(&instancename).map_or(0, |e| e.failures) + 1;
+                allex_protocol::log_repeated!(n, info, master, instance = %instancename, generation, pid, %exit, ordered, uptime_ms, "down");
                 self.on_down(&master, &instancename, generation, pid, ordered, uptime_ms)
             }
             MasterToLan::Capacity(capacity) => self.on_capacity(&master, capacity),

@@ -460,7 +460,8 @@ impl State {
     }
 
     fn stop(&mut self, master: &str, instance: &str, generation: u64, reason: &str) {
-        tracing::info!(master, instance, generation, "stop: {reason}");
+        let n = self.needs.get(instance).map_or(0, |e| e.failures) + 1;
+        allex_protocol::log_repeated!(n, info, master, instance, generation, "stop: {reason}");
         self.send_to(
             master,
             &LanToMaster::Stop {
@@ -601,9 +602,10 @@ impl State {
             e.slot = Slot::Open;
             self.broadcast_open(instance);
         } else {
-            tracing::info!(
+            allex_protocol::log_repeated!(
+                e.failures,
+                info,
                 instance,
-                failures = e.failures,
                 delay_ms = delay.as_millis() as u64,
                 "crash loop: delaying the need"
             );
