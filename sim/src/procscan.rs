@@ -25,32 +25,31 @@ pub fn pgid(pid: u32) -> Option<u32> {
     rest.split_whitespace().nth(2)?.parse().ok()
 }
 
+/// Every process (readable by us, but ourselves) with its environment block.
+fn environments() -> impl Iterator<Item = (u32, Vec<u8>)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            if pid == std::process::id() {
+                return None;
+            }
+            let env =
+                std::fs::read(Path::new("/proc").join(pid.to_string()).join("environ")).ok()?;
+            Some((pid, env))
+        })
+}
+
 /// Live processes (readable by us) whose environment has `key=value`.
 pub fn pids_with_env(key: &str, value: &str) -> Vec<u32> {
     let needle = format!("{key}={value}");
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == std::process::id() {
-            continue;
-        }
-        let Ok(env) = std::fs::read(Path::new("/proc").join(pid.to_string()).join("environ"))
-        else {
-            continue;
-        };
-        if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) && is_alive(pid) {
-            out.push(pid);
-        }
-    }
+    let mut out: Vec<u32> = environments()
+        .filter(|(_, env)| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+        .map(|(pid, _)| pid)
+        .filter(|pid| is_alive(*pid))
+        .collect();
     out.sort_unstable();
     out
 }
@@ -63,40 +62,20 @@ pub fn instances_with_env(key: &str, values: &[String]) -> Vec<(u32, String)> {
         .iter()
         .map(|v| format!("{key}={v}").into_bytes())
         .collect();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == std::process::id() {
-            continue;
-        }
-        let Ok(env) = std::fs::read(Path::new("/proc").join(pid.to_string()).join("environ"))
-        else {
-            continue;
-        };
-        let mut ours = false;
-        let mut instance = None;
-        for kv in env.split(|b| *b == 0) {
-            if needles.iter().any(|n| n.as_slice() == kv) {
-                ours = true;
-            } else if let Some(v) = kv.strip_prefix(b"ALLEX_INSTANCE=") {
-                instance = Some(String::from_utf8_lossy(v).into_owned());
+    let mut out: Vec<(u32, String)> = environments()
+        .filter_map(|(pid, env)| {
+            let mut ours = false;
+            let mut instance = None;
+            for kv in env.split(|b| *b == 0) {
+                if needles.iter().any(|n| n.as_slice() == kv) {
+                    ours = true;
+                } else if let Some(v) = kv.strip_prefix(b"ALLEX_INSTANCE=") {
+                    instance = Some(String::from_utf8_lossy(v).into_owned());
+                }
             }
-        }
-        if let (true, Some(instance)) = (ours, instance) {
-            if is_alive(pid) {
-                out.push((pid, instance));
-            }
-        }
-    }
+            instance.filter(|_| ours && is_alive(pid)).map(|i| (pid, i))
+        })
+        .collect();
     out.sort_unstable();
     out
 }

@@ -206,6 +206,27 @@ pub fn ppid(pid: u32) -> Option<u32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// How long the lan manager's log is now, to wait for what it logs next.
+pub fn lan_log_len(c: &Cluster) -> usize {
+    std::fs::read_to_string(c.lan().log_path()).map_or(0, |t| t.len())
+}
+
+/// Waits until the lan manager logs `needle` after byte `from` of its log.
+pub fn wait_lan_log(c: &Cluster, from: usize, needle: &str) {
+    wait_until(
+        &format!("the lan manager to log {needle:?}"),
+        DEADLINE,
+        || {
+            let log = std::fs::read_to_string(c.lan().log_path()).unwrap_or_default();
+            match log.get(from..) {
+                Some(t) if t.contains(needle) => Ok(()),
+                _ => Err("not yet"),
+            }
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// Unwraps a harness result with its message (which carries log tails).
 pub fn ok<T>(r: Result<T, HarnessError>) -> T {
     r.unwrap_or_else(|e| panic!("{e}"))

@@ -3,8 +3,8 @@
 //! not have to.
 
 use allex_e2e::{
-    add_needs, assert_serves, cluster, ok, pids, running_map, wait_all_running, Sampler, Watch,
-    DEADLINE,
+    add_needs, assert_serves, cluster, lan_log_len, ok, pids, running_map, wait_all_running,
+    wait_lan_log, Sampler, Watch, DEADLINE,
 };
 use allex_sim::harness::{Cluster, Timings};
 use allex_sim::procscan;
@@ -194,16 +194,9 @@ fn past_the_grace_a_cut_off_master_keeps_the_needs_whose_services_still_answer()
     let old_pids = alive(&c, 0);
     let second_i = ok(c.add_master(|_| {}));
     let sampler = Sampler::start(&c);
-    let from = std::fs::read_to_string(c.lan().log_path()).map_or(0, |t| t.len());
+    let from = lan_log_len(&c);
     c.proxy(0).expect("proxy").cut();
-    wait_until("the grace of the cut-off master to end", DEADLINE, || {
-        let log = std::fs::read_to_string(c.lan().log_path()).unwrap_or_default();
-        match log.get(from..) {
-            Some(t) if t.contains("grace over") => Ok(()),
-            _ => Err("not yet"),
-        }
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    wait_lan_log(&c, from, "grace over");
     let during = running_map(&ok(c.lan_status()));
     assert_eq!(
         pids(&during),

@@ -3,7 +3,8 @@
 //! Real lan manager, real masters, real `allex-testsvc` children.
 
 use allex_e2e::{
-    add_needs, cluster, ok, pids, running_map, wait_all_running, Sampler, Watch, DEADLINE,
+    add_needs, cluster, lan_log_len, ok, pids, running_map, wait_all_running, wait_lan_log,
+    Sampler, Watch, DEADLINE,
 };
 use allex_protocol::ErrorCode;
 use allex_sim::harness::Timings;
@@ -134,18 +135,9 @@ fn a_master_frozen_past_the_grace_keeps_needs_that_answer_and_none_runs_twice() 
     let before = wait_all_running(&c, &watch, &names);
     ok(c.add_master(|_| {}));
     let sampler = Sampler::start(&c);
-    let from = lan_log(&c).len();
-
+    let from = lan_log_len(&c);
     ok(c.master(0).signal(Signal::SIGSTOP));
-    wait_until(
-        "the grace of the frozen master to end",
-        DEADLINE,
-        || match lan_log(&c).get(from..) {
-            Some(t) if t.contains("grace over") => Ok(()),
-            _ => Err("not yet"),
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    wait_lan_log(&c, from, "grace over");
     let during = running_map(&ok(c.lan_status()));
     assert_eq!(
         pids(&during),
