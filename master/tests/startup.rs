@@ -251,3 +251,15 @@ fn sigterm_stops_every_child_and_exits_cleanly() {
         "the socket file is removed on a clean exit"
     );
 }
+
+#[test]
+fn status_help_does_not_promise_to_write_a_config() {
+    let out = std::process::Command::new(common::master_bin())
+        .args(["status", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(help.contains("which `run` writes with the default seed"), "{help}");
+    assert!(!help.contains("written with the default seed when missing)"), "{help}");
+}

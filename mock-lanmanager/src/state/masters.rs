@@ -15,6 +15,11 @@ const PROBE_WAIT: Duration = Duration::from_millis(1000);
 /// Pause between two liveness rounds over a disconnected master's services.
 const LIVENESS_INTERVAL: Duration = Duration::from_millis(250);
 
+/// The same past the grace: by then the services that still answer are
+/// kept for as long as their master is frozen or cut off, which can be
+/// long, so they are checked less often.
+const LIVENESS_INTERVAL_PAST_GRACE: Duration = Duration::from_secs(1);
+
 /// How long one liveness connect may take before the port counts as silent.
 const LIVENESS_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -467,7 +472,12 @@ impl State {
         }
         self.forget_if_empty(master);
         if self.masters.contains_key(master) {
-            self.probe_liveness(master, epoch, LIVENESS_INTERVAL);
+            let pause = if grace_over {
+                LIVENESS_INTERVAL_PAST_GRACE
+            } else {
+                LIVENESS_INTERVAL
+            };
+            self.probe_liveness(master, epoch, pause);
         }
     }
 
