@@ -13,23 +13,22 @@ impl State {
         pid: u32,
         ports: Ports,
     ) {
-        self.snapshot_cache.clear();
         let Some(address) = self.masters.get(master).map(|m| m.address.clone()) else {
             return;
         };
-        let Some(e) = self.needs.get_mut(instance) else {
+        let Some(protocols) = self.needs.get(instance).map(|e| e.need.protocols()) else {
             return;
         };
-        self.running_dirty = true;
-        self.running_changed.push(instance.to_string());
-        e.slot = Slot::Checking {
-            master: master.to_string(),
-            generation,
-            pid,
-            ports,
-            address: address.clone(),
-        };
-        let protocols = e.need.protocols();
+        self.set_slot(
+            instance,
+            Slot::Checking {
+                master: master.to_string(),
+                generation,
+                pid,
+                ports,
+                address: address.clone(),
+            },
+        );
         let tx = self.events.clone();
         let timeout = self.settings.check_timeout;
         let instance = instance.to_string();
@@ -85,15 +84,16 @@ impl State {
                 return;
             }
         };
-        let Some(e) = self.needs.get_mut(instance) else {
+        let Some(need) = self.needs.get(instance).map(|e| e.need.clone()) else {
             return;
         };
-        self.snapshot_cache.clear();
-        e.slot = Slot::Claimed {
-            master: master.to_string(),
-            generation,
-        };
-        let need = e.need.clone();
+        self.set_slot(
+            instance,
+            Slot::Claimed {
+                master: master.to_string(),
+                generation,
+            },
+        );
         let deadline = self.settings.claim_timeout;
         self.send_to(
             master,
@@ -103,7 +103,6 @@ impl State {
                 deadline_ms: deadline.as_millis() as u64,
             },
         );
-        self.broadcast_taken(instance, Some(master));
         self.after(
             deadline,
             Event::ClaimDeadline {
@@ -341,7 +340,7 @@ impl State {
         generation: u64,
         result: Result<(), String>,
     ) {
-        let Some(e) = self.needs.get_mut(instance) else {
+        let Some(e) = self.needs.get(instance) else {
             return;
         };
         let Slot::Checking {
@@ -357,21 +356,23 @@ impl State {
         if *g != generation {
             return;
         }
-        let master = master.clone();
+        let (master, pid, ports, address, failures) =
+            (master.clone(), *pid, *ports, address.clone(), e.failures);
         match result {
             Ok(()) => {
-                let n = e.failures + 1;
+                let n = failures + 1;
                 allex_protocol::log_repeated!(n, info, master, instance, generation, "running");
-                e.slot = Slot::Running(Record {
-                    master: master.clone(),
-                    generation,
-                    pid: *pid,
-                    ports: *ports,
-                    address: address.clone(),
-                    since_unix_ms: unix_ms(),
-                });
-                self.running_dirty = true;
-                self.running_changed.push(instance.to_string());
+                self.set_slot(
+                    instance,
+                    Slot::Running(Record {
+                        master: master.clone(),
+                        generation,
+                        pid,
+                        ports,
+                        address,
+                        since_unix_ms: unix_ms(),
+                    }),
+                );
                 self.send_to(
                     &master,
                     &LanToMaster::Running {
@@ -381,7 +382,7 @@ impl State {
                 );
             }
             Err(reason) => {
-                let n = e.failures + 1;
+                let n = failures + 1;
                 allex_protocol::log_repeated!(
                     n,
                     warn,
@@ -404,13 +405,9 @@ impl State {
     }
 
     pub(super) fn on_backoff_over(&mut self, instance: &str, epoch: u64) {
-        self.snapshot_cache.clear();
         let due = matches!(self.needs.get(instance).map(|e| &e.slot), Some(Slot::Backoff { epoch: e, .. }) if *e == epoch);
         if due {
-            if let Some(e) = self.needs.get_mut(instance) {
-                e.slot = Slot::Open;
-            }
-            self.broadcast_open(instance);
+            self.set_slot(instance, Slot::Open);
         }
     }
 }

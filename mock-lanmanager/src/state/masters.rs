@@ -334,12 +334,8 @@ impl State {
         pid: u32,
         ports: Ports,
     ) {
-        let was_open = matches!(self.needs.get(instance).map(|e| &e.slot), Some(Slot::Open));
         tracing::info!(master, instance, generation, "adopting a running service");
         self.start_check(master, instance, generation, pid, ports);
-        if was_open {
-            self.broadcast_taken(instance, Some(master));
-        }
     }
 
     pub(super) fn on_gone(&mut self, conn: ConnId) {

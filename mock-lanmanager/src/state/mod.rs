@@ -11,6 +11,9 @@
 mod admin;
 mod claims;
 mod masters;
+mod slot;
+
+use slot::{slot_hint, Record, Slot};
 
 use crate::backoff::retry_delay;
 use crate::needs_store::{RunningHint, Store, GENERATION_BLOCK};
@@ -131,55 +134,6 @@ pub enum Event {
     },
 }
 
-/// A port-checked running service.
-#[derive(Debug, Clone)]
-struct Record {
-    master: String,
-    generation: u64,
-    pid: u32,
-    ports: Ports,
-    address: String,
-    since_unix_ms: u64,
-}
-
-/// Where one need stands.
-#[derive(Debug, Clone)]
-enum Slot {
-    Open,
-    Claimed {
-        master: String,
-        generation: u64,
-    },
-    Checking {
-        master: String,
-        generation: u64,
-        pid: u32,
-        ports: Ports,
-        address: String,
-    },
-    Running(Record),
-    Backoff {
-        until: Instant,
-        epoch: u64,
-    },
-    Settling {
-        master: String,
-    },
-}
-
-impl Slot {
-    fn holder(&self) -> Option<(&str, u64)> {
-        match self {
-            Slot::Claimed { master, generation }
-            | Slot::Checking {
-                master, generation, ..
-            } => Some((master, *generation)),
-            Slot::Running(r) => Some((&r.master, r.generation)),
-            _ => None,
-        }
-    }
-}
-
 #[derive(Debug)]
 struct NeedEntry {
     need: Need,
@@ -254,27 +208,6 @@ pub struct Startup {
     pub generation_bound: u64,
     /// Master names and the hash of the secret each is bound to.
     pub identities: BTreeMap<String, String>,
-}
-
-/// What the running file records for a slot: who runs it, or is awaited to.
-fn slot_hint(slot: &Slot) -> Option<RunningHint> {
-    match slot {
-        Slot::Running(r) => Some(RunningHint {
-            master: r.master.clone(),
-            generation: r.generation,
-        }),
-        Slot::Checking {
-            master, generation, ..
-        } => Some(RunningHint {
-            master: master.clone(),
-            generation: *generation,
-        }),
-        Slot::Settling { master } => Some(RunningHint {
-            master: master.clone(),
-            generation: 0,
-        }),
-        _ => None,
-    }
 }
 
 /// The state owned by the single state task.
@@ -575,19 +508,11 @@ impl State {
 
     /// Frees a need from its holder; it reopens now or after its retry delay.
     fn release(&mut self, instance: &str, why: Release) {
-        self.snapshot_cache.clear();
         let settings = self.settings.clone();
         let epoch = self.next_epoch();
         let Some(e) = self.needs.get_mut(instance) else {
             return;
         };
-        if matches!(
-            e.slot,
-            Slot::Running(_) | Slot::Checking { .. } | Slot::Settling { .. }
-        ) {
-            self.running_dirty = true;
-            self.running_changed.push(instance.to_string());
-        }
         match why {
             Release::Failure => e.failures = e.failures.saturating_add(1),
             Release::Stable => e.failures = 0,
@@ -599,8 +524,7 @@ impl State {
             Duration::ZERO
         };
         if delay.is_zero() {
-            e.slot = Slot::Open;
-            self.broadcast_open(instance);
+            self.set_slot(instance, Slot::Open);
         } else {
             allex_protocol::log_repeated!(
                 e.failures,
@@ -609,10 +533,13 @@ impl State {
                 delay_ms = delay.as_millis() as u64,
                 "crash loop: delaying the need"
             );
-            e.slot = Slot::Backoff {
-                until: Instant::now() + delay,
-                epoch,
-            };
+            self.set_slot(
+                instance,
+                Slot::Backoff {
+                    until: Instant::now() + delay,
+                    epoch,
+                },
+            );
             self.after(
                 delay,
                 Event::BackoffOver {

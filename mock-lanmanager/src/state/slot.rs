@@ -1,0 +1,111 @@
+//! A need's slot: where it stands (open, claimed, being checked, running,
+//! waiting out a crash-loop delay, held for its master after a restart),
+//! and the one function that changes it, so that what depends on the slot
+//! (the cached `needs` snapshot, the running journal, the `need_open` and
+//! `need_taken` broadcasts) can never fall out of step with it.
+
+use super::State;
+use crate::needs_store::RunningHint;
+use allex_protocol::Ports;
+use tokio::time::Instant;
+
+/// A port-checked running service.
+#[derive(Debug, Clone)]
+pub(super) struct Record {
+    pub(super) master: String,
+    pub(super) generation: u64,
+    pub(super) pid: u32,
+    pub(super) ports: Ports,
+    pub(super) address: String,
+    pub(super) since_unix_ms: u64,
+}
+
+/// Where one need stands.
+#[derive(Debug, Clone)]
+pub(super) enum Slot {
+    Open,
+    Claimed {
+        master: String,
+        generation: u64,
+    },
+    Checking {
+        master: String,
+        generation: u64,
+        pid: u32,
+        ports: Ports,
+        address: String,
+    },
+    Running(Record),
+    Backoff {
+        until: Instant,
+        epoch: u64,
+    },
+    Settling {
+        master: String,
+    },
+}
+
+impl Slot {
+    pub(super) fn holder(&self) -> Option<(&str, u64)> {
+        match self {
+            Slot::Claimed { master, generation }
+            | Slot::Checking {
+                master, generation, ..
+            } => Some((master, *generation)),
+            Slot::Running(r) => Some((&r.master, r.generation)),
+            _ => None,
+        }
+    }
+}
+
+/// What the running file records for a slot: who runs it, or is awaited to.
+pub(super) fn slot_hint(slot: &Slot) -> Option<RunningHint> {
+    match slot {
+        Slot::Running(r) => Some(RunningHint {
+            master: r.master.clone(),
+            generation: r.generation,
+        }),
+        Slot::Checking {
+            master, generation, ..
+        } => Some(RunningHint {
+            master: master.clone(),
+            generation: *generation,
+        }),
+        Slot::Settling { master } => Some(RunningHint {
+            master: master.clone(),
+            generation: 0,
+        }),
+        _ => None,
+    }
+}
+
+impl State {
+    /// Moves `instance` to `slot`; returns the slot it left. The snapshot
+    /// cache is dropped when the need enters or leaves `Open`, the running
+    /// journal gets a line when who runs it (or is awaited to) changes, a
+    /// need that opens is offered to every master that can serve it, and
+    /// one that leaves `Open` for a holder is withdrawn from the others.
+    pub(super) fn set_slot(&mut self, instance: &str, slot: Slot) -> Option<Slot> {
+        let e = self.needs.get_mut(instance)?;
+        let old = std::mem::replace(&mut e.slot, slot);
+        let was_open = matches!(old, Slot::Open);
+        let is_open = matches!(e.slot, Slot::Open);
+        let hint_changed = slot_hint(&old) != slot_hint(&e.slot);
+        let holder = e.slot.holder().map(|(m, _)| m.to_string());
+        if was_open != is_open {
+            self.snapshot_cache.clear();
+        }
+        if hint_changed {
+            self.running_dirty = true;
+            self.running_changed.push(instance.to_string());
+        }
+        if is_open && !was_open {
+            self.broadcast_open(instance);
+        } else if was_open {
+            if let Some(holder) = holder {
+                self.broadcast_taken(instance, Some(&holder));
+            }
+        }
+        Some(old)
+    }
+}
