@@ -260,6 +260,12 @@ fn status_help_does_not_promise_to_write_a_config() {
         .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    assert!(help.contains("which `run` writes with the default seed"), "{help}");
-    assert!(!help.contains("written with the default seed when missing)"), "{help}");
+    assert!(
+        help.contains("which `run` writes with the default seed"),
+        "{help}"
+    );
+    assert!(
+        !help.contains("written with the default seed when missing)"),
+        "{help}"
+    );
 }

@@ -1,6 +1,6 @@
 //! The children's lifecycle: grant -> spawn -> (running) -> stop -> exit.
 
-use super::{Child, Event, State};
+use super::{Child, Event, Phase, State};
 use crate::spawner::{SpawnPlan, Started};
 use allex_protocol::spawn::SpawnInfo;
 use allex_protocol::{ChildState, ExitInfo, MasterToLan, Need, Ports};
@@ -105,8 +105,7 @@ impl State {
                 module: need.modulename.clone(),
                 need,
                 generation,
-                pid: 0,
-                handle: None,
+                phase: Phase::Spawning,
                 ports,
                 started: Instant::now(),
                 state: ChildState::Starting,
@@ -139,13 +138,12 @@ impl State {
         let Some(c) = self.children.get_mut(&instance) else {
             return;
         };
-        if c.generation != generation || c.pid != 0 {
+        if c.generation != generation || c.pid().is_some() {
             return;
         }
         match result {
             Ok(Started { pid, handle }) => {
-                c.pid = pid;
-                c.handle = handle;
+                c.phase = Phase::Live { pid, handle };
                 c.started = Instant::now();
                 let ports = c.ports;
                 let stop = c.stop;
@@ -204,14 +202,15 @@ impl State {
         if already {
             return;
         }
-        if c.pid == 0 {
+        let Some(pid) = c.pid() else {
+            // Stopped once the spawner reports the pid.
             return;
-        }
+        };
         c.state = ChildState::Stopping;
         c.signal_group(c.stopsignal);
         if c.stopsignal != libc::SIGKILL {
             let events = self.events.clone();
-            let (instance, pid, wait) = (instance.to_string(), c.pid, c.stoptimeout);
+            let (instance, wait) = (instance.to_string(), c.stoptimeout);
             tokio::spawn(async move {
                 tokio::time::sleep(wait).await;
                 let _ = events.send(Event::StopTimeout { instance, pid });
@@ -221,7 +220,7 @@ impl State {
 
     pub(super) fn exited(&mut self, instance: String, generation: u64, pid: u32, exit: ExitInfo) {
         match self.children.get(&instance) {
-            Some(c) if c.generation == generation && c.pid == pid => {}
+            Some(c) if c.generation == generation && c.pid() == Some(pid) => {}
             _ => return,
         }
         let Some(c) = self.children.remove(&instance) else {

@@ -34,7 +34,7 @@ impl State {
     ) {
         match req {
             LocalRequest::Ready => match peer_pid {
-                Some(pid) if self.children.values().any(|c| c.pid == 0) => {
+                Some(pid) if self.children.values().any(|c| c.pid().is_none()) => {
                     if !self.mark_ready(pid) {
                         self.early_ready.push((pid, reply));
                         return;
@@ -93,7 +93,7 @@ impl State {
         if c.state == ChildState::Starting {
             c.state = ChildState::Ready;
         }
-        tracing::info!(instance = %name, pid = c.pid, "child is ready");
+        tracing::info!(instance = %name, pid = ?c.pid(), "child is ready");
         true
     }
 
@@ -102,7 +102,7 @@ impl State {
         if self.early_ready.is_empty() {
             return;
         }
-        let still_spawning = self.children.values().any(|c| c.pid == 0);
+        let still_spawning = self.children.values().any(|c| c.pid().is_none());
         for (pid, reply) in std::mem::take(&mut self.early_ready) {
             if self.mark_ready(pid) {
                 let _ = reply.send(LocalReply::Ack);
@@ -116,7 +116,7 @@ impl State {
 
     pub(super) fn local_location(&self, instance: &str) -> Option<ServiceLocation> {
         let c = self.children.get(instance)?;
-        if c.pid == 0 || c.state == ChildState::Stopping {
+        if c.pid().is_none() || c.state == ChildState::Stopping {
             return None;
         }
         Some(ServiceLocation {

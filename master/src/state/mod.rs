@@ -115,10 +115,8 @@ struct Child {
     /// The need it was granted for, to claim it again at once if it dies.
     need: Need,
     generation: u64,
-    /// 0 while the spawner is still starting it.
-    pid: u32,
-    /// Signals it by pidfd (its group while unreaped); set with the pid.
-    handle: Option<Arc<ChildHandle>>,
+    /// Spawning, or live with a pid.
+    phase: Phase,
     ports: Ports,
     started: Instant,
     state: ChildState,
@@ -129,11 +127,37 @@ struct Child {
     stoptimeout: Duration,
 }
 
+/// Where a child is in its life, as far as the master knows it.
+enum Phase {
+    /// The spawner is starting it: no pid yet, nothing to signal, not
+    /// reported; a stop decided meanwhile waits for the pid.
+    Spawning,
+    /// Started, with its pid (until its exit is reported).
+    Live {
+        /// Its pid, also its process group's id.
+        pid: u32,
+        /// Signals it by pidfd and its group while unreaped; `None` only in
+        /// state tests that spawn nothing.
+        handle: Option<Arc<ChildHandle>>,
+    },
+}
+
 impl Child {
+    /// Its pid, once started.
+    fn pid(&self) -> Option<u32> {
+        match self.phase {
+            Phase::Spawning => None,
+            Phase::Live { pid, .. } => Some(pid),
+        }
+    }
+
     /// Signals the child's process group (and the child by pidfd), never a
     /// process that merely got a recycled pid.
     fn signal_group(&self, sig: i32) {
-        if let Some(h) = &self.handle {
+        if let Phase::Live {
+            handle: Some(h), ..
+        } = &self.phase
+        {
             h.signal_group(sig);
         }
     }
@@ -311,7 +335,7 @@ impl State {
             } => self.exited(instance, generation, pid, exit),
             Event::StopTimeout { instance, pid } => {
                 if let Some(c) = self.children.get(&instance) {
-                    if c.pid == pid {
+                    if c.pid() == Some(pid) {
                         tracing::warn!(%instance, pid, "child ignored its stop signal; sending SIGKILL");
                         c.signal_group(libc::SIGKILL);
                     }
@@ -475,13 +499,14 @@ impl State {
         let inventory = self
             .children
             .iter()
-            .filter(|(_, c)| c.pid != 0)
-            .map(|(name, c)| InventoryEntry {
-                instancename: name.clone(),
-                modulename: c.module.clone(),
-                generation: c.generation,
-                pid: c.pid,
-                ports: c.ports,
+            .filter_map(|(name, c)| {
+                Some(InventoryEntry {
+                    instancename: name.clone(),
+                    modulename: c.module.clone(),
+                    generation: c.generation,
+                    pid: c.pid()?,
+                    ports: c.ports,
+                })
             })
             .collect();
         // A `spawned` kept for this link is said by the inventory already.
@@ -494,7 +519,7 @@ impl State {
                 ..
             } => !children
                 .get(instancename)
-                .is_some_and(|c| c.generation == *generation && c.pid == *pid),
+                .is_some_and(|c| c.generation == *generation && c.pid() == Some(*pid)),
             _ => true,
         });
         let hello = MasterToLan::Hello(MasterHello {
@@ -805,11 +830,11 @@ impl State {
         let mut children: Vec<ChildStatus> = self
             .children
             .iter()
-            .filter(|(_, c)| c.pid != 0)
-            .map(|(name, c)| ChildStatus {
+            .filter_map(|(name, c)| Some((name, c, c.pid()?)))
+            .map(|(name, c, pid)| ChildStatus {
                 instancename: name.clone(),
                 modulename: c.module.clone(),
-                pid: c.pid,
+                pid,
                 ports: c.ports,
                 state: c.state,
                 ready: c.ready,
