@@ -171,7 +171,10 @@ fn oversized_and_cut_frames_and_a_thousand_clients_leave_the_socket_serving() {
 #[test]
 fn a_runtime_directory_owned_by_another_user_is_refused() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: chown to another user needs root");
+        allex_sim::skip(
+            "a_runtime_directory_owned_by_another_user_is_refused",
+            "chown to another user needs root",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -241,7 +244,10 @@ fn a_removed_runtime_directory_is_recreated_and_children_keep_running() {
 fn a_peer_of_another_user_is_refused_even_when_the_socket_mode_was_loosened() {
     use std::os::unix::process::CommandExt;
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: connecting as another user needs root");
+        allex_sim::skip(
+            "a_peer_of_another_user_is_refused_even_when_the_socket_mode_was_loosened",
+            "connecting as another user needs root",
+        );
         return;
     }
     let lan = FakeLan::start(Options::default());

@@ -165,7 +165,7 @@ fn on_small_disk(test: &str, root: &Path) -> Option<(Tmpfs, Lm, PathBuf)> {
     let fs = match Tmpfs::mount(&root.join(".allexlanmanager"), "256k") {
         Ok(fs) => fs,
         Err(why) => {
-            eprintln!("skipped {test}: cannot mount a tmpfs ({})", why.trim());
+            allex_sim::skip(test, &format!("cannot mount a tmpfs ({})", why.trim()));
             return None;
         }
     };

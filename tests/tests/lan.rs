@@ -17,7 +17,10 @@ fn can_build_lan(test: &str) -> bool {
     match netns::available() {
         Ok(()) => true,
         Err(e) => {
-            eprintln!("SKIPPED {test}: {e}; namespace LAN tests need root and iproute2 (`ip`)");
+            allex_sim::skip(
+                test,
+                &format!("{e}; namespace LAN tests need root and iproute2 (`ip`)"),
+            );
             false
         }
     }
