@@ -62,6 +62,16 @@ proptest! {
     }
 }
 
+/// A decoder given any bytes yields a typed error, or a value that encodes
+/// and decodes back to itself: never a panic, never a value it cannot say.
+fn decodes_or_refuses<T: Serialize + DeserializeOwned + PartialEq + Debug>(bytes: &[u8]) {
+    if let Ok(v) = crate::frame::decode_bytes::<T>(bytes, 1 << 20) {
+        let text = encode(&v);
+        let back: T = decode_text(&text, 1 << 20).expect("a decoded value re-encodes");
+        assert_eq!(back, v, "{text}");
+    }
+}
+
 /// One random edit (replace, insert or delete a byte) of a valid frame.
 fn mutate(mut bytes: Vec<u8>, at: usize, byte: u8, op: u8) -> Vec<u8> {
     if bytes.is_empty() {
@@ -91,20 +101,49 @@ proptest! {
     fn mutated_frames_never_panic(
         m in any::<MasterToLan>(),
         r in any::<LanToMaster>(),
+        a in any::<AdminToLan>(),
+        ra in any::<LanToAdmin>(),
+        q in any::<LocalRequest>(),
+        rq in any::<LocalReply>(),
+        n in any::<Need>(),
         edits in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 1..4),
     ) {
-        for frame in [encode(&m), encode(&r)] {
+        // Seeds from every decoder, the opening frame (a master's `hello` is
+        // one) and the needs file's entries among them.
+        let seeds = [
+            encode(&m),
+            encode(&r),
+            encode(&a),
+            encode(&ra),
+            encode(&q),
+            encode(&rq),
+            format!("[{}]", encode(&n)),
+        ];
+        for frame in seeds {
             let mut bytes = frame.into_bytes();
             for (at, byte, op) in &edits {
                 bytes = mutate(bytes, *at, *byte, *op);
             }
-            let _ = crate::frame::decode_bytes::<MasterToLan>(&bytes, 1 << 20);
-            let _ = crate::frame::decode_bytes::<LanToMaster>(&bytes, 1 << 20);
-            let _ = crate::frame::decode_bytes::<AdminToLan>(&bytes, 1 << 20);
-            let _ = crate::frame::decode_bytes::<LocalRequest>(&bytes, 1 << 20);
+            decodes_or_refuses::<MasterToLan>(&bytes);
+            decodes_or_refuses::<LanToMaster>(&bytes);
+            decodes_or_refuses::<crate::lan::Opening>(&bytes);
+            decodes_or_refuses::<AdminToLan>(&bytes);
+            decodes_or_refuses::<LanToAdmin>(&bytes);
+            decodes_or_refuses::<LocalRequest>(&bytes);
+            decodes_or_refuses::<LocalReply>(&bytes);
             if let Ok(text) = std::str::from_utf8(&bytes) {
-                let _ = crate::need::NeedsFile::parse(std::path::Path::new("n"), &format!("[{text}]"));
-                let _ = MasterConfig::parse(std::path::Path::new("c"), text);
+                // Through the real readers, validation included: a value
+                // they accept is written back and read again unchanged.
+                let path = std::path::Path::new("n");
+                if let Ok(file) = crate::need::NeedsFile::parse(path, text) {
+                    let again = crate::need::NeedsFile::parse(path, &file.to_text());
+                    prop_assert_eq!(again.map(|f| f.0).ok(), Some(file.0));
+                }
+                let path = std::path::Path::new("c");
+                if let Ok(cfg) = MasterConfig::parse(path, text) {
+                    let text = serde_json::to_string(&cfg).unwrap_or_default();
+                    prop_assert_eq!(MasterConfig::parse(path, &text).ok(), Some(cfg));
+                }
             }
         }
     }
