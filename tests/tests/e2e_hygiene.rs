@@ -139,6 +139,8 @@ fn the_processes_own_logs_stay_small_while_200_needs_crash_loop() {
         "{} restarts grew the two logs by {grown} bytes: {per_restart} bytes per restart",
         second - first
     );
-    // One full line per restart on each side would be about 1.2 KB.
-    assert!(per_restart < 100, "{per_restart} bytes per restart");
+    // Unsummarised, each restart wrote four lines (spawned, died, down,
+    // delaying), about 1.2 KB; summarised, far less than one line per
+    // restart is left: a handful per need, growing with the log of its count.
+    assert!(per_restart < 250, "{per_restart} bytes per restart");
 }
