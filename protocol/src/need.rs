@@ -183,8 +183,43 @@ pub(crate) mod arb {
             any::<i64>().prop_map(Value::from),
             ".{0,12}".prop_map(Value::String),
         ];
-        proptest::collection::btree_map("[a-z]{1,8}", leaf, 0..4)
+        // Nested objects and arrays, as AllexJS propertyhashes carry them.
+        let value = leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z]{1,8}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        });
+        proptest::collection::btree_map("[a-z]{1,8}", value, 0..4)
             .prop_map(|m| m.into_iter().collect())
+    }
+
+    /// Needs the needs-file reader accepts: valid names, an address or a
+    /// CIDR or none, a non-empty protocol list or none.
+    pub fn valid_need() -> impl Strategy<Value = super::Need> {
+        (
+            "[a-z][a-z0-9_]{0,10}",
+            "[A-Z][A-Za-z0-9_.-]{0,10}",
+            property_hash(),
+            prop::option::of(prop_oneof![
+                Just("10.1.2.3".to_string()),
+                Just("192.168.0.0/16".to_string()),
+                Just("::1".to_string()),
+            ]),
+            prop::option::of(
+                proptest::sample::subsequence(super::Protocol::ALL.to_vec(), 1..=3),
+            ),
+        )
+            .prop_map(|(modulename, instancename, propertyhash, ipaddress, protocols)| {
+                super::Need {
+                    modulename,
+                    instancename,
+                    propertyhash,
+                    ipaddress,
+                    protocols,
+                }
+            })
     }
 }
 

@@ -43,6 +43,38 @@ proptest! {
     }
     #[test]
     fn spawn_info(m in any::<SpawnInfo>()) { roundtrip(&m) }
+
+    /// Through the real reader, validation included: a needs file with
+    /// nested propertyhashes reads back exactly as written.
+    #[test]
+    fn needs_file_through_its_reader(
+        needs in proptest::collection::btree_map(
+            "[A-Z][a-z0-9]{0,6}",
+            crate::need::arb::valid_need(),
+            0..5,
+        )
+    ) {
+        let needs: Vec<Need> = needs
+            .into_iter()
+            .map(|(name, mut n)| {
+                n.instancename = name;
+                n
+            })
+            .collect();
+        let file = crate::need::NeedsFile(needs.clone());
+        let text = file.to_text();
+        let back = crate::need::NeedsFile::parse(std::path::Path::new("needs"), &text);
+        prop_assert_eq!(back.map(|f| f.0).map_err(|e| e.to_string()), Ok(needs), "{}", text);
+    }
+
+    /// Through the real reader: a config it accepts is exactly the one written.
+    #[test]
+    fn master_config_through_its_reader(c in any::<MasterConfig>()) {
+        let text = serde_json::to_string_pretty(&c).unwrap_or_default();
+        if let Ok(back) = MasterConfig::parse(std::path::Path::new("c.json"), &text) {
+            prop_assert_eq!(back, c);
+        }
+    }
     #[test]
     fn statuses(a in any::<MasterStatus>(), b in any::<LanStatus>()) {
         roundtrip(&a);

@@ -34,3 +34,62 @@ fn committed_schemas_match_the_code() {
         stale.join(", ")
     );
 }
+
+/// Every message type of every link has an example in the wire snapshots,
+/// so a new variant cannot slip onto the wire unreviewed.
+#[test]
+fn every_message_type_has_a_snapshot() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let pairs = [
+        (&["master-to-lanmanager.json"][..], "wire__master_to_lan_examples.snap"),
+        (&["lanmanager-to-master.json"][..], "wire__lan_to_master_examples.snap"),
+        (
+            &["admin-to-lanmanager.json", "lanmanager-to-admin.json"][..],
+            "wire__admin_examples.snap",
+        ),
+        (
+            &["child-to-master.json", "master-to-child.json"][..],
+            "wire__local_examples.snap",
+        ),
+    ];
+    let mut missing = Vec::new();
+    for (schemas, snapshot) in pairs {
+        let snap = std::fs::read_to_string(root.join("tests/snapshots").join(snapshot))
+            .unwrap_or_else(|e| panic!("{snapshot}: {e}"));
+        for schema in schemas {
+            let text = std::fs::read_to_string(root.join("../schemas").join(schema))
+                .unwrap_or_else(|e| panic!("{schema}: {e}"));
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let mut tags = Vec::new();
+            collect_type_consts(&value, &mut tags);
+            assert!(!tags.is_empty(), "{schema}: no message types found");
+            for tag in tags {
+                if !snap.contains(&format!("\"type\": \"{tag}\"")) {
+                    missing.push(format!("{tag} ({schema}) has no example in {snapshot}"));
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
+
+/// The `const` values of every `type` property in a schema.
+fn collect_type_consts(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            if let Some(c) = m
+                .get("properties")
+                .and_then(|p| p.get("type"))
+                .and_then(|t| t.get("const"))
+                .and_then(|c| c.as_str())
+            {
+                out.push(c.to_string());
+            }
+            for child in m.values() {
+                collect_type_consts(child, out);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|c| collect_type_consts(c, out)),
+        _ => {}
+    }
+}

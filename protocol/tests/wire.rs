@@ -100,6 +100,7 @@ fn master_to_lan_examples() {
             instancename: "Time".into(),
         },
         MasterToLan::Heartbeat { seq: 3 },
+        MasterToLan::Leaving,
     ];
     insta::assert_json_snapshot!(snapshot(&msgs));
 }
@@ -173,6 +174,9 @@ fn admin_examples() {
             instancename: "Time".into(),
         },
         AdminToLan::Status,
+        AdminToLan::MasterForget {
+            name: "host1:/tmp".into(),
+        },
     ];
     let replies = vec![
         LanToAdmin::AdminWelcome {

@@ -117,6 +117,37 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The same operation with its master index taken modulo the `n`
+    /// masters that exist, so that every master-targeted operation hits one
+    /// (a generated index past the end would otherwise do nothing), and a
+    /// sequence still replays the same way.
+    pub fn on_existing(&self, n: usize) -> Op {
+        let mut op = self.clone();
+        let n = n.max(1);
+        match &mut op {
+            Op::KillMaster { master }
+            | Op::RestartMaster { master }
+            | Op::CutLink { master }
+            | Op::FreezeLink { master }
+            | Op::RestoreLink { master }
+            | Op::ShrinkPorts { master, .. }
+            | Op::FreezeMaster { master, .. }
+            | Op::Impostor { master }
+            | Op::DuplicateName { master }
+            | Op::HoldLink { master, .. } => *master %= n,
+            Op::AddNeed { .. }
+            | Op::RemoveNeed { .. }
+            | Op::KillChild { .. }
+            | Op::RestartLan { .. }
+            | Op::AddMaster
+            | Op::Pause { .. }
+            | Op::FreezeLan { .. } => {}
+        }
+        op
+    }
+}
+
 /// What the operations asked for so far: the needs that should exist.
 #[derive(Debug, Clone, Default)]
 pub struct Model {
@@ -220,8 +251,10 @@ pub fn max_failures(window: Duration, life: Duration, timings: &Timings) -> u64 
     }
 }
 
-/// Applies `op` to the cluster and the model.
+/// Applies `op` to the cluster and the model (on an existing master, see
+/// [`Op::on_existing`]).
 pub fn apply(cluster: &mut Cluster, model: &mut Model, op: &Op) -> Result<(), HarnessError> {
+    let op = &op.on_existing(cluster.masters().len());
     match op {
         Op::AddNeed {
             instance,
@@ -480,6 +513,19 @@ mod tests {
                 _ => {}
             }
         }
+    }
+
+    #[test]
+    fn master_indices_wrap_onto_existing_masters() {
+        assert_eq!(
+            Op::CutLink { master: 5 }.on_existing(2),
+            Op::CutLink { master: 1 }
+        );
+        assert_eq!(
+            Op::HoldLink { master: 2, ms: 9 }.on_existing(2),
+            Op::HoldLink { master: 0, ms: 9 }
+        );
+        assert_eq!(Op::AddMaster.on_existing(0), Op::AddMaster);
     }
 
     #[test]
