@@ -269,8 +269,22 @@ async fn needs_of_a_master_that_does_not_come_back_open_when_the_settle_period_e
     })
     .await;
     lm.kill();
-    let lm = Lm::start(dir.path(), &[("--settle-ms", "300")]);
+    let lm = Lm::start(dir.path(), &[("--settle-ms", "3000")]);
     let mut m2 = FakeMaster::connect(&lm.addr, "m2", &["svc"]).await;
+    // Within the settle period A0 is held for m1: not offered, not claimable.
+    match m2.recv().await {
+        LanToMaster::Needs { needs } => {
+            assert!(needs.iter().all(|n| n.instancename != "A0"), "{needs:?}")
+        }
+        other => panic!("expected the needs snapshot, got {other:?}"),
+    }
+    assert_eq!(lm.status().needs[0].state, NeedState::Settling);
+    match m2.claim("A0").await {
+        LanToMaster::ClaimRefused { reason, .. } => {
+            assert!(reason.contains("held for m1"), "{reason}")
+        }
+        other => panic!("claimed a settling need: {other:?}"),
+    }
     m2.expect(
         "need_open after the settle period",
         |x| matches!(x, LanToMaster::NeedOpen { need } if need.instancename == "A0"),

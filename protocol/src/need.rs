@@ -207,19 +207,20 @@ pub(crate) mod arb {
                 Just("192.168.0.0/16".to_string()),
                 Just("::1".to_string()),
             ]),
-            prop::option::of(
-                proptest::sample::subsequence(super::Protocol::ALL.to_vec(), 1..=3),
-            ),
+            prop::option::of(proptest::sample::subsequence(
+                super::Protocol::ALL.to_vec(),
+                1..=3,
+            )),
         )
-            .prop_map(|(modulename, instancename, propertyhash, ipaddress, protocols)| {
-                super::Need {
+            .prop_map(
+                |(modulename, instancename, propertyhash, ipaddress, protocols)| super::Need {
                     modulename,
                     instancename,
                     propertyhash,
                     ipaddress,
                     protocols,
-                }
-            })
+                },
+            )
     }
 }
 

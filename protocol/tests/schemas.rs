@@ -41,8 +41,14 @@ fn committed_schemas_match_the_code() {
 fn every_message_type_has_a_snapshot() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let pairs = [
-        (&["master-to-lanmanager.json"][..], "wire__master_to_lan_examples.snap"),
-        (&["lanmanager-to-master.json"][..], "wire__lan_to_master_examples.snap"),
+        (
+            &["master-to-lanmanager.json"][..],
+            "wire__master_to_lan_examples.snap",
+        ),
+        (
+            &["lanmanager-to-master.json"][..],
+            "wire__lan_to_master_examples.snap",
+        ),
         (
             &["admin-to-lanmanager.json", "lanmanager-to-admin.json"][..],
             "wire__admin_examples.snap",

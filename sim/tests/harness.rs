@@ -96,6 +96,25 @@ fn a_killed_master_leaves_no_child_and_drop_cleans_up() {
     })
     .unwrap();
     assert!(!allex_sim::procscan::is_alive(run.pid));
+    // Dropping the cluster stops the lan manager and removes every directory.
+    let lan_pid = cluster
+        .lan()
+        .proc()
+        .map(|p| p.pid())
+        .expect("lan manager runs");
+    let dirs = [
+        cluster.lan().dir().to_path_buf(),
+        cluster.master(0).runtime_dir().to_path_buf(),
+    ];
+    assert!(dirs.iter().all(|d| d.exists()));
+    drop(cluster);
+    assert!(
+        !allex_sim::procscan::is_alive(lan_pid),
+        "the lan manager outlived the drop"
+    );
+    for d in &dirs {
+        assert!(!d.exists(), "{} outlived the drop", d.display());
+    }
 }
 
 #[test]
