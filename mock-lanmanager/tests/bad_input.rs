@@ -51,7 +51,7 @@ async fn wrong_token_and_another_major_version_are_refused_with_a_reason() {
     let mut ws = raw(&lm.addr).await;
     let mut future = h.clone();
     future.token = Some("s3cret".into());
-    future.version = ProtocolVersion { major: 2, minor: 0 };
+    future.version = ProtocolVersion { major: 3, minor: 0 };
     ws.send(Message::text(encode(&MasterToLan::Hello(future))))
         .await
         .unwrap();

@@ -14,7 +14,9 @@ pub struct ProtocolVersion {
 }
 
 /// The version this build speaks.
-pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 1, minor: 0 };
+/// 2.0: `hello` carries the master's `secret` (a first-round master is refused with
+/// `version_mismatch`, which says what is wrong, instead of a missing field).
+pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 2, minor: 0 };
 
 impl ProtocolVersion {
     /// Whether a peer speaking `other` can be served by this build.

@@ -275,7 +275,7 @@ fn opening_is_hello_or_admin_hello() {
     let m: Opening = decode_text(&encode(&MasterToLan::Hello(hello())), MAX_TO_LAN_FRAME).unwrap();
     assert_eq!(m, Opening::Hello(hello()));
     let a: Opening = decode_text(
-        r#"{"type":"admin_hello","version":{"major":1,"minor":0}}"#,
+        r#"{"type":"admin_hello","version":{"major":2,"minor":0}}"#,
         MAX_TO_LAN_FRAME,
     )
     .unwrap();
@@ -286,9 +286,9 @@ fn opening_is_hello_or_admin_hello() {
             token: None
         }
     );
-    let other = ProtocolVersion { major: 2, minor: 0 };
+    let other = ProtocolVersion { major: 3, minor: 0 };
     assert!(!PROTOCOL_VERSION.compatible_with(&other));
-    assert!(PROTOCOL_VERSION.compatible_with(&ProtocolVersion { major: 1, minor: 9 }));
+    assert!(PROTOCOL_VERSION.compatible_with(&ProtocolVersion { major: 2, minor: 9 }));
 }
 
 #[test]
