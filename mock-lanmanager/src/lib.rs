@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod backoff;
 pub mod cli;
+pub mod commands;
 pub mod connection;
 pub mod needs_store;
 pub mod outbox;

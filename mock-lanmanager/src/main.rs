@@ -1,11 +1,8 @@
-//! `allexlanmanager`: run the lan manager, or talk to a running one.
+//! `allexlanmanager`: parse the command line, run it.
 
-use allex_lanmanager::cli::{Cli, Command, MasterAction, NeedAction, RunArgs};
-use allex_lanmanager::{admin, status, Server};
-use allex_protocol::{AdminToLan, LanToAdmin};
-use anyhow::{bail, Context, Result};
+use allex_lanmanager::cli::Cli;
+use anyhow::{Context, Result};
 use clap::Parser;
-use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -31,115 +28,5 @@ fn real_main() -> Result<()> {
         .init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
-    runtime.block_on(async move {
-        match cli.command {
-            None => run(cli.run).await,
-            Some(Command::Run(args)) => run(args).await,
-            Some(Command::Need { action }) => need(action).await,
-            Some(Command::Master {
-                action: MasterAction::Forget { name, conn },
-            }) => done(&conn, AdminToLan::MasterForget { name }).await,
-            Some(Command::Status { json, conn }) => {
-                let st = admin::status(&conn.connect, conn.token).await?;
-                let text = if json {
-                    serde_json::to_string_pretty(&st)? + "\n"
-                } else {
-                    status::render(&st)
-                };
-                print_out(&text)
-            }
-        }
-    })
-}
-
-async fn run(args: RunArgs) -> Result<()> {
-    let settings = args.settings();
-    settings.check().map_err(anyhow::Error::msg)?;
-    if settings.token.is_none() && !listens_on_loopback_only(&settings.listen) {
-        tracing::warn!(
-            listen = %settings.listen,
-            "listening beyond loopback without a token: anyone who reaches this port can \
-             add and remove needs; set --token or ALLEX_TOKEN, or listen on an internal address"
-        );
-    }
-    let server = Server::start(settings)
-        .await
-        .context("the lan manager cannot start")?;
-    let addr = server
-        .local_addr()
-        .context("cannot read the bound address")?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "allexlanmanager listening on {addr}").context("cannot write to stdout")?;
-    out.flush().context("cannot flush stdout")?;
-    drop(out);
-    let events = server.events();
-    tokio::select! {
-        _ = server.run() => {}
-        signal = shutdown_signal() => {
-            signal?;
-            tracing::info!("stopping: recording which needs run where");
-            allex_lanmanager::server::flush(&events).await;
-        }
-    }
-    Ok(())
-}
-
-/// Whether `listen` (`ADDR:PORT`) binds loopback addresses only.
-fn listens_on_loopback_only(listen: &str) -> bool {
-    listen
-        .parse::<std::net::SocketAddr>()
-        .map(|a| a.ip().is_loopback())
-        .unwrap_or(false)
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() -> Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
-}
-
-async fn need(action: NeedAction) -> Result<()> {
-    let (conn, req) = match action {
-        NeedAction::Add {
-            module,
-            instance,
-            propertyhash,
-            ipaddress,
-            protocols,
-            conn,
-        } => {
-            let need = admin::build_need(
-                &module,
-                &instance,
-                propertyhash.as_deref(),
-                ipaddress.as_deref(),
-                protocols.as_deref(),
-            )?;
-            (conn, AdminToLan::NeedAdd { need })
-        }
-        NeedAction::Remove { name, conn } => (conn, AdminToLan::NeedRemove { instancename: name }),
-    };
-    done(&conn, req).await
-}
-
-/// Sends one change request and prints its acknowledgement.
-async fn done(conn: &allex_lanmanager::cli::ConnectArgs, req: AdminToLan) -> Result<()> {
-    match admin::request(&conn.connect, conn.token.clone(), req).await? {
-        LanToAdmin::Done { message } => print_out(&format!("{message}\n")),
-        other => bail!("unexpected answer from the lan manager: {other:?}"),
-    }
-}
-
-/// Writes to stdout, turning a closed pipe into an error instead of a panic.
-fn print_out(text: &str) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .context("cannot write to stdout")
+    runtime.block_on(allex_lanmanager::commands::execute(cli))
 }

@@ -239,6 +239,17 @@ async fn crash_loop_is_retried_with_a_growing_delay_that_resets_after_a_stable_r
         let g = m.run_service("A0", 100 + round, svc.ports).await;
         let t = Instant::now();
         m.down("A0", g, 100 + round, 50, false).await;
+        if round == 0 {
+            // The first quick death reopens the need at once: the need_open
+            // is out before a round trip ends, and no delay is armed.
+            let seen = m.drain().await;
+            assert!(seen.iter().any(|x| is_open(x, "A0")), "{seen:?}");
+            let st = lm.status();
+            assert_eq!(st.needs[0].state, NeedState::Open, "{st:?}");
+            assert_eq!(st.needs[0].retry_in_ms, None);
+            delays.push(t.elapsed());
+            continue;
+        }
         if round == 1 {
             m.drain().await;
             let st = lm.status();
@@ -255,19 +266,18 @@ async fn crash_loop_is_retried_with_a_growing_delay_that_resets_after_a_stable_r
         m.expect("need_open", |x| is_open(x, "A0")).await;
         delays.push(t.elapsed());
     }
-    assert!(
-        delays[0] < Duration::from_millis(250),
-        "first death reopens at once: {delays:?}"
-    );
     assert!(delays[1] >= Duration::from_millis(300), "{delays:?}");
     assert!(delays[2] >= Duration::from_millis(600), "{delays:?}");
     // A stable run resets the count: the next death reopens at once.
     let g = m.run_service("A0", 200, svc.ports).await;
     m.down("A0", g, 200, 60_000, false).await;
-    let t = Instant::now();
     m.expect("need_open", |x| is_open(x, "A0")).await;
-    assert!(t.elapsed() < Duration::from_millis(250));
-    assert_eq!(lm.status().needs[0].failures, 0);
+    let st = lm.status();
+    assert_eq!(
+        (st.needs[0].state, st.needs[0].failures),
+        (NeedState::Open, 0)
+    );
+    assert_eq!(st.needs[0].retry_in_ms, None);
 }
 
 #[tokio::test]

