@@ -110,9 +110,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, id: ConnId, ctx: Arc<Con
     match opening {
         Err((why, _)) => {
             tracing::debug!(%peer, "refusing connection without hello: {why}");
-            refuse(
-                &outbox,
-                &kill,
+            outbox.refuse(
                 ErrorCode::HelloRequired,
                 format!("the first frame must be hello or admin_hello: {why}"),
             );
@@ -121,7 +119,6 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, id: ConnId, ctx: Arc<Con
             if admit(
                 &ctx.settings,
                 &outbox,
-                &kill,
                 hello.version,
                 hello.token.as_deref(),
             ) {
@@ -129,7 +126,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, id: ConnId, ctx: Arc<Con
             }
         }
         Ok(Opening::AdminHello { version, token }) => {
-            if admit(&ctx.settings, &outbox, &kill, version, token.as_deref()) {
+            if admit(&ctx.settings, &outbox, version, token.as_deref()) {
                 admin_session(&mut stream, &outbox, &kill, &ctx).await;
             }
         }
@@ -150,12 +147,6 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, id: ConnId, ctx: Arc<Con
     let _ = tokio::join!(writer, tokio::time::timeout(CLOSE_FLUSH, drain));
 }
 
-/// Sends an error and closes the connection with the same reason.
-fn refuse(outbox: &Outbox, kill: &KillSwitch, code: ErrorCode, message: String) {
-    outbox.send(error_frame(code, &message));
-    kill.kill(format!("{code}: {message}"));
-}
-
 fn error_frame(code: ErrorCode, message: &str) -> Utf8Bytes {
     // Masters and admin CLIs share the error message's shape.
     Utf8Bytes::from(encode(&LanToMaster::Error {
@@ -168,15 +159,11 @@ fn error_frame(code: ErrorCode, message: &str) -> Utf8Bytes {
 fn admit(
     settings: &Settings,
     outbox: &Outbox,
-    kill: &KillSwitch,
     version: ProtocolVersion,
     token: Option<&str>,
 ) -> bool {
     if !PROTOCOL_VERSION.compatible_with(&version) {
-        refuse(
-            outbox,
-            kill,
-            ErrorCode::VersionMismatch,
+        outbox.refuse(ErrorCode::VersionMismatch,
             format!("protocol version {version} is not supported; this lan manager speaks {PROTOCOL_VERSION}"),
         );
         return false;
@@ -185,12 +172,7 @@ fn admit(
         let given = token.unwrap_or("");
         let same: bool = given.as_bytes().ct_eq(expected.as_bytes()).into();
         if !same {
-            refuse(
-                outbox,
-                kill,
-                ErrorCode::BadToken,
-                "wrong or missing token".into(),
-            );
+            outbox.refuse(ErrorCode::BadToken, "wrong or missing token".into());
             return false;
         }
     }
@@ -254,7 +236,7 @@ async fn master_session(
     ctx: &ConnContext,
 ) {
     if let Some(why) = bad_hello(&hello) {
-        refuse(&outbox, kill, ErrorCode::Invalid, why);
+        outbox.refuse(ErrorCode::Invalid, why);
         return;
     }
     let name = hello.master.clone();
@@ -293,7 +275,7 @@ async fn master_session(
             Ok(Some(Ok(m))) => m,
         };
         replies.heard();
-        if !admit_frame(&mut bucket, &msg, &replies, kill, &name) {
+        if !admit_frame(&mut bucket, &msg, &replies, &name) {
             if kill.reason().is_some() {
                 break;
             }
@@ -415,13 +397,7 @@ async fn admin_session(
 ///
 /// Control frames (ping, pong, close) are not counted: tungstenite answers
 /// pings itself and a close ends the session anyway.
-fn admit_frame(
-    bucket: &mut Bucket,
-    msg: &Message,
-    outbox: &Outbox,
-    kill: &KillSwitch,
-    peer: &str,
-) -> bool {
+fn admit_frame(bucket: &mut Bucket, msg: &Message, outbox: &Outbox, peer: &str) -> bool {
     if !matches!(msg, Message::Text(_) | Message::Binary(_)) {
         return true;
     }
@@ -441,9 +417,7 @@ fn admit_frame(
         }
         Verdict::Close => {
             tracing::warn!(peer, "kept flooding after rate_limited; closing the link");
-            refuse(
-                outbox,
-                kill,
+            outbox.refuse(
                 ErrorCode::RateLimited,
                 "kept sending too many messages".into(),
             );

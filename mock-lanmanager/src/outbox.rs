@@ -169,6 +169,18 @@ impl Outbox {
         false
     }
 
+    /// Sends an error frame and closes the connection with the same reason:
+    /// how a peer is told why it is refused.
+    pub fn refuse(&self, code: allex_protocol::ErrorCode, message: String) {
+        self.send(Utf8Bytes::from(allex_protocol::frame::encode(
+            &allex_protocol::LanToMaster::Error {
+                code,
+                message: message.clone(),
+            },
+        )));
+        self.kill(format!("{code}: {message}"));
+    }
+
     /// Closes the connection with a reason.
     pub fn kill(&self, reason: impl Into<String>) {
         self.kill.kill(reason);

@@ -175,34 +175,30 @@ impl TestMaster {
         std::fs::read_to_string(self.dir.path().join("master.stderr")).unwrap_or_default()
     }
 
-    /// `allexmaster status --json` over the socket, parsed.
-    pub fn status(&self) -> MasterStatus {
-        let out = Command::new(master_bin())
-            .args(["status", "--json", "--socket"])
-            .arg(&self.socket)
-            .output()
-            .unwrap();
+    /// `allexmaster status [--json]` over the socket; its stdout, which must succeed.
+    fn status_stdout(&self, json: bool) -> Vec<u8> {
+        let mut cmd = Command::new(master_bin());
+        cmd.arg("status");
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.arg("--socket").arg(&self.socket).output().unwrap();
         assert!(
             out.status.success(),
             "status failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).unwrap()
+        out.stdout
+    }
+
+    /// `allexmaster status --json` over the socket, parsed.
+    pub fn status(&self) -> MasterStatus {
+        serde_json::from_slice(&self.status_stdout(true)).unwrap()
     }
 
     /// `allexmaster status` as the table an operator reads.
     pub fn status_text(&self) -> String {
-        let out = Command::new(master_bin())
-            .args(["status", "--socket"])
-            .arg(&self.socket)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        String::from_utf8_lossy(&self.status_stdout(false)).into_owned()
     }
 
     /// Whether `port` of protocol `p` lies in this master's range.

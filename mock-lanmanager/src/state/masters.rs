@@ -35,15 +35,6 @@ fn secret_hash(secret: &str) -> String {
     hex
 }
 
-/// Sends an error on a connection that is not admitted, and closes it.
-fn refuse(outbox: &Outbox, code: ErrorCode, message: String) {
-    outbox.send(text(&LanToMaster::Error {
-        code,
-        message: message.clone(),
-    }));
-    outbox.kill(format!("{code}: {message}"));
-}
-
 /// One service of a disconnected master to connect to.
 struct LivenessTarget {
     instance: String,
@@ -69,8 +60,7 @@ impl State {
         match self.identities.get(&name) {
             Some(bound) if *bound != hash => {
                 tracing::warn!(master = %name, %peer, "refused: the name is bound to another secret");
-                refuse(
-                    &outbox,
+                outbox.refuse(
                     ErrorCode::IdentityMismatch,
                     format!(
                         "master name {name} is bound to another secret; if this is a new \
@@ -86,8 +76,7 @@ impl State {
                 if let Err(e) = self.store.write_masters(&self.identities) {
                     self.identities.remove(&name);
                     tracing::error!(master = %name, "cannot record the master's identity: {e}");
-                    refuse(
-                        &outbox,
+                    outbox.refuse(
                         ErrorCode::Storage,
                         format!("cannot record this master's identity: {e}"),
                     );
@@ -135,8 +124,7 @@ impl State {
             first = %from,
             "refused a second connection for a connected, answering master name"
         );
-        refuse(
-            outbox,
+        outbox.refuse(
             ErrorCode::NameInUse,
             format!(
                 "master name {name} is connected from {from} and answering; \

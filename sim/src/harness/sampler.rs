@@ -174,18 +174,19 @@ fn sample_into(
         }
         match client.as_mut().map(AdminClient::status) {
             Some(Ok(st)) => {
+                // Records of masters this sampler does not watch are not judged.
+                let judged: Vec<String> = watched
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .map(|(m, _)| m.clone())
+                    .collect();
                 let mut still = HashMap::new();
                 for r in &st.running {
                     let backed = live
                         .get(&r.instancename)
                         .is_some_and(|ps| ps.iter().any(|(m, p)| *m == r.master && *p == r.pid));
-                    // Records of masters this sampler does not watch are not judged.
-                    let judged = watched
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .iter()
-                        .any(|(m, _)| *m == r.master);
-                    if backed || !judged {
+                    if backed || !judged.contains(&r.master) {
                         continue;
                     }
                     let key = (r.instancename.clone(), r.master.clone(), r.pid);
