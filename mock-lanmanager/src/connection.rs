@@ -6,10 +6,10 @@
 //! a bounded queue, so a peer that never reads is dropped instead of growing
 //! memory or slowing anyone else.
 
+use crate::driver::Event;
 use crate::outbox::{ConnId, KillSwitch, Outbox, OutboxReceiver};
 use crate::ratelimit::{Bucket, RateLimit, Verdict};
 use crate::settings::Settings;
-use crate::state::Event;
 use allex_protocol::frame::{decode_text, encode, MAX_TO_LAN_FRAME};
 use allex_protocol::names::validate_name;
 use allex_protocol::{

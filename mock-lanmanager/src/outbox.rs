@@ -13,8 +13,7 @@ pub const OUTBOX_CAPACITY: usize = 16 * 1024;
 /// for one largest snapshot and then some.
 pub const OUTBOX_BYTES: usize = allex_protocol::frame::MAX_FROM_LAN_FRAME + (32 << 20);
 
-/// Identifies one accepted connection.
-pub type ConnId = u64;
+pub use crate::core::ConnId;
 
 /// Tells a connection task to close, with the reason for its peer.
 #[derive(Debug)]

@@ -68,16 +68,7 @@ async fn check_one(address: &str, p: Protocol, port: u16, deadline: Instant) -> 
     }
 }
 
-/// What one round of connects says about a service whose master is away.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Liveness {
-    /// At least one declared port accepted: something still serves there.
-    Answers,
-    /// Every declared port was refused: the host answered, nothing listens.
-    Refused,
-    /// No answer at all (timeouts, unreachable), or refused only in part.
-    Silent,
-}
+pub use crate::core::Liveness;
 
 /// Connects once to each port of a service, all at once, and sums up.
 pub async fn probe_service(

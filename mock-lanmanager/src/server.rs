@@ -1,9 +1,10 @@
 //! Startup (files, state owner) and the accept loop.
 
 use crate::connection::{self, ConnContext};
+use crate::core::{Startup, State};
+use crate::driver::{self, Driver, Event, EVENT_QUEUE};
 use crate::needs_store::{Store, StoreError, GENERATION_BLOCK};
 use crate::settings::Settings;
-use crate::state::{Event, Startup, State, EVENT_QUEUE};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,8 +69,9 @@ impl Server {
             generation_bound,
             identities,
         };
-        let state = State::new(settings.clone(), store, startup, events.clone());
-        tokio::spawn(state.run(inbox));
+        let (core, initial) = State::new(settings.clone(), startup, driver::now());
+        let driver = Driver::new(core, store, initial);
+        tokio::spawn(driver.run(inbox));
         Ok(Server {
             listener,
             ctx: Arc::new(ConnContext { settings, events }),

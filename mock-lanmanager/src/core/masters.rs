@@ -3,9 +3,6 @@
 //! and the messages a connected master sends that are not about one claim.
 
 use super::*;
-use crate::outbox::mono_ms;
-use crate::portcheck::{probe_service, Liveness};
-use allex_protocol::Protocol;
 use sha2::{Digest, Sha256};
 
 /// How long a connected master's old link has to answer a ping before a
@@ -20,9 +17,6 @@ const LIVENESS_INTERVAL: Duration = Duration::from_millis(250);
 /// long, so they are checked less often.
 const LIVENESS_INTERVAL_PAST_GRACE: Duration = Duration::from_secs(1);
 
-/// How long one liveness connect may take before the port counts as silent.
-const LIVENESS_TIMEOUT: Duration = Duration::from_millis(500);
-
 /// What the identity file keeps of a secret: its SHA-256, so the file alone
 /// does not let anyone speak for a master.
 fn secret_hash(secret: &str) -> String {
@@ -35,108 +29,181 @@ fn secret_hash(secret: &str) -> String {
     hex
 }
 
-/// One service of a disconnected master to connect to.
-struct LivenessTarget {
-    instance: String,
-    generation: u64,
-    address: String,
-    ports: Vec<(Protocol, u16)>,
-}
-
 /// A hello waiting for the old link of its name to answer a ping or not.
 #[derive(Debug)]
 pub(super) struct Parked {
     hello: MasterHello,
-    outbox: Outbox,
+    conn: ConnId,
     peer: SocketAddr,
     old: ConnId,
-    since_ms: u64,
+}
+
+/// An identity-file write under way, and what waits for it to be durable.
+#[derive(Debug)]
+pub(super) enum IdentityWrite {
+    /// A new name's first hello: admitted once its binding is on disk.
+    Bind {
+        hello: MasterHello,
+        conn: ConnId,
+        peer: SocketAddr,
+    },
+    /// `master forget`: answered once the name is gone from disk.
+    Forget {
+        name: String,
+        hash: String,
+        req: ReqId,
+    },
 }
 
 impl State {
-    pub(super) fn on_hello(&mut self, hello: MasterHello, outbox: Outbox, peer: SocketAddr) {
+    pub(super) fn on_hello(&mut self, hello: MasterHello, conn: ConnId, peer: SocketAddr) {
         let name = hello.master.clone();
         let hash = secret_hash(&hello.secret);
+        let binding = self
+            .identity_writes
+            .iter()
+            .any(|w| matches!(w, IdentityWrite::Bind { hello: h, .. } if h.master == name));
         match self.identities.get(&name) {
             Some(bound) if *bound != hash => {
                 tracing::warn!(master = %name, %peer, "refused: the name is bound to another secret");
-                outbox.refuse(
-                    ErrorCode::IdentityMismatch,
-                    format!(
+                self.fx.push(Effect::Refuse {
+                    conn,
+                    code: ErrorCode::IdentityMismatch,
+                    message: format!(
                         "master name {name} is bound to another secret; if this is a new \
                          machine or runtime directory for that name, run \
                          `allexlanmanager master forget {name}` first"
                     ),
-                );
+                });
+                return;
+            }
+            // Same secret while its binding is still being written: it is
+            // a second connection for a name not admitted yet.
+            Some(_) if binding => {
+                self.refuse_in_use(&name, conn, Some(peer));
                 return;
             }
             Some(_) => {}
             None => {
+                // Bound (in memory at once, so a rival secret is refused
+                // meanwhile) and admitted once the binding is durable.
                 self.identities.insert(name.clone(), hash);
-                if let Err(e) = self.store.write_masters(&self.identities) {
-                    self.identities.remove(&name);
-                    tracing::error!(master = %name, "cannot record the master's identity: {e}");
-                    outbox.refuse(
-                        ErrorCode::Storage,
-                        format!("cannot record this master's identity: {e}"),
-                    );
-                    return;
-                }
-                tracing::info!(master = %name, "bound the master name to its secret");
+                self.write_identities(IdentityWrite::Bind { hello, conn, peer });
+                return;
             }
         }
+        self.hello_of_known(hello, conn, peer);
+    }
+
+    /// Writes the identity file for `why`; `on_masters_written` finishes it.
+    pub(super) fn write_identities(&mut self, why: IdentityWrite) {
+        self.identity_writes.push_back(why);
+        self.fx
+            .push(Effect::Write(Write::Masters(self.identities.clone())));
+    }
+
+    /// The oldest identity write ended: admit or refuse, answer or restore.
+    pub(super) fn on_masters_written(&mut self, result: Result<(), String>) {
+        let Some(why) = self.identity_writes.pop_front() else {
+            return;
+        };
+        match (why, result) {
+            (IdentityWrite::Bind { hello, conn, peer }, Ok(())) => {
+                tracing::info!(master = %hello.master, "bound the master name to its secret");
+                self.hello_of_known(hello, conn, peer);
+            }
+            (IdentityWrite::Bind { hello, conn, .. }, Err(e)) => {
+                let name = hello.master;
+                self.identities.remove(&name);
+                tracing::error!(master = %name, "cannot record the master's identity: {e}");
+                self.fx.push(Effect::Refuse {
+                    conn,
+                    code: ErrorCode::Storage,
+                    message: format!("cannot record this master's identity: {e}"),
+                });
+            }
+            (IdentityWrite::Forget { name, req, .. }, Ok(())) => {
+                tracing::info!(master = %name, "identity forgotten");
+                self.reply(
+                    req,
+                    LanToAdmin::Done {
+                        message: format!(
+                            "forgot master {name}: the next master to say hello under this name is bound to it"
+                        ),
+                    },
+                );
+            }
+            (IdentityWrite::Forget { name, hash, req }, Err(e)) => {
+                self.identities.insert(name, hash);
+                self.reply(
+                    req,
+                    LanToAdmin::Error {
+                        code: ErrorCode::Storage,
+                        message: e,
+                    },
+                );
+            }
+        }
+    }
+
+    /// A hello whose name is bound to its secret: admit it, or first make
+    /// sure the link its name is connected on is dead.
+    fn hello_of_known(&mut self, hello: MasterHello, conn: ConnId, peer: SocketAddr) {
+        let name = hello.master.clone();
         let live = self
             .masters
             .get(&name)
-            .and_then(|m| m.outbox.clone())
-            .filter(|o| o.id != outbox.id);
+            .and_then(|m| m.conn)
+            .filter(|old| *old != conn);
         if let Some(old) = live {
             if self.parked.contains_key(&name) {
                 let from = self.masters.get(&name).map(|m| m.peer);
-                self.refuse_in_use(&name, &outbox, from);
+                self.refuse_in_use(&name, conn, from);
                 return;
             }
             // Only a link known dead may be replaced: a live one answers the
             // ping (its WebSocket layer does, even when its master is busy).
-            let since_ms = mono_ms();
-            old.ping();
-            let conn = outbox.id;
             self.parked.insert(
                 name.clone(),
                 Parked {
                     hello,
-                    outbox,
+                    conn,
                     peer,
-                    old: old.id,
-                    since_ms,
+                    old,
                 },
             );
-            self.after(PROBE_WAIT, Event::ProbeOver { master: name, conn });
+            self.fx.push(Effect::ProbeLink {
+                master: name,
+                old,
+                conn,
+                wait: PROBE_WAIT,
+            });
             return;
         }
-        self.admit(hello, outbox, peer);
+        self.admit(hello, conn, peer);
     }
 
-    fn refuse_in_use(&self, name: &str, outbox: &Outbox, from: Option<SocketAddr>) {
+    fn refuse_in_use(&mut self, name: &str, conn: ConnId, from: Option<SocketAddr>) {
         let from = from.map_or_else(|| "elsewhere".to_string(), |a| a.to_string());
         tracing::error!(
             master = %name,
             first = %from,
             "refused a second connection for a connected, answering master name"
         );
-        outbox.refuse(
-            ErrorCode::NameInUse,
-            format!(
+        self.fx.push(Effect::Refuse {
+            conn,
+            code: ErrorCode::NameInUse,
+            message: format!(
                 "master name {name} is connected from {from} and answering; \
                  give each master its own name (config key `name`)"
             ),
-        );
+        });
     }
 
     /// The old link had its chance to answer: keep it and refuse the new
     /// connection, or drop it as dead and admit the new one.
-    pub(super) fn on_probe_over(&mut self, master: &str, conn: ConnId) {
-        if self.parked.get(master).map(|p| p.outbox.id) != Some(conn) {
+    pub(super) fn on_probe_done(&mut self, master: &str, conn: ConnId, answered: bool) {
+        if self.parked.get(master).map(|p| p.conn) != Some(conn) {
             return;
         }
         let Some(p) = self.parked.remove(master) else {
@@ -145,23 +212,24 @@ impl State {
         let old = self
             .masters
             .get(master)
-            .and_then(|m| m.outbox.clone().map(|o| (o, m.peer)))
-            .filter(|(o, _)| o.id == p.old);
+            .and_then(|m| m.conn.map(|c| (c, m.peer)))
+            .filter(|(c, _)| *c == p.old);
         match old {
-            Some((o, from)) if o.last_heard() >= p.since_ms => {
-                self.refuse_in_use(master, &p.outbox, Some(from));
-            }
-            Some((o, _)) => {
+            Some((_, from)) if answered => self.refuse_in_use(master, p.conn, Some(from)),
+            Some((old, _)) => {
                 tracing::info!(master, "the old link did not answer a ping: replacing it");
-                o.kill("replaced: this link did not answer a ping");
-                self.conns.remove(&o.id);
-                self.admit(p.hello, p.outbox, p.peer);
+                self.fx.push(Effect::Close {
+                    conn: old,
+                    reason: "replaced: this link did not answer a ping".into(),
+                });
+                self.conns.remove(&old);
+                self.admit(p.hello, p.conn, p.peer);
             }
-            None => self.admit(p.hello, p.outbox, p.peer),
+            None => self.admit(p.hello, p.conn, p.peer),
         }
     }
 
-    fn admit(&mut self, hello: MasterHello, outbox: Outbox, peer: SocketAddr) {
+    fn admit(&mut self, hello: MasterHello, conn: ConnId, peer: SocketAddr) {
         let name = hello.master.clone();
         let epoch = self.next_epoch();
         let ip = hello.advertiseaddress.parse::<IpAddr>().ok();
@@ -173,7 +241,7 @@ impl State {
             inventory = hello.inventory.len(),
             "master connected"
         );
-        self.conns.insert(outbox.id, name.clone());
+        self.conns.insert(conn, name.clone());
         self.masters.insert(
             name.clone(),
             MasterEntry {
@@ -182,7 +250,7 @@ impl State {
                 peer,
                 capacity: hello.capacity.clone(),
                 modules,
-                outbox: Some(outbox),
+                conn: Some(conn),
                 epoch,
                 grace_over: false,
                 answering: HashSet::new(),
@@ -208,7 +276,7 @@ impl State {
     pub(super) fn reconcile(&mut self, master: &str, inventory: &[InventoryEntry]) {
         let mut reported: HashSet<&str> = HashSet::new();
         for item in inventory {
-            self.saw_generation(item.generation);
+            self.generations.saw(item.generation);
             if !reported.insert(item.instancename.as_str()) {
                 self.stop(
                     master,
@@ -334,17 +402,17 @@ impl State {
         let Some(m) = self.masters.get_mut(&name) else {
             return;
         };
-        if m.outbox.as_ref().map(|o| o.id) != Some(conn) {
+        if m.conn != Some(conn) {
             return;
         }
-        m.outbox = None;
+        m.conn = None;
         m.epoch = epoch;
         m.answering.clear();
         tracing::info!(master = %name, grace_ms = self.settings.grace.as_millis() as u64, "master disconnected");
         self.probe_liveness(&name, epoch, Duration::ZERO);
         self.after(
             self.settings.grace,
-            Event::GraceOver {
+            Timer::GraceOver {
                 master: name,
                 epoch,
             },
@@ -381,22 +449,11 @@ impl State {
         if targets.is_empty() {
             return;
         }
-        let tx = self.events.clone();
-        let master = master.to_string();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let rounds = targets.into_iter().map(|t| async move {
-                let verdict = probe_service(&t.address, &t.ports, LIVENESS_TIMEOUT).await;
-                (t.instance, t.generation, verdict)
-            });
-            let results = futures_util::future::join_all(rounds).await;
-            let _ = tx
-                .send(Event::Liveness {
-                    master,
-                    epoch,
-                    results,
-                })
-                .await;
+        self.fx.push(Effect::ProbeLiveness {
+            master: master.to_string(),
+            epoch,
+            targets,
+            delay,
         });
     }
 
@@ -410,7 +467,7 @@ impl State {
         results: Vec<(String, u64, Liveness)>,
     ) {
         let grace_over = match self.masters.get(master) {
-            Some(m) if m.outbox.is_none() && m.epoch == epoch => m.grace_over,
+            Some(m) if m.conn.is_none() && m.epoch == epoch => m.grace_over,
             _ => return,
         };
         for (instance, generation, verdict) in results {
@@ -470,7 +527,7 @@ impl State {
         let done = self
             .masters
             .get(master)
-            .is_some_and(|m| m.outbox.is_none() && m.grace_over);
+            .is_some_and(|m| m.conn.is_none() && m.grace_over);
         if done && !self.holds_any(master) {
             self.masters.remove(master);
         }
@@ -484,7 +541,7 @@ impl State {
 
     pub(super) fn on_grace_over(&mut self, master: &str, epoch: u64) {
         let answering = match self.masters.get_mut(master) {
-            Some(m) if m.outbox.is_none() && m.epoch == epoch => {
+            Some(m) if m.conn.is_none() && m.epoch == epoch => {
                 m.grace_over = true;
                 m.answering.clone()
             }

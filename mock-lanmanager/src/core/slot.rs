@@ -7,7 +7,7 @@
 use super::State;
 use crate::needs_store::RunningHint;
 use allex_protocol::Ports;
-use tokio::time::Instant;
+use std::time::Instant;
 
 /// A port-checked running service.
 #[derive(Debug, Clone)]
@@ -96,8 +96,7 @@ impl State {
             self.snapshot_cache.clear();
         }
         if hint_changed {
-            self.running_dirty = true;
-            self.running_changed.push(instance.to_string());
+            self.running.changed(instance);
         }
         if is_open && !was_open {
             self.broadcast_open(instance);

@@ -29,18 +29,13 @@ impl State {
                 address: address.clone(),
             },
         );
-        let tx = self.events.clone();
-        let timeout = self.settings.check_timeout;
-        let instance = instance.to_string();
-        tokio::spawn(async move {
-            let result = check_ports(&address, &protocols, ports, timeout).await;
-            let _ = tx
-                .send(Event::CheckDone {
-                    instance,
-                    generation,
-                    result,
-                })
-                .await;
+        self.fx.push(Effect::CheckPorts {
+            instance: instance.to_string(),
+            generation,
+            address,
+            protocols,
+            ports,
+            timeout: self.settings.check_timeout,
         });
     }
 
@@ -65,7 +60,7 @@ impl State {
             },
         };
         let generation = match refusal {
-            None => match self.take_generation() {
+            None => match self.generations.take() {
                 Some(g) => Ok(g),
                 None => Err("storage: cannot reserve a generation number".to_string()),
             },
@@ -105,7 +100,7 @@ impl State {
         );
         self.after(
             deadline,
-            Event::ClaimDeadline {
+            Timer::ClaimDeadline {
                 instance: instance.to_string(),
                 generation,
             },
@@ -200,7 +195,7 @@ impl State {
                 if self.masters.get(master).is_some_and(|m| m.serves(&e.need))
                     && bad_spawn_report(&e.need.protocols(), pid, ports).is_none() =>
             {
-                self.saw_generation(generation);
+                self.generations.saw(generation);
                 self.adopt(master, instance, generation, pid, ports);
             }
             _ => self.refuse_report(master, instance, generation, true),
@@ -314,7 +309,7 @@ impl State {
             let away = self
                 .masters
                 .get(&master)
-                .is_some_and(|m| m.outbox.is_none() && !m.grace_over);
+                .is_some_and(|m| m.conn.is_none() && !m.grace_over);
             if away {
                 tracing::info!(
                     master,
@@ -370,7 +365,7 @@ impl State {
                         pid,
                         ports,
                         address,
-                        since_unix_ms: unix_ms(),
+                        since_unix_ms: self.now.unix_ms,
                     }),
                 );
                 self.send_to(

@@ -1,0 +1,171 @@
+//! Admin requests: need add and remove (written to disk before they are
+//! acknowledged, concurrent ones in one write), master forget and status.
+
+use super::*;
+
+#[derive(Debug)]
+pub(super) enum AdminChange {
+    Add(Need, ReqId),
+    Remove(String, ReqId),
+}
+
+impl AdminChange {
+    pub(super) fn instance(&self) -> &str {
+        match self {
+            AdminChange::Add(n, _) => &n.instancename,
+            AdminChange::Remove(i, _) => i,
+        }
+    }
+}
+
+impl State {
+    pub(super) fn on_admin(&mut self, req: ReqId, request: AdminToLan) {
+        match request {
+            AdminToLan::Status => {
+                self.reply(
+                    req,
+                    LanToAdmin::Status {
+                        status: self.status(),
+                    },
+                );
+            }
+            AdminToLan::NeedAdd { need } => {
+                if let Err(e) = need.validate() {
+                    self.reply(req, admin_error(ErrorCode::Invalid, e.to_string()));
+                } else if self.will_exist(&need.instancename) {
+                    let msg = format!("need {} already exists", need.instancename);
+                    self.reply(req, admin_error(ErrorCode::Duplicate, msg));
+                } else {
+                    self.pending.push(AdminChange::Add(need, req));
+                    self.start_write();
+                }
+            }
+            AdminToLan::NeedRemove { instancename } => {
+                if self.will_exist(&instancename) {
+                    self.pending.push(AdminChange::Remove(instancename, req));
+                    self.start_write();
+                } else {
+                    let msg = format!("no need {instancename}");
+                    self.reply(req, admin_error(ErrorCode::Unknown, msg));
+                }
+            }
+            AdminToLan::MasterForget { name } => match self.identities.remove(&name) {
+                None => {
+                    let msg = format!("no master {name} is bound");
+                    self.reply(req, admin_error(ErrorCode::Unknown, msg));
+                }
+                Some(hash) => {
+                    self.write_identities(masters::IdentityWrite::Forget { name, hash, req })
+                }
+            },
+            AdminToLan::AdminHello { .. } => {
+                let msg = "admin_hello is only the first frame".to_string();
+                self.reply(req, admin_error(ErrorCode::Invalid, msg));
+            }
+        }
+    }
+
+    /// Whether the need exists once the writes under way and queued are done.
+    pub(super) fn will_exist(&self, instance: &str) -> bool {
+        let mut exists = self.needs.contains_key(instance);
+        for change in self.inflight.iter().chain(self.pending.iter()) {
+            if change.instance() == instance {
+                exists = matches!(change, AdminChange::Add(..));
+            }
+        }
+        exists
+    }
+
+    /// Writes every queued change in one file write, unless a write is under way.
+    pub(super) fn start_write(&mut self) {
+        if !self.inflight.is_empty() || self.pending.is_empty() {
+            return;
+        }
+        self.inflight = std::mem::take(&mut self.pending);
+        let mut list: Vec<Need> = self
+            .order
+            .iter()
+            .filter_map(|i| self.needs.get(i))
+            .map(|e| e.need.clone())
+            .collect();
+        for change in &self.inflight {
+            match change {
+                AdminChange::Add(n, _) => list.push(n.clone()),
+                AdminChange::Remove(i, _) => list.retain(|n| &n.instancename != i),
+            }
+        }
+        self.fx.push(Effect::Write(Write::Needs(list)));
+    }
+
+    pub(super) fn on_needs_written(&mut self, result: Result<(), String>) {
+        self.snapshot_cache.clear();
+        let changes = std::mem::take(&mut self.inflight);
+        for change in changes {
+            match (change, &result) {
+                (AdminChange::Add(_, req) | AdminChange::Remove(_, req), Err(e)) => {
+                    tracing::error!("needs file not written: {e}");
+                    self.reply(
+                        req,
+                        admin_error(
+                            ErrorCode::Storage,
+                            format!("not written, nothing changed: {e}"),
+                        ),
+                    );
+                }
+                (AdminChange::Add(need, req), Ok(())) => {
+                    let instance = need.instancename.clone();
+                    tracing::info!(instance, module = %need.modulename, "need added");
+                    self.order.push(instance.clone());
+                    self.needs.insert(
+                        instance.clone(),
+                        NeedEntry {
+                            need,
+                            slot: Slot::Open,
+                            failures: 0,
+                        },
+                    );
+                    self.broadcast_open(&instance);
+                    self.reply(
+                        req,
+                        LanToAdmin::Done {
+                            message: format!("need {instance} added"),
+                        },
+                    );
+                }
+                (AdminChange::Remove(instance, req), Ok(())) => {
+                    self.remove_need(&instance);
+                    self.reply(
+                        req,
+                        LanToAdmin::Done {
+                            message: format!("need {instance} removed"),
+                        },
+                    );
+                }
+            }
+        }
+        self.start_write();
+    }
+
+    pub(super) fn remove_need(&mut self, instance: &str) {
+        self.snapshot_cache.clear();
+        let Some(e) = self.needs.get(instance) else {
+            return;
+        };
+        tracing::info!(instance, "need removed");
+        let holder = e.slot.holder().map(|(m, g)| (m.to_string(), g));
+        match &e.slot {
+            Slot::Open => self.broadcast_taken(instance, None),
+            Slot::Running(_) | Slot::Checking { .. } => self.running.changed(instance),
+            _ => {}
+        }
+        if let Some((master, generation)) = holder {
+            self.stop(&master, instance, generation, "the need was removed");
+        }
+        self.needs.remove(instance);
+        self.order.retain(|i| i != instance);
+    }
+}
+
+fn admin_error(code: ErrorCode, message: String) -> LanToAdmin {
+    LanToAdmin::Error { code, message }
+}

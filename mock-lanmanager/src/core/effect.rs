@@ -1,0 +1,147 @@
+//! What the core asks the driver to do: sends, timers, checks, disk writes.
+//!
+//! Effects are executed in the order they were emitted; disk writes in
+//! particular run one after another on one writer, so a journal append can
+//! never be overtaken by the snapshot that would cut it.
+
+use super::input::Timer;
+use crate::needs_store::RunningHint;
+use allex_protocol::{ErrorCode, LanToAdmin, Need, Ports, Protocol};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// Identifies one accepted connection.
+pub type ConnId = u64;
+
+/// Identifies one admin request until it is answered.
+pub type ReqId = u64;
+
+/// What one round of connects says about a service whose master is away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// At least one declared port accepted: something still serves there.
+    Answers,
+    /// Every declared port was refused: the host answered, nothing listens.
+    Refused,
+    /// No answer at all (timeouts, unreachable), or refused only in part.
+    Silent,
+}
+
+/// One service of a disconnected master to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LivenessTarget {
+    /// Instance name.
+    pub instance: String,
+    /// The generation it holds.
+    pub generation: u64,
+    /// Where it serves.
+    pub address: String,
+    /// Its declared ports.
+    pub ports: Vec<(Protocol, u16)>,
+}
+
+/// A file write; each one that matters reports back with an input.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Replace the needs file; answered by `Input::NeedsWritten`.
+    Needs(Vec<Need>),
+    /// Replace the identity file; answered by `Input::MastersWritten`.
+    Masters(BTreeMap<String, String>),
+    /// Reserve generations below `bound`; answered by `Input::GenerationWritten`.
+    Generation(u64),
+    /// Append lines to the running journal (no answer: advisory).
+    Journal(Vec<u8>),
+    /// Replace the running snapshot and empty the journal it covers; when
+    /// `ack` is set the driver answers that waiter once it is done.
+    Running {
+        /// Which need runs (or is awaited) on which master.
+        hints: HashMap<String, RunningHint>,
+        /// The flush waiter to answer afterwards.
+        ack: Option<u64>,
+    },
+}
+
+/// One thing for the driver to do.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// Queue a frame on a connection; a full queue drops the connection,
+    /// which comes back as `Input::MasterGone`.
+    Send {
+        /// The connection.
+        conn: ConnId,
+        /// The encoded frame.
+        frame: Utf8Bytes,
+    },
+    /// Send an error frame and close the connection with the same reason.
+    Refuse {
+        /// The connection.
+        conn: ConnId,
+        /// The error code.
+        code: ErrorCode,
+        /// Why.
+        message: String,
+    },
+    /// Close a connection.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Why, for the peer.
+        reason: String,
+    },
+    /// Ping `old` and report after `wait` whether it answered, as
+    /// `Input::ProbeDone { master, conn, .. }`.
+    ProbeLink {
+        /// The master name.
+        master: String,
+        /// The connection whose liveness is in doubt.
+        old: ConnId,
+        /// The parked connection waiting for the answer.
+        conn: ConnId,
+        /// How long the old link has to answer.
+        wait: Duration,
+    },
+    /// Answer an admin request.
+    Reply {
+        /// The request.
+        req: ReqId,
+        /// The answer.
+        answer: LanToAdmin,
+    },
+    /// Deliver `timer` as an input at `at`.
+    Timer {
+        /// When.
+        at: Instant,
+        /// What.
+        timer: Timer,
+    },
+    /// Connect to every declared port until all accept or `timeout` passes;
+    /// answered by `Input::CheckDone`.
+    CheckPorts {
+        /// Instance name.
+        instance: String,
+        /// The generation checked.
+        generation: u64,
+        /// Where.
+        address: String,
+        /// The protocols the need declares.
+        protocols: Vec<Protocol>,
+        /// The ports reported.
+        ports: Ports,
+        /// How long the check may take.
+        timeout: Duration,
+    },
+    /// After `delay`, connect once to each target; answered by `Input::Liveness`.
+    ProbeLiveness {
+        /// The disconnected master.
+        master: String,
+        /// The disconnection this round belongs to.
+        epoch: u64,
+        /// Its services.
+        targets: Vec<LivenessTarget>,
+        /// Pause before the round.
+        delay: Duration,
+    },
+    /// Write to disk, in order with every other write.
+    Write(Write),
+}

@@ -1,0 +1,404 @@
+//! The lan manager's core: needs, claims, running services, masters and
+//! their identities, as a state machine that does no I/O.
+//!
+//! [`State::handle`] takes one [`Input`] and the time it is handled at and
+//! returns the [`Effect`]s to carry out; the driver (`driver.rs`) owns the
+//! sockets, timers and files, executes the effects in order and turns every
+//! completion into the next input. The simulator (`allex-sim dst`) is a
+//! second driver. Nothing here reads a clock, spawns a task or touches a file,
+//! so every transition can be tested and replayed without a runtime.
+
+mod admin;
+mod claims;
+mod effect;
+mod generations;
+mod input;
+mod masters;
+mod running;
+mod slot;
+mod status;
+
+pub use effect::{ConnId, Effect, Liveness, LivenessTarget, ReqId, Write};
+pub use input::{Input, Now, Timer};
+use slot::{Record, Slot};
+
+use crate::backoff::retry_delay;
+use crate::needs_store::RunningHint;
+use crate::settings::Settings;
+use admin::AdminChange;
+use allex_protocol::frame::encode;
+use allex_protocol::{
+    AdminToLan, Capacity, ErrorCode, InventoryEntry, LanStatus, LanToAdmin, LanToMaster,
+    MasterHello, MasterSummary, MasterToLan, Need, NeedState, NeedStatus, Ports, RunningService,
+    ServiceLocation, PROTOCOL_VERSION,
+};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// How long changes to the advisory `running` file are batched.
+const RUNNING_FLUSH_DELAY: Duration = Duration::from_millis(1000);
+
+#[derive(Debug)]
+struct NeedEntry {
+    need: Need,
+    slot: Slot,
+    failures: u32,
+}
+
+#[derive(Debug)]
+struct MasterEntry {
+    address: String,
+    ip: Option<IpAddr>,
+    /// Where its current (or last) connection comes from.
+    peer: SocketAddr,
+    capacity: Capacity,
+    modules: HashSet<String>,
+    /// Its connection while connected.
+    conn: Option<ConnId>,
+    epoch: u64,
+    /// Disconnected past its grace; kept only for services that still answer.
+    grace_over: bool,
+    /// While disconnected: services whose last liveness round got an answer.
+    answering: HashSet<String>,
+    /// It said it is shutting down: its children's exits are not failures.
+    leaving: bool,
+}
+
+impl MasterEntry {
+    fn serves(&self, need: &Need) -> bool {
+        self.modules.contains(&need.modulename) && allows(need, self.ip)
+    }
+}
+
+fn allows(need: &Need, ip: Option<IpAddr>) -> bool {
+    match (&need.ipaddress, ip) {
+        (None, _) => true,
+        (Some(_), Some(ip)) => need.allows(ip),
+        (Some(_), None) => false,
+    }
+}
+
+/// Why a need leaves its holder, which decides its failure count and delay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Release {
+    /// Died soon after start, failed its port check or could not be spawned.
+    Failure,
+    /// Ran long enough to count as stable.
+    Stable,
+    /// Not the service's fault (lapsed claim, master gone, settle over).
+    Neutral,
+}
+
+fn text(msg: &LanToMaster) -> Utf8Bytes {
+    Utf8Bytes::from(encode(msg))
+}
+
+/// What the core starts from, read from disk before listening.
+#[derive(Debug)]
+pub struct Startup {
+    /// The needs, in file order.
+    pub needs: Vec<Need>,
+    /// Which needs ran on which master before the restart.
+    pub hints: HashMap<String, RunningHint>,
+    /// The first generation to hand out.
+    pub next_generation: u64,
+    /// Generations below this are reserved on disk.
+    pub generation_bound: u64,
+    /// Master names and the hash of the secret each is bound to.
+    pub identities: BTreeMap<String, String>,
+}
+
+/// The lan manager's whole state; changed only by [`State::handle`].
+pub struct State {
+    settings: Arc<Settings>,
+    /// The time of the input being handled.
+    now: Now,
+    /// Effects of the input being handled, in order.
+    fx: Vec<Effect>,
+    needs: HashMap<String, NeedEntry>,
+    order: Vec<String>,
+    masters: HashMap<String, MasterEntry>,
+    conns: HashMap<ConnId, String>,
+    /// Name -> hash of its secret, as on disk in `masters`.
+    identities: BTreeMap<String, String>,
+    /// Identity-file writes under way, oldest first, and what waits on each.
+    identity_writes: std::collections::VecDeque<masters::IdentityWrite>,
+    /// Hellos waiting to learn whether the old link of their name is dead.
+    parked: HashMap<String, masters::Parked>,
+    generations: generations::Generations,
+    epoch: u64,
+    running: running::RunningJournal,
+    pending: Vec<AdminChange>,
+    inflight: Vec<AdminChange>,
+    snapshot_cache: HashMap<(Vec<String>, Option<IpAddr>), Utf8Bytes>,
+}
+
+impl State {
+    /// Builds the state; needs that ran before a restart start out settling
+    /// (the returned effects set the settle timer).
+    pub fn new(settings: Arc<Settings>, startup: Startup, now: Now) -> (State, Vec<Effect>) {
+        let mut needs = HashMap::new();
+        let mut order = Vec::new();
+        let mut settling = 0usize;
+        for need in startup.needs {
+            let slot = match startup.hints.get(&need.instancename) {
+                Some(h) => {
+                    settling += 1;
+                    Slot::Settling {
+                        master: h.master.clone(),
+                    }
+                }
+                None => Slot::Open,
+            };
+            order.push(need.instancename.clone());
+            needs.insert(
+                need.instancename.clone(),
+                NeedEntry {
+                    need,
+                    slot,
+                    failures: 0,
+                },
+            );
+        }
+        let mut state = State {
+            settings,
+            now,
+            fx: Vec::new(),
+            needs,
+            order,
+            masters: HashMap::new(),
+            conns: HashMap::new(),
+            identities: startup.identities,
+            identity_writes: Default::default(),
+            parked: HashMap::new(),
+            generations: generations::Generations::new(
+                startup.next_generation,
+                startup.generation_bound,
+            ),
+            epoch: 0,
+            running: running::RunningJournal::default(),
+            pending: Vec::new(),
+            inflight: Vec::new(),
+            snapshot_cache: HashMap::new(),
+        };
+        if settling > 0 {
+            tracing::info!(
+                settling,
+                settle_ms = state.settings.settle.as_millis() as u64,
+                "holding needs that were running for their masters"
+            );
+            state.after(state.settings.settle, Timer::SettleOver);
+        }
+        let fx = std::mem::take(&mut state.fx);
+        (state, fx)
+    }
+
+    /// Handles one input at `now`; returns what the driver must do, in order.
+    pub fn handle(&mut self, now: Now, input: Input) -> Vec<Effect> {
+        self.now = now;
+        match input {
+            Input::MasterHello { hello, conn, peer } => self.on_hello(hello, conn, peer),
+            Input::ProbeDone {
+                master,
+                conn,
+                answered,
+            } => self.on_probe_done(&master, conn, answered),
+            Input::Liveness {
+                master,
+                epoch,
+                results,
+            } => self.on_liveness(&master, epoch, results),
+            Input::FromMaster { conn, msg } => self.on_master_message(conn, msg),
+            Input::MasterGone { conn } => self.on_gone(conn),
+            Input::Admin { req, request } => self.on_admin(req, request),
+            Input::Timer(timer) => self.on_timer(timer),
+            Input::CheckDone {
+                instance,
+                generation,
+                result,
+            } => self.on_check_done(&instance, generation, result),
+            Input::NeedsWritten { result } => self.on_needs_written(result),
+            Input::MastersWritten { result } => self.on_masters_written(result),
+            Input::GenerationWritten { bound, result } => self.generations.written(bound, result),
+            Input::FlushNow { ack } => {
+                self.journal_running_changes();
+                self.compact_running(Some(ack));
+            }
+        }
+        self.journal_running_changes();
+        if self.running.wants_flush() {
+            self.after(RUNNING_FLUSH_DELAY, Timer::FlushRunning);
+        }
+        if let Some(bound) = self.generations.wants_reservation() {
+            self.fx.push(Effect::Write(Write::Generation(bound)));
+        }
+        std::mem::take(&mut self.fx)
+    }
+
+    fn on_timer(&mut self, timer: Timer) {
+        match timer {
+            Timer::ClaimDeadline {
+                instance,
+                generation,
+            } => self.on_claim_deadline(&instance, generation),
+            Timer::BackoffOver { instance, epoch } => self.on_backoff_over(&instance, epoch),
+            Timer::GraceOver { master, epoch } => self.on_grace_over(&master, epoch),
+            Timer::SettleOver => self.on_settle_over(),
+            Timer::FlushRunning => self.on_flush_running(),
+        }
+    }
+
+    /// Delivers `timer` after `delay`.
+    fn after(&mut self, delay: Duration, timer: Timer) {
+        let at = self.now.at + delay;
+        self.fx.push(Effect::Timer { at, timer });
+    }
+
+    fn next_epoch(&mut self) -> u64 {
+        self.epoch += 1;
+        self.epoch
+    }
+
+    // ----- sending -----
+
+    fn send_frame_to(&mut self, master: &str, frame: Utf8Bytes) {
+        if let Some(conn) = self.masters.get(master).and_then(|m| m.conn) {
+            self.fx.push(Effect::Send { conn, frame });
+        }
+    }
+
+    fn send_to(&mut self, master: &str, msg: &LanToMaster) {
+        self.send_frame_to(master, text(msg));
+    }
+
+    fn reply(&mut self, req: ReqId, answer: LanToAdmin) {
+        self.fx.push(Effect::Reply { req, answer });
+    }
+
+    fn error_to(&mut self, master: &str, code: ErrorCode, message: String) {
+        tracing::warn!(master, %code, "refused: {message}");
+        self.send_to(master, &LanToMaster::Error { code, message });
+    }
+
+    fn stop(&mut self, master: &str, instance: &str, generation: u64, reason: &str) {
+        let n = self.needs.get(instance).map_or(0, |e| e.failures) + 1;
+        allex_protocol::log_repeated!(n, info, master, instance, generation, "stop: {reason}");
+        self.send_to(
+            master,
+            &LanToMaster::Stop {
+                instancename: instance.to_string(),
+                generation,
+                reason: reason.to_string(),
+            },
+        );
+    }
+
+    /// Tells every connected master that can serve the need, except `except`.
+    fn broadcast(&mut self, instance: &str, msg: &LanToMaster, except: Option<&str>) {
+        let Some(entry) = self.needs.get(instance) else {
+            return;
+        };
+        let frame = text(msg);
+        for (name, m) in &self.masters {
+            if Some(name.as_str()) == except || !m.serves(&entry.need) {
+                continue;
+            }
+            if let Some(conn) = m.conn {
+                self.fx.push(Effect::Send {
+                    conn,
+                    frame: frame.clone(),
+                });
+            }
+        }
+    }
+
+    fn broadcast_open(&mut self, instance: &str) {
+        let Some(entry) = self.needs.get(instance) else {
+            return;
+        };
+        let msg = LanToMaster::NeedOpen {
+            need: entry.need.clone(),
+        };
+        self.broadcast(instance, &msg, None);
+    }
+
+    fn broadcast_taken(&mut self, instance: &str, except: Option<&str>) {
+        let msg = LanToMaster::NeedTaken {
+            instancename: instance.to_string(),
+        };
+        self.broadcast(instance, &msg, except);
+    }
+
+    /// The `needs` frame for a master, shared by masters that serve the same.
+    ///
+    /// Masters connecting together (a cold start, a lan manager restart) get
+    /// the same list, so it is built and encoded once until the open set changes.
+    fn snapshot_for(&mut self, master: &str) -> Utf8Bytes {
+        let Some(m) = self.masters.get(master) else {
+            return text(&LanToMaster::Needs { needs: Vec::new() });
+        };
+        let mut modules: Vec<String> = m.modules.iter().cloned().collect();
+        modules.sort();
+        let key = (modules, m.ip);
+        if let Some(frame) = self.snapshot_cache.get(&key) {
+            return frame.clone();
+        }
+        let needs = self
+            .order
+            .iter()
+            .filter_map(|i| self.needs.get(i))
+            .filter(|e| matches!(e.slot, Slot::Open) && m.serves(&e.need))
+            .map(|e| e.need.clone())
+            .collect();
+        let frame = text(&LanToMaster::Needs { needs });
+        self.snapshot_cache.insert(key, frame.clone());
+        frame
+    }
+
+    // ----- need transitions -----
+
+    /// Frees a need from its holder; it reopens now or after its retry delay.
+    fn release(&mut self, instance: &str, why: Release) {
+        let settings = self.settings.clone();
+        let epoch = self.next_epoch();
+        let Some(e) = self.needs.get_mut(instance) else {
+            return;
+        };
+        match why {
+            Release::Failure => e.failures = e.failures.saturating_add(1),
+            Release::Stable => e.failures = 0,
+            Release::Neutral => {}
+        }
+        let delay = if why == Release::Failure {
+            retry_delay(e.failures, settings.backoff_base, settings.backoff_cap)
+        } else {
+            Duration::ZERO
+        };
+        if delay.is_zero() {
+            self.set_slot(instance, Slot::Open);
+        } else {
+            allex_protocol::log_repeated!(
+                e.failures,
+                info,
+                instance,
+                delay_ms = delay.as_millis() as u64,
+                "crash loop: delaying the need"
+            );
+            let until = self.now.at + delay;
+            self.set_slot(instance, Slot::Backoff { until, epoch });
+            self.after(
+                delay,
+                Timer::BackoffOver {
+                    instance: instance.to_string(),
+                    epoch,
+                },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,486 @@
+//! Transitions of the core, driven by hand: no runtime, no sockets, no clock.
+
+use super::*;
+use allex_protocol::frame::decode_text;
+use allex_protocol::{PortCounts, Protocol, ProtocolVersion};
+use std::time::Instant;
+
+fn t0() -> Now {
+    Now {
+        at: Instant::now(),
+        unix_ms: 1_000_000,
+    }
+}
+
+fn later(now: Now, ms: u64) -> Now {
+    Now {
+        at: now.at + Duration::from_millis(ms),
+        unix_ms: now.unix_ms + ms,
+    }
+}
+
+fn need(instance: &str) -> Need {
+    Need {
+        modulename: "m".into(),
+        instancename: instance.into(),
+        propertyhash: Default::default(),
+        ipaddress: None,
+        protocols: Some(vec![Protocol::Tcp]),
+    }
+}
+
+fn hello(master: &str, secret: &str) -> MasterHello {
+    MasterHello {
+        version: PROTOCOL_VERSION,
+        token: None,
+        master: master.into(),
+        secret: secret.into(),
+        pid: 1,
+        advertiseaddress: "127.0.0.1".into(),
+        capacity: Capacity {
+            modules: vec!["m".into()],
+            free: PortCounts {
+                tcp: 10,
+                http: 10,
+                ws: 10,
+            },
+        },
+        inventory: Vec::new(),
+    }
+}
+
+fn peer() -> SocketAddr {
+    "127.0.0.1:40000".parse().unwrap()
+}
+
+fn core(needs: &[&str]) -> State {
+    let startup = Startup {
+        needs: needs.iter().map(|n| need(n)).collect(),
+        hints: HashMap::new(),
+        next_generation: 1,
+        generation_bound: 1 + crate::needs_store::GENERATION_BLOCK,
+        identities: BTreeMap::new(),
+    };
+    State::new(Arc::new(Settings::default()), startup, t0()).0
+}
+
+/// Frames sent to `conn` among `fx`, decoded.
+fn sent(fx: &[Effect], conn: ConnId) -> Vec<LanToMaster> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Send { conn: c, frame } if *c == conn => {
+                Some(decode_text::<LanToMaster>(frame, usize::MAX).unwrap())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Connects `master` on `conn`, completing its identity write.
+fn connect(st: &mut State, now: Now, master: &str, conn: ConnId) -> Vec<Effect> {
+    let fx = st.handle(
+        now,
+        Input::MasterHello {
+            hello: hello(master, "s"),
+            conn,
+            peer: peer(),
+        },
+    );
+    if fx
+        .iter()
+        .any(|e| matches!(e, Effect::Write(Write::Masters(_))))
+    {
+        return st.handle(now, Input::MastersWritten { result: Ok(()) });
+    }
+    fx
+}
+
+fn claim(st: &mut State, now: Now, conn: ConnId, instance: &str) -> Vec<Effect> {
+    st.handle(
+        now,
+        Input::FromMaster {
+            conn,
+            msg: MasterToLan::Claim {
+                instancename: instance.into(),
+            },
+        },
+    )
+}
+
+fn grant_generation(fx: &[Effect], conn: ConnId) -> Option<u64> {
+    sent(fx, conn).into_iter().find_map(|m| match m {
+        LanToMaster::Grant { generation, .. } => Some(generation),
+        _ => None,
+    })
+}
+
+fn spawned(st: &mut State, now: Now, conn: ConnId, instance: &str, g: u64) -> Vec<Effect> {
+    st.handle(
+        now,
+        Input::FromMaster {
+            conn,
+            msg: MasterToLan::Spawned {
+                instancename: instance.into(),
+                generation: g,
+                pid: 42,
+                ports: Ports {
+                    tcp: Some(5000),
+                    http: None,
+                    ws: None,
+                },
+            },
+        },
+    )
+}
+
+#[test]
+fn a_new_name_is_admitted_only_once_its_binding_is_written() {
+    let mut st = core(&["a"]);
+    let now = t0();
+    let fx = st.handle(
+        now,
+        Input::MasterHello {
+            hello: hello("m1", "s"),
+            conn: 1,
+            peer: peer(),
+        },
+    );
+    assert!(
+        sent(&fx, 1).is_empty(),
+        "no welcome before the binding is durable"
+    );
+    assert!(matches!(&fx[..], [Effect::Write(Write::Masters(ids))] if ids.contains_key("m1")));
+    let fx = st.handle(now, Input::MastersWritten { result: Ok(()) });
+    let msgs = sent(&fx, 1);
+    assert!(matches!(msgs[0], LanToMaster::Welcome { .. }));
+    assert!(matches!(&msgs[1], LanToMaster::Needs { needs } if needs.len() == 1));
+}
+
+#[test]
+fn a_failed_binding_refuses_the_master_and_forgets_the_name() {
+    let mut st = core(&[]);
+    let now = t0();
+    st.handle(
+        now,
+        Input::MasterHello {
+            hello: hello("m1", "s"),
+            conn: 1,
+            peer: peer(),
+        },
+    );
+    let fx = st.handle(
+        now,
+        Input::MastersWritten {
+            result: Err("disk full".into()),
+        },
+    );
+    assert!(matches!(
+        &fx[..],
+        [Effect::Refuse {
+            conn: 1,
+            code: ErrorCode::Storage,
+            ..
+        }]
+    ));
+    // Another secret may now take the name: nothing was bound.
+    let fx = st.handle(
+        now,
+        Input::MasterHello {
+            hello: hello("m1", "other"),
+            conn: 2,
+            peer: peer(),
+        },
+    );
+    assert!(matches!(&fx[..], [Effect::Write(Write::Masters(_))]));
+}
+
+#[test]
+fn one_claim_is_granted_and_the_next_refused_and_the_grant_sets_its_deadline() {
+    let mut st = core(&["a"]);
+    let now = t0();
+    connect(&mut st, now, "m1", 1);
+    connect(&mut st, now, "m2", 2);
+    let fx = claim(&mut st, now, 1, "a");
+    let g = grant_generation(&fx, 1).expect("granted");
+    assert!(fx.iter().any(|e| matches!(e,
+        Effect::Timer { at, timer: Timer::ClaimDeadline { instance, generation } }
+            if instance == "a" && *generation == g && *at == now.at + st.settings.claim_timeout)));
+    assert!(sent(&fx, 2)
+        .iter()
+        .any(|m| matches!(m, LanToMaster::NeedTaken { instancename } if instancename == "a")));
+    let fx = claim(&mut st, now, 2, "a");
+    assert!(
+        matches!(&sent(&fx, 2)[..], [LanToMaster::ClaimRefused { reason, .. }] if reason.contains("m1"))
+    );
+}
+
+#[test]
+fn a_service_is_listed_only_after_its_port_check_passes() {
+    let mut st = core(&["a"]);
+    let now = t0();
+    connect(&mut st, now, "m1", 1);
+    let g = grant_generation(&claim(&mut st, now, 1, "a"), 1).unwrap();
+    let fx = spawned(&mut st, now, 1, "a", g);
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::Write(Write::Journal(_)))),
+        "who is awaited to run it is journaled"
+    );
+    assert!(fx.iter().any(|e| matches!(e,
+        Effect::CheckPorts { instance, generation, address, .. }
+            if instance == "a" && *generation == g && address == "127.0.0.1")));
+    assert!(st.status().running.is_empty());
+    let fx = st.handle(
+        later(now, 3),
+        Input::CheckDone {
+            instance: "a".into(),
+            generation: g,
+            result: Ok(()),
+        },
+    );
+    assert!(matches!(&sent(&fx, 1)[..], [LanToMaster::Running { .. }]));
+    let running = st.status().running;
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].since_unix_ms, now.unix_ms + 3);
+}
+
+/// Grants, spawns, checks and then kills `instance` on `conn` after `uptime_ms`.
+fn run_and_crash(
+    st: &mut State,
+    now: Now,
+    conn: ConnId,
+    instance: &str,
+    uptime_ms: u64,
+) -> Vec<Effect> {
+    let g = grant_generation(&claim(st, now, conn, instance), conn).unwrap();
+    spawned(st, now, conn, instance, g);
+    st.handle(
+        now,
+        Input::CheckDone {
+            instance: instance.into(),
+            generation: g,
+            result: Ok(()),
+        },
+    );
+    st.handle(
+        later(now, uptime_ms),
+        Input::FromMaster {
+            conn,
+            msg: MasterToLan::Down {
+                instancename: instance.into(),
+                generation: g,
+                pid: 42,
+                exit: allex_protocol::ExitInfo {
+                    code: Some(1),
+                    signal: None,
+                },
+                ordered: false,
+                uptime_ms,
+            },
+        },
+    )
+}
+
+#[test]
+fn one_quick_crash_reopens_at_once_and_the_second_waits_out_the_backoff() {
+    let mut st = core(&["a"]);
+    let now = t0();
+    connect(&mut st, now, "m1", 1);
+    let fx = run_and_crash(&mut st, now, 1, "a", 10);
+    assert!(matches!(&sent(&fx, 1)[..], [LanToMaster::NeedOpen { .. }]));
+    let now = later(now, 10);
+    let fx = run_and_crash(&mut st, now, 1, "a", 10);
+    assert!(sent(&fx, 1).is_empty(), "not offered during the backoff");
+    let base = st.settings.backoff_base;
+    let epoch = fx.iter().find_map(|e| match e {
+        Effect::Timer {
+            at,
+            timer: Timer::BackoffOver { epoch, .. },
+        } if *at == later(now, 10).at + base => Some(*epoch),
+        _ => None,
+    });
+    let epoch = epoch.expect("a backoff timer at the base delay");
+    assert_eq!(st.status().needs[0].state, NeedState::Backoff);
+    assert_eq!(st.status().needs[0].failures, 2);
+    let fx = st.handle(
+        later(now, 10 + base.as_millis() as u64),
+        Input::Timer(Timer::BackoffOver {
+            instance: "a".into(),
+            epoch,
+        }),
+    );
+    assert!(matches!(&sent(&fx, 1)[..], [LanToMaster::NeedOpen { .. }]));
+}
+
+#[test]
+fn a_stable_service_that_dies_reopens_at_once_with_no_failure_counted() {
+    let mut st = core(&["a"]);
+    let now = t0();
+    connect(&mut st, now, "m1", 1);
+    run_and_crash(&mut st, now, 1, "a", 10);
+    let stable = st.settings.stable.as_millis() as u64;
+    let fx = run_and_crash(&mut st, later(now, 10), 1, "a", stable);
+    assert!(matches!(&sent(&fx, 1)[..], [LanToMaster::NeedOpen { .. }]));
+    assert_eq!(st.status().needs[0].failures, 0);
+}
+
+#[test]
+fn a_timer_for_an_older_grant_changes_nothing() {
+    let mut st = core(&["a"]);
+    let now = t0();
+    connect(&mut st, now, "m1", 1);
+    let g = grant_generation(&claim(&mut st, now, 1, "a"), 1).unwrap();
+    let fx = st.handle(
+        now,
+        Input::Timer(Timer::ClaimDeadline {
+            instance: "a".into(),
+            generation: g + 7,
+        }),
+    );
+    assert!(fx.is_empty());
+    assert_eq!(st.status().needs[0].state, NeedState::Claimed);
+}
+
+#[test]
+fn a_need_is_acknowledged_only_after_the_needs_file_is_written() {
+    let mut st = core(&[]);
+    let now = t0();
+    let fx = st.handle(
+        now,
+        Input::Admin {
+            req: 9,
+            request: AdminToLan::NeedAdd { need: need("b") },
+        },
+    );
+    assert!(matches!(&fx[..], [Effect::Write(Write::Needs(list))] if list.len() == 1));
+    assert!(st.status().needs.is_empty());
+    let fx = st.handle(now, Input::NeedsWritten { result: Ok(()) });
+    assert!(matches!(
+        &fx[..],
+        [Effect::Reply {
+            req: 9,
+            answer: LanToAdmin::Done { .. }
+        }]
+    ));
+    assert_eq!(st.status().needs.len(), 1);
+}
+
+#[test]
+fn a_failed_needs_write_changes_nothing_and_says_so() {
+    let mut st = core(&[]);
+    let now = t0();
+    st.handle(
+        now,
+        Input::Admin {
+            req: 3,
+            request: AdminToLan::NeedAdd { need: need("b") },
+        },
+    );
+    let fx = st.handle(
+        now,
+        Input::NeedsWritten {
+            result: Err("read-only".into()),
+        },
+    );
+    assert!(matches!(
+        &fx[..],
+        [Effect::Reply {
+            req: 3,
+            answer: LanToAdmin::Error {
+                code: ErrorCode::Storage,
+                ..
+            }
+        }]
+    ));
+    assert!(st.status().needs.is_empty());
+}
+
+#[test]
+fn generations_are_reserved_ahead_and_never_handed_out_past_the_durable_bound() {
+    let mut g = generations::Generations::new(1, 3);
+    assert_eq!(g.take(), Some(1));
+    assert_eq!(g.take(), Some(2));
+    let bound = g.wants_reservation().expect("due");
+    assert_eq!(g.wants_reservation(), None, "one reservation at a time");
+    assert_eq!(g.take(), None, "3 is not durable yet");
+    g.written(bound, Ok(()));
+    assert_eq!(g.take(), Some(3));
+}
+
+#[test]
+fn a_dead_old_link_is_replaced_and_a_live_one_keeps_its_name() {
+    let mut st = core(&[]);
+    let now = t0();
+    connect(&mut st, now, "m1", 1);
+    let fx = connect(&mut st, now, "m1", 2);
+    assert!(matches!(
+        &fx[..],
+        [Effect::ProbeLink {
+            old: 1,
+            conn: 2,
+            ..
+        }]
+    ));
+    let fx = st.handle(
+        now,
+        Input::ProbeDone {
+            master: "m1".into(),
+            conn: 2,
+            answered: true,
+        },
+    );
+    assert!(matches!(
+        &fx[..],
+        [Effect::Refuse {
+            conn: 2,
+            code: ErrorCode::NameInUse,
+            ..
+        }]
+    ));
+    connect(&mut st, now, "m1", 3);
+    let fx = st.handle(
+        now,
+        Input::ProbeDone {
+            master: "m1".into(),
+            conn: 3,
+            answered: false,
+        },
+    );
+    assert!(matches!(fx[0], Effect::Close { conn: 1, .. }));
+    assert!(matches!(sent(&fx, 3)[0], LanToMaster::Welcome { .. }));
+}
+
+#[test]
+fn a_disconnected_master_gets_a_grace_timer_and_liveness_rounds() {
+    let mut st = core(&["a"]);
+    let now = t0();
+    connect(&mut st, now, "m1", 1);
+    let g = grant_generation(&claim(&mut st, now, 1, "a"), 1).unwrap();
+    spawned(&mut st, now, 1, "a", g);
+    let fx = st.handle(now, Input::MasterGone { conn: 1 });
+    assert!(fx.iter().any(
+        |e| matches!(e, Effect::ProbeLiveness { master, targets, .. }
+        if master == "m1" && targets.len() == 1)
+    ));
+    let epoch = fx
+        .iter()
+        .find_map(|e| match e {
+            Effect::Timer {
+                timer: Timer::GraceOver { epoch, .. },
+                ..
+            } => Some(*epoch),
+            _ => None,
+        })
+        .expect("grace timer");
+    // Every port refuses: the service is gone, the need reopens at once.
+    st.handle(
+        now,
+        Input::Liveness {
+            master: "m1".into(),
+            epoch,
+            results: vec![("a".into(), g, Liveness::Refused)],
+        },
+    );
+    assert_eq!(st.status().needs[0].state, NeedState::Open);
+    let _ = ProtocolVersion { major: 0, minor: 0 };
+}

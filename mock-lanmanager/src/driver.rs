@@ -1,0 +1,373 @@
+//! The lan manager's driver: the thin runtime around the pure core.
+//!
+//! It owns what the core may not touch: the connections' outboxes, the
+//! admin requests' reply channels, timers, port checks and the files. Each
+//! outside event and each completion becomes one [`Input`]; the core's
+//! [`Effect`]s are executed in the order they come, and a send that finds
+//! its connection gone or full is fed back as `MasterGone` before the next
+//! input, so the core never keeps a master it cannot reach.
+
+use crate::core::{ConnId, Effect, Input, Now, ReqId, State, Write};
+use crate::needs_store::Store;
+use crate::outbox::{mono_ms, Outbox};
+use crate::portcheck::{check_ports, probe_service};
+use allex_protocol::{AdminToLan, LanToAdmin, MasterHello, MasterToLan};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+
+/// Capacity of the driver's inbox from connections; senders wait when it is full.
+pub const EVENT_QUEUE: usize = 64 * 1024;
+
+/// How long one liveness connect may take before the port counts as silent.
+const LIVENESS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// What connection tasks (and the embedding program) send the driver.
+#[derive(Debug)]
+pub enum Event {
+    /// A master's hello passed version and token checks.
+    MasterHello {
+        /// The hello.
+        hello: MasterHello,
+        /// Its connection's outgoing queue.
+        outbox: Outbox,
+        /// Where the connection comes from.
+        peer: SocketAddr,
+    },
+    /// A message from a master after its hello (heartbeats stay in the connection).
+    FromMaster {
+        /// The connection it came on.
+        conn: ConnId,
+        /// The message.
+        msg: MasterToLan,
+    },
+    /// A master's connection ended.
+    MasterGone {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// An admin request; the answer goes to `reply`.
+    Admin {
+        /// The request.
+        request: AdminToLan,
+        /// Where the answer goes.
+        reply: oneshot::Sender<LanToAdmin>,
+    },
+    /// Write the `running` file now and answer (before a clean shutdown).
+    FlushNow {
+        /// Answered once the file is written (or could not be).
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// A completion from the driver's own helpers (timers, checks, the disk).
+enum Done {
+    /// Feed this to the core.
+    Input(Input),
+    /// The running snapshot asked for by a flush is written.
+    Flushed(u64),
+}
+
+/// The current time, read once per input.
+pub fn now() -> Now {
+    Now {
+        at: Instant::now(),
+        unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+    }
+}
+
+/// Runs the core: executes its effects and feeds it what happens.
+pub struct Driver {
+    core: State,
+    outboxes: HashMap<ConnId, Outbox>,
+    replies: HashMap<ReqId, oneshot::Sender<LanToAdmin>>,
+    flushes: HashMap<u64, oneshot::Sender<()>>,
+    next_id: u64,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+    disk: std::sync::mpsc::Sender<Write>,
+}
+
+impl Driver {
+    /// Wraps a core and starts the disk writer; `initial` are the effects
+    /// the core's construction asked for.
+    ///
+    /// Must be called inside a tokio runtime.
+    pub fn new(core: State, store: Store, initial: Vec<Effect>) -> Driver {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let disk = spawn_disk_writer(store, done_tx.clone());
+        let mut driver = Driver {
+            core,
+            outboxes: HashMap::new(),
+            replies: HashMap::new(),
+            flushes: HashMap::new(),
+            next_id: 0,
+            done_tx,
+            done_rx,
+            disk,
+        };
+        let mut fed = VecDeque::new();
+        for effect in initial {
+            driver.execute(effect, &mut fed);
+        }
+        driver.feed_all(fed);
+        driver
+    }
+
+    /// Handles events and completions until every event sender is gone.
+    pub async fn run(mut self, mut events: mpsc::Receiver<Event>) {
+        loop {
+            let input = tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(ev) => self.accept(ev),
+                    None => break,
+                },
+                Some(done) = self.done_rx.recv() => match done {
+                    Done::Input(input) => Some(input),
+                    Done::Flushed(ack) => {
+                        if let Some(w) = self.flushes.remove(&ack) {
+                            let _ = w.send(());
+                        }
+                        None
+                    }
+                },
+            };
+            if let Some(input) = input {
+                self.feed_all(VecDeque::from([input]));
+            }
+        }
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Turns an outside event into the core's input, keeping its channels.
+    fn accept(&mut self, ev: Event) -> Option<Input> {
+        Some(match ev {
+            Event::MasterHello {
+                hello,
+                outbox,
+                peer,
+            } => {
+                let conn = outbox.id;
+                self.outboxes.insert(conn, outbox);
+                Input::MasterHello { hello, conn, peer }
+            }
+            Event::FromMaster { conn, msg } => Input::FromMaster { conn, msg },
+            Event::MasterGone { conn } => {
+                self.outboxes.remove(&conn);
+                Input::MasterGone { conn }
+            }
+            Event::Admin { request, reply } => {
+                let req = self.id();
+                self.replies.insert(req, reply);
+                Input::Admin { req, request }
+            }
+            Event::FlushNow { done } => {
+                let ack = self.id();
+                self.flushes.insert(ack, done);
+                Input::FlushNow { ack }
+            }
+        })
+    }
+
+    /// Feeds inputs one at a time, each with the inputs its effects caused
+    /// (a dead connection) queued behind it.
+    fn feed_all(&mut self, mut queue: VecDeque<Input>) {
+        while let Some(input) = queue.pop_front() {
+            let effects = self.core.handle(now(), input);
+            for effect in effects {
+                self.execute(effect, &mut queue);
+            }
+        }
+    }
+
+    fn later(&self, input: Input) {
+        let _ = self.done_tx.send(Done::Input(input));
+    }
+
+    fn execute(&mut self, effect: Effect, fed: &mut VecDeque<Input>) {
+        match effect {
+            Effect::Send { conn, frame } => {
+                let sent = self.outboxes.get(&conn).is_some_and(|o| o.send(frame));
+                if !sent
+                    && !fed
+                        .iter()
+                        .any(|i| matches!(i, Input::MasterGone { conn: c } if *c == conn))
+                {
+                    fed.push_back(Input::MasterGone { conn });
+                }
+            }
+            Effect::Refuse {
+                conn,
+                code,
+                message,
+            } => {
+                if let Some(o) = self.outboxes.get(&conn) {
+                    o.refuse(code, message);
+                }
+            }
+            Effect::Close { conn, reason } => {
+                if let Some(o) = self.outboxes.get(&conn) {
+                    o.kill(reason);
+                }
+            }
+            Effect::ProbeLink {
+                master,
+                old,
+                conn,
+                wait,
+            } => {
+                let Some(old) = self.outboxes.get(&old).cloned() else {
+                    self.later(Input::ProbeDone {
+                        master,
+                        conn,
+                        answered: false,
+                    });
+                    return;
+                };
+                let since = mono_ms();
+                old.ping();
+                let tx = self.done_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    let answered = old.last_heard() >= since;
+                    let _ = tx.send(Done::Input(Input::ProbeDone {
+                        master,
+                        conn,
+                        answered,
+                    }));
+                });
+            }
+            Effect::Reply { req, answer } => {
+                if let Some(reply) = self.replies.remove(&req) {
+                    let _ = reply.send(answer);
+                }
+            }
+            Effect::Timer { at, timer } => {
+                let tx = self.done_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+                    let _ = tx.send(Done::Input(Input::Timer(timer)));
+                });
+            }
+            Effect::CheckPorts {
+                instance,
+                generation,
+                address,
+                protocols,
+                ports,
+                timeout,
+            } => {
+                let tx = self.done_tx.clone();
+                tokio::spawn(async move {
+                    let result = check_ports(&address, &protocols, ports, timeout).await;
+                    let _ = tx.send(Done::Input(Input::CheckDone {
+                        instance,
+                        generation,
+                        result,
+                    }));
+                });
+            }
+            Effect::ProbeLiveness {
+                master,
+                epoch,
+                targets,
+                delay,
+            } => {
+                let tx = self.done_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let rounds = targets.into_iter().map(|t| async move {
+                        let verdict = probe_service(&t.address, &t.ports, LIVENESS_TIMEOUT).await;
+                        (t.instance, t.generation, verdict)
+                    });
+                    let results = futures_util::future::join_all(rounds).await;
+                    let _ = tx.send(Done::Input(Input::Liveness {
+                        master,
+                        epoch,
+                        results,
+                    }));
+                });
+            }
+            Effect::Write(write) => {
+                if self.disk.send(write).is_err() {
+                    tracing::error!("the disk writer is gone; a write was dropped");
+                }
+            }
+        }
+    }
+}
+
+/// Starts the one thread that writes files, in the order asked, and
+/// reports each write that matters back as an input.
+///
+/// One writer keeps the order the core relies on (a journal line is never
+/// cut by a snapshot taken before it) and keeps fsyncs off the state owner.
+fn spawn_disk_writer(
+    store: Store,
+    done: mpsc::UnboundedSender<Done>,
+) -> std::sync::mpsc::Sender<Write> {
+    let (tx, rx) = std::sync::mpsc::channel::<Write>();
+    let spawned = std::thread::Builder::new()
+        .name("allex-disk".into())
+        .spawn(move || {
+            let mut journal = match store.open_running_journal() {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot open the running journal; restarts may move services: {e}"
+                    );
+                    None
+                }
+            };
+            for write in rx {
+                let reply = match write {
+                    Write::Needs(needs) => Some(Done::Input(Input::NeedsWritten {
+                        result: store.write_needs(&needs).map_err(|e| e.to_string()),
+                    })),
+                    Write::Masters(identities) => Some(Done::Input(Input::MastersWritten {
+                        result: store.write_masters(&identities).map_err(|e| e.to_string()),
+                    })),
+                    Write::Generation(bound) => Some(Done::Input(Input::GenerationWritten {
+                        bound,
+                        result: store.write_generation(bound).map_err(|e| e.to_string()),
+                    })),
+                    Write::Journal(lines) => {
+                        if let Some(j) = journal.as_mut() {
+                            use std::io::Write as _;
+                            if let Err(e) = j.write_all(&lines) {
+                                tracing::warn!("cannot append to the running journal: {e}");
+                            }
+                        }
+                        None
+                    }
+                    Write::Running { hints, ack } => {
+                        let result = match &journal {
+                            Some(j) => store.compact_running(&hints, j),
+                            None => store.write_running(&hints),
+                        };
+                        if let Err(e) = result {
+                            tracing::warn!("cannot write the running file: {e}");
+                        }
+                        ack.map(Done::Flushed)
+                    }
+                };
+                if let Some(reply) = reply {
+                    if done.send(reply).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the disk writer: {e}");
+    }
+    tx
+}
