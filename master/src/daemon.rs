@@ -1,11 +1,13 @@
 //! `allexmaster run`: wires the socket, the state task, the spawner and the link.
 
 use crate::config::load_for_run;
+use crate::config::master_name;
+use crate::core::State;
+use crate::driver::{Driver, Event};
 use crate::link::{self, LinkConfig};
 use crate::ports::PortOffice;
 use crate::socket::{self, socket_path};
 use crate::spawner::Spawner;
-use crate::state::{Event, State};
 use anyhow::Context;
 use std::io::Write;
 use std::path::Path;
@@ -39,9 +41,12 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
         reconnect_max: Duration::from_millis(cfg.reconnectmaxms),
     };
     let ports = PortOffice::from_config(&cfg);
-    let state =
-        State::new(cfg, secret, sock.clone(), tx.clone(), spawner, ports).with_fdlimit(fdlimit);
-    let state_task = tokio::spawn(state.run(rx, Duration::from_millis(grace)));
+    let name = master_name(&cfg);
+    let pid = std::process::id();
+    let now = std::time::Instant::now();
+    let core = State::new(cfg, name, secret, sock.clone(), pid, ports, now).with_fdlimit(fdlimit);
+    let driver = Driver::new(core, spawner, tx.clone());
+    let state_task = tokio::spawn(driver.run(rx, Duration::from_millis(grace)));
     let server = tokio::spawn(socket::serve_guarded(
         rt.clone(),
         sock.clone(),

@@ -1,15 +1,20 @@
 //! allexmaster: spawns and supervises services on one machine for the lan manager.
 //!
-//! One task ([`state::State`]) owns children, ports, needs and the link queue;
-//! the link ([`link`]), the Unix socket server ([`socket`]), the spawner
-//! thread ([`spawner`]) and child waiters feed it [`state::Event`]s.
+//! Every decision is taken by a pure state machine ([`core::State`]) that
+//! does no I/O; its driver ([`driver::Driver`]) executes what it asks for
+//! (sends, spawns, signals, timers, log sweeps) and feeds back what
+//! happens. The link ([`link`]), the Unix socket server ([`socket`]), the
+//! spawner threads ([`spawner`]) and child waiters send the driver
+//! [`driver::Event`]s.
 
 #![warn(missing_docs)]
 
 pub mod child_handle;
 pub mod cli;
 pub mod config;
+pub mod core;
 pub mod daemon;
+pub mod driver;
 pub mod fdlimit;
 pub mod identity;
 pub mod link;
@@ -18,5 +23,4 @@ pub mod ports;
 pub mod retention;
 pub mod socket;
 pub mod spawner;
-pub mod state;
 pub mod status;

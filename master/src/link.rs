@@ -4,7 +4,7 @@
 //! rule); what the messages mean is the state task's business, so every frame
 //! except heartbeats is handed to it as an [`Event`].
 
-use crate::state::Event;
+use crate::driver::Event;
 use allex_protocol::frame::{decode_text, encode, MAX_FROM_LAN_FRAME};
 use allex_protocol::{LanToMaster, MasterToLan};
 use futures_util::{SinkExt, StreamExt};

@@ -10,7 +10,7 @@
 //! credentials (SO_PEERCRED) name another user than ours or root is refused
 //! even if the socket's mode was loosened later.
 
-use crate::state::Event;
+use crate::driver::Event;
 use allex_protocol::frame::{read_line_frame, write_line_frame, FrameError, MAX_LOCAL_FRAME};
 use allex_protocol::local::MASTER_SOCKET_NAME;
 use allex_protocol::{LocalReply, LocalRequest};

@@ -14,16 +14,15 @@
 //! into a child.
 
 use crate::child_handle::ChildHandle;
+use crate::driver::Event;
 use crate::logs::{log_path, pump, RotatingLog};
-use crate::state::Event;
 use allex_protocol::spawn::{
-    SpawnInfo, ENV_HTTP_PORT, ENV_INSTANCE, ENV_MASTER_SOCKET, ENV_MODULE, ENV_RUNTIMEDIRECTORY,
-    ENV_SPAWN, ENV_TCP_PORT, ENV_WS_PORT,
+    ENV_HTTP_PORT, ENV_INSTANCE, ENV_MASTER_SOCKET, ENV_MODULE, ENV_RUNTIMEDIRECTORY, ENV_SPAWN,
+    ENV_TCP_PORT, ENV_WS_PORT,
 };
-use allex_protocol::{ExitInfo, Ports, Protocol, ServiceSpec};
+use allex_protocol::{ExitInfo, Protocol};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,30 +41,11 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
 pub struct Started {
     /// The pid.
     pub pid: u32,
-    /// Signals by pidfd; `None` only for state tests that spawn nothing.
+    /// Signals by pidfd; `None` only for tests that spawn nothing.
     pub handle: Option<Arc<ChildHandle>>,
 }
 
-/// Everything needed to start one child; built by the state task.
-#[derive(Debug, Clone)]
-pub struct SpawnPlan {
-    /// Instance name (validated).
-    pub instance: String,
-    /// The grant's generation.
-    pub generation: u64,
-    /// The catalogue entry to run.
-    pub spec: ServiceSpec,
-    /// What goes into `ALLEX_SPAWN`.
-    pub info: SpawnInfo,
-    /// The reserved ports.
-    pub ports: Ports,
-    /// The master's socket path.
-    pub socket: PathBuf,
-    /// The runtime directory.
-    pub runtimedir: PathBuf,
-    /// Log rotation size.
-    pub logmaxbytes: u64,
-}
+pub use crate::core::SpawnPlan;
 
 type Job = Box<dyn FnOnce() + Send>;
 

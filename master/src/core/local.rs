@@ -1,9 +1,8 @@
 //! Requests on the master's Unix socket: ready, lookup, status.
 
-use super::{Event, State, LOOKUP_TIMEOUT};
+use super::{ReqId, State, Timer, LOOKUP_TIMEOUT};
 use allex_protocol::lan::ErrorCode;
 use allex_protocol::{ChildState, LocalReply, LocalRequest, MasterToLan, ServiceLocation};
-use tokio::sync::oneshot;
 
 fn not_yours(pid: Option<u32>) -> LocalReply {
     LocalReply::Error {
@@ -16,74 +15,70 @@ fn not_yours(pid: Option<u32>) -> LocalReply {
 }
 
 impl State {
-    pub(super) fn find_child_of(&self, pid: u32) -> Option<String> {
+    /// The child that is `pid` or leads its process group `group`.
+    pub(super) fn find_child_of(&self, pid: u32, group: Option<u32>) -> Option<String> {
         if let Some(name) = self.by_pid.get(&pid) {
             return Some(name.clone());
         }
-        let raw = libc::pid_t::try_from(pid).ok()?;
-        let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(raw))).ok()?;
-        let pgid = u32::try_from(pgid.as_raw()).ok()?;
-        self.by_pid.get(&pgid).cloned()
+        self.by_pid.get(&group?).cloned()
     }
 
     pub(super) fn local(
         &mut self,
-        req: LocalRequest,
+        req: ReqId,
+        request: LocalRequest,
         peer_pid: Option<u32>,
-        reply: oneshot::Sender<LocalReply>,
+        group: Option<u32>,
     ) {
-        match req {
+        match request {
             LocalRequest::Ready => match peer_pid {
                 Some(pid) if self.children.values().any(|c| c.pid().is_none()) => {
-                    if !self.mark_ready(pid) {
-                        self.early_ready.push((pid, reply));
+                    if !self.mark_ready(pid, group) {
+                        self.early_ready.push((pid, group, req));
                         return;
                     }
-                    let _ = reply.send(LocalReply::Ack);
+                    self.reply(req, LocalReply::Ack);
                 }
-                Some(pid) if self.mark_ready(pid) => {
-                    let _ = reply.send(LocalReply::Ack);
+                Some(pid) if self.mark_ready(pid, group) => {
+                    self.reply(req, LocalReply::Ack);
                 }
-                _ => {
-                    let _ = reply.send(not_yours(peer_pid));
-                }
+                _ => self.reply(req, not_yours(peer_pid)),
             },
             LocalRequest::Lookup { instancename } => {
                 if let Err(e) = allex_protocol::names::validate_name("instancename", &instancename)
                 {
-                    let _ = reply.send(LocalReply::Error {
-                        code: ErrorCode::Invalid,
-                        message: e.to_string(),
-                    });
+                    let message = e.to_string();
+                    self.reply(
+                        req,
+                        LocalReply::Error {
+                            code: ErrorCode::Invalid,
+                            message,
+                        },
+                    );
                     return;
                 }
                 if self.welcomed() {
                     let id = self.next_lookup;
                     self.next_lookup += 1;
-                    self.lookups.insert(id, reply);
+                    self.lookups.insert(id, req);
                     self.send(MasterToLan::Lookup { id, instancename });
-                    let events = self.events.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(LOOKUP_TIMEOUT).await;
-                        let _ = events.send(Event::LookupTimeout { id });
-                    });
+                    self.after(LOOKUP_TIMEOUT, Timer::LookupTimeout { id });
                 } else {
                     // Without the lan manager only this master's own services are known.
                     let location = self.local_location(&instancename);
-                    let _ = reply.send(LocalReply::Location { location });
+                    self.reply(req, LocalReply::Location { location });
                 }
             }
             LocalRequest::Status => {
-                let _ = reply.send(LocalReply::Status {
-                    status: self.status(),
-                });
+                let status = self.status();
+                self.reply(req, LocalReply::Status { status });
             }
         }
     }
 
     /// Marks the child owning `pid` (leader or group member) ready.
-    pub(super) fn mark_ready(&mut self, pid: u32) -> bool {
-        let Some(name) = self.find_child_of(pid) else {
+    pub(super) fn mark_ready(&mut self, pid: u32, group: Option<u32>) -> bool {
+        let Some(name) = self.find_child_of(pid, group) else {
             return false;
         };
         let Some(c) = self.children.get_mut(&name) else {
@@ -103,13 +98,13 @@ impl State {
             return;
         }
         let still_spawning = self.children.values().any(|c| c.pid().is_none());
-        for (pid, reply) in std::mem::take(&mut self.early_ready) {
-            if self.mark_ready(pid) {
-                let _ = reply.send(LocalReply::Ack);
+        for (pid, group, req) in std::mem::take(&mut self.early_ready) {
+            if self.mark_ready(pid, group) {
+                self.reply(req, LocalReply::Ack);
             } else if still_spawning {
-                self.early_ready.push((pid, reply));
+                self.early_ready.push((pid, group, req));
             } else {
-                let _ = reply.send(not_yours(Some(pid)));
+                self.reply(req, not_yours(Some(pid)));
             }
         }
     }

@@ -1,11 +1,10 @@
 //! The children's lifecycle: grant -> spawn -> (running) -> stop -> exit.
 
-use super::{Child, Event, Phase, State};
-use crate::spawner::{SpawnPlan, Started};
+use super::{Child, Effect, Phase, SpawnPlan, State, Timer};
 use allex_protocol::spawn::SpawnInfo;
 use allex_protocol::{ChildState, ExitInfo, MasterToLan, Need, Ports};
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A child that dies sooner than this after its start is crash-looping.
 const QUICK_DEATH_MS: u64 = 10_000;
@@ -87,7 +86,7 @@ impl State {
             tcpport: ports.tcp,
             httpport: ports.http,
             wsport: ports.ws,
-            masterpid: std::process::id(),
+            masterpid: self.pid,
         };
         let plan = SpawnPlan {
             instance: instance.clone(),
@@ -107,7 +106,7 @@ impl State {
                 generation,
                 phase: Phase::Spawning,
                 ports,
-                started: Instant::now(),
+                started: self.now,
                 state: ChildState::Starting,
                 ready: false,
                 stop: None,
@@ -115,7 +114,7 @@ impl State {
                 stoptimeout: Duration::from_millis(spec.stoptimeoutms),
             },
         );
-        self.spawner.spawn(plan, self.events.clone());
+        self.fx.push(Effect::Spawn(Box::new(plan)));
         self.capacity_changed();
     }
 
@@ -123,7 +122,7 @@ impl State {
         &mut self,
         instance: String,
         generation: u64,
-        result: Result<Started, String>,
+        result: Result<u32, String>,
     ) {
         self.spawned_inner(instance, generation, result);
         self.settle_early_ready();
@@ -133,7 +132,7 @@ impl State {
         &mut self,
         instance: String,
         generation: u64,
-        result: Result<Started, String>,
+        result: Result<u32, String>,
     ) {
         let Some(c) = self.children.get_mut(&instance) else {
             return;
@@ -142,9 +141,9 @@ impl State {
             return;
         }
         match result {
-            Ok(Started { pid, handle }) => {
-                c.phase = Phase::Live { pid, handle };
-                c.started = Instant::now();
+            Ok(pid) => {
+                c.phase = Phase::Live { pid };
+                c.started = self.now;
                 let ports = c.ports;
                 let stop = c.stop;
                 self.by_pid.insert(pid, instance.clone());
@@ -207,14 +206,11 @@ impl State {
             return;
         };
         c.state = ChildState::Stopping;
-        c.signal_group(c.stopsignal);
-        if c.stopsignal != libc::SIGKILL {
-            let events = self.events.clone();
-            let (instance, wait) = (instance.to_string(), c.stoptimeout);
-            tokio::spawn(async move {
-                tokio::time::sleep(wait).await;
-                let _ = events.send(Event::StopTimeout { instance, pid });
-            });
+        let (signal, wait) = (c.stopsignal, c.stoptimeout);
+        self.signal(pid, signal);
+        if signal != libc::SIGKILL {
+            let instance = instance.to_string();
+            self.after(wait, Timer::StopTimeout { instance, pid });
         }
     }
 
@@ -228,7 +224,7 @@ impl State {
         };
         // What was left of its group was SIGKILLed before the reap.
         self.by_pid.remove(&pid);
-        let uptime_ms = u64::try_from(c.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let uptime_ms = c.uptime_ms(self.now);
         let ordered = c.stop == Some(true);
         if ordered {
             tracing::info!(%instance, generation, pid, %exit, "child stopped");
@@ -284,11 +280,7 @@ impl State {
             .saturating_mul(1 << shift)
             .min(SPAWN_RETRY_CAP);
         self.spawn_failures
-            .insert(instance.to_string(), (failures, Instant::now() + delay));
-        let events = self.events.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let _ = events.send(Event::RetryClaims);
-        });
+            .insert(instance.to_string(), (failures, self.now + delay));
+        self.after(delay, Timer::RetryClaims);
     }
 }

@@ -1,0 +1,74 @@
+//! What the master's core asks its driver to do.
+
+use super::input::Timer;
+use allex_protocol::spawn::SpawnInfo;
+use allex_protocol::{LocalReply, MasterToLan, Ports, ServiceSpec};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Identifies one request on the master's socket until it is answered.
+pub type ReqId = u64;
+
+/// Everything needed to start one child; built by the core.
+#[derive(Debug, Clone)]
+pub struct SpawnPlan {
+    /// Instance name (validated).
+    pub instance: String,
+    /// The grant's generation.
+    pub generation: u64,
+    /// The catalogue entry to run.
+    pub spec: ServiceSpec,
+    /// What goes into `ALLEX_SPAWN`.
+    pub info: SpawnInfo,
+    /// The reserved ports.
+    pub ports: Ports,
+    /// The master's socket path.
+    pub socket: PathBuf,
+    /// The runtime directory.
+    pub runtimedir: PathBuf,
+    /// Log rotation size.
+    pub logmaxbytes: u64,
+}
+
+/// One thing for the driver to do.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// Hand a message to the current link; one it cannot take comes back
+    /// as `Input::Unsent`.
+    Send(MasterToLan),
+    /// Start a child; answered by `Input::Spawned`, later `Input::Exited`.
+    Spawn(Box<SpawnPlan>),
+    /// Signal a child's process group (and the child by pidfd), never a
+    /// process that merely got a recycled pid.
+    Signal {
+        /// The child's pid (its group's id).
+        pid: u32,
+        /// The signal number.
+        signal: i32,
+    },
+    /// Answer a request on the socket.
+    Reply {
+        /// The request.
+        req: ReqId,
+        /// The answer.
+        reply: LocalReply,
+    },
+    /// Deliver `timer` as an input at `at`.
+    Timer {
+        /// When.
+        at: Instant,
+        /// What.
+        timer: Timer,
+    },
+    /// Delete expired logs of instances not in `live`; answered by `Input::LogsSwept`.
+    SweepLogs {
+        /// The runtime directory.
+        runtimedir: PathBuf,
+        /// Instances that run here now.
+        live: Vec<String>,
+        /// How long a stale log is kept.
+        keep: Duration,
+        /// Most bytes of stale logs kept.
+        max_bytes: u64,
+    },
+}
