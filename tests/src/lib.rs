@@ -124,6 +124,14 @@ impl Sampler {
 
     /// Stops sampling; fails on any safety violation or too few samples.
     pub fn finish(mut self) {
+        // A fast test may end before the sampler's fifth round: wait for
+        // it (on the sampler's own count, with a deadline), then stop.
+        if let Some(s) = &self.inner {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while s.so_far().samples < 5 && std::time::Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+        }
         let log = self.inner.take().map(|s| s.finish()).unwrap_or_default();
         assert!(log.samples >= 5, "only {} samples", log.samples);
         assert!(
