@@ -142,7 +142,8 @@ fn child_ignoring_sigterm_is_killed_after_its_stop_timeout() {
     let (generation, pid, ports) = spawned(&lan, "Stubborn");
     // Listening comes after the SIGTERM handler is set, so the banner says it is armed.
     assert_banner(ports.ws.unwrap(), "Stubborn", pid);
-    // A stop for another generation or instance changes nothing.
+    // A stop for another generation or instance stops nothing here: it is
+    // confirmed at once with pid 0, so the lan manager can free the need.
     lan.send(LanToMaster::Stop {
         instancename: "Stubborn".into(),
         generation: generation + 7,
@@ -153,6 +154,14 @@ fn child_ignoring_sigterm_is_killed_after_its_stop_timeout() {
         generation,
         reason: "unknown".into(),
     });
+    let (g, p, _, ordered) = down(&lan, "Stubborn", SOON);
+    assert_eq!((g, p, ordered), (generation + 7, 0, true));
+    let (g, p, _, ordered) = down(&lan, "Nobody", SOON);
+    assert_eq!((g, p, ordered), (generation, 0, true));
+    assert!(
+        !pid_gone(pid),
+        "the child of the current generation runs on"
+    );
     let stopped = Instant::now();
     lan.send(LanToMaster::Stop {
         instancename: "Stubborn".into(),

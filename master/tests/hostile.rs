@@ -80,8 +80,11 @@ fn a_grant_outside_the_catalogue_is_refused_and_stray_stops_change_nothing() {
     });
     wait_until("the stray orders to be logged", SOON, || {
         let log = m.stderr();
-        (log.contains("stop for an unknown instance ignored")
-            && log.matches("stop for another generation ignored").count() >= 2)
+        (log.contains("stop for an instance not running here: confirmed")
+            && log
+                .matches("stop for another generation: confirmed")
+                .count()
+                >= 2)
             .then_some(())
             .ok_or(())
     })
@@ -94,11 +97,31 @@ fn a_grant_outside_the_catalogue_is_refused_and_stray_stops_change_nothing() {
     );
     assert!(!pid_gone(pid));
     assert!(!m.dir.path().join("rt/logs/Evil.log").exists());
-    let none = lan
+    // Each stray order is confirmed with pid 0 (nothing of it runs here);
+    // no down names the child that runs.
+    let downs: Vec<(String, u64, u32)> = lan
         .drain()
         .into_iter()
-        .any(|s| matches!(s, common::fake_lan::Seen::Msg(MasterToLan::Down { .. })));
-    assert!(!none, "a stray order stopped a child");
+        .filter_map(|s| match s {
+            common::fake_lan::Seen::Msg(MasterToLan::Down {
+                instancename,
+                generation,
+                pid,
+                ..
+            }) => Some((instancename, generation, pid)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        downs.iter().all(|(_, _, p)| *p == 0),
+        "a stray order stopped a child: {downs:?}"
+    );
+    assert!(
+        downs.contains(&("Nobody".to_string(), generation, 0))
+            && downs.contains(&("Keep".to_string(), generation + 1, 0))
+            && downs.contains(&("Keep".to_string(), generation.wrapping_add(1000), 0)),
+        "{downs:?}"
+    );
 }
 
 #[test]

@@ -39,7 +39,7 @@ pub const HARD_FRAME_LIMIT: usize = 4 * MAX_TO_LAN_FRAME;
 const MAX_MASTER_NAME: usize = 512;
 
 /// How long a closing connection may take to flush its last frames.
-const CLOSE_FLUSH: Duration = Duration::from_secs(1);
+const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
 /// An admin session is dropped after this long without a request.
 const ADMIN_IDLE: Duration = Duration::from_secs(60);

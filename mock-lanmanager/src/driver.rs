@@ -89,7 +89,11 @@ pub struct Driver {
     next_id: u64,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
-    disk: std::sync::mpsc::Sender<Write>,
+    /// The writer of the fsynced store files (needs, identities, generations).
+    store: std::sync::mpsc::Sender<Write>,
+    /// The writer of the running journal and snapshot: grants wait for it,
+    /// so it never queues behind the store's fsyncs.
+    journal: std::sync::mpsc::Sender<Write>,
 }
 
 impl Driver {
@@ -99,7 +103,8 @@ impl Driver {
     /// Must be called inside a tokio runtime.
     pub fn new(core: State, store: Store, initial: Vec<Effect>) -> Driver {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let disk = spawn_disk_writer(store, done_tx.clone());
+        let journal = spawn_disk_writer(store.clone(), done_tx.clone(), "allex-journal");
+        let store = spawn_disk_writer(store, done_tx.clone(), "allex-store");
         let mut driver = Driver {
             core,
             outboxes: HashMap::new(),
@@ -108,7 +113,8 @@ impl Driver {
             next_id: 0,
             done_tx,
             done_rx,
-            disk,
+            store,
+            journal,
         };
         let mut fed = VecDeque::new();
         for effect in initial {
@@ -297,7 +303,12 @@ impl Driver {
                 });
             }
             Effect::Write(write) => {
-                if self.disk.send(write).is_err() {
+                let writer = if write.is_running() {
+                    &self.journal
+                } else {
+                    &self.store
+                };
+                if writer.send(write).is_err() {
                     tracing::error!("the disk writer is gone; a write was dropped");
                 }
             }
@@ -305,29 +316,36 @@ impl Driver {
     }
 }
 
-/// Starts the one thread that writes files, in the order asked, and
-/// reports each write that matters back as an input.
+/// Starts a thread that writes files in the order asked and reports each
+/// write that matters back as an input.
 ///
-/// One writer keeps the order the core relies on (a journal line is never
+/// Each writer keeps the order the core relies on (a journal line is never
 /// cut by a snapshot taken before it) and keeps fsyncs off the state owner.
 fn spawn_disk_writer(
     store: Store,
     done: mpsc::UnboundedSender<Done>,
+    name: &str,
 ) -> std::sync::mpsc::Sender<Write> {
     let (tx, rx) = std::sync::mpsc::channel::<Write>();
     let spawned = std::thread::Builder::new()
-        .name("allex-disk".into())
+        .name(name.into())
         .spawn(move || {
-            let mut journal = match store.open_running_journal() {
-                Ok(f) => Some(f),
-                Err(e) => {
-                    tracing::warn!(
-                        "cannot open the running journal; restarts may move services: {e}"
-                    );
-                    None
-                }
-            };
+            // Opened by the writer that gets the journal's writes.
+            let mut journal: Option<std::fs::File> = None;
+            let mut opened = false;
             for write in rx {
+                if write.is_running() && !opened {
+                    opened = true;
+                    journal = match store.open_running_journal() {
+                        Ok(f) => Some(f),
+                        Err(e) => {
+                            tracing::warn!(
+                                "cannot open the running journal; restarts may move services: {e}"
+                            );
+                            None
+                        }
+                    };
+                }
                 let reply = match write {
                     Write::Needs(needs) => Some(Done::Input(Input::NeedsWritten {
                         result: store.write_needs(&needs).map_err(|e| e.to_string()),
@@ -339,14 +357,18 @@ fn spawn_disk_writer(
                         bound,
                         result: store.write_generation(bound).map_err(|e| e.to_string()),
                     })),
-                    Write::Journal(lines) => {
-                        if let Some(j) = journal.as_mut() {
-                            use std::io::Write as _;
-                            if let Err(e) = j.write_all(&lines) {
-                                tracing::warn!("cannot append to the running journal: {e}");
+                    Write::Journal { lines, seq } => {
+                        let result = match journal.as_mut() {
+                            Some(j) => {
+                                use std::io::Write as _;
+                                j.write_all(&lines).map_err(|e| e.to_string())
                             }
+                            None => Err("the running journal could not be opened".to_string()),
+                        };
+                        if let Err(e) = &result {
+                            tracing::warn!("cannot append to the running journal: {e}");
                         }
-                        None
+                        Some(Done::Input(Input::JournalWritten { seq, result }))
                     }
                     Write::Running { hints, ack } => {
                         let result = match &journal {

@@ -73,6 +73,23 @@ struct JournalEntry {
     hint: Option<RunningHint>,
 }
 
+/// Applies the journal `text` (lines from [`Store::journal_line`]) on top of
+/// a snapshot's `hints`, up to the first line that does not parse, whose
+/// error is returned: everything after a torn line is lost with it.
+pub fn replay_journal(
+    hints: &mut HashMap<String, RunningHint>,
+    text: &str,
+) -> Result<(), serde_json::Error> {
+    for line in text.lines() {
+        let entry: JournalEntry = serde_json::from_str(line)?;
+        match entry.hint {
+            Some(h) => hints.insert(entry.instance, h),
+            None => hints.remove(&entry.instance),
+        };
+    }
+    Ok(())
+}
+
 /// Paths of the lan manager's files.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -184,26 +201,9 @@ impl Store {
         };
         match fs::read_to_string(&self.journal) {
             Ok(text) => {
-                for line in text.lines() {
-                    match serde_json::from_str::<JournalEntry>(line) {
-                        Ok(JournalEntry {
-                            instance,
-                            hint: Some(h),
-                        }) => {
-                            hints.insert(instance, h);
-                        }
-                        Ok(JournalEntry {
-                            instance,
-                            hint: None,
-                        }) => {
-                            hints.remove(&instance);
-                        }
-                        // Only a power loss can cut a line; what follows it is lost too.
-                        Err(e) => {
-                            tracing::warn!(path = %self.journal.display(), "ignoring the journal's torn tail: {e}");
-                            break;
-                        }
-                    }
+                // Only a power loss can cut a line; what follows it is lost too.
+                if let Err(e) = replay_journal(&mut hints, &text) {
+                    tracing::warn!(path = %self.journal.display(), "ignoring the journal's torn tail: {e}");
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -73,7 +73,7 @@ async fn two_masters_racing_for_50_needs_each_need_is_granted_exactly_once() {
 }
 
 #[tokio::test]
-async fn claim_deadline_lapse_reopens_and_a_late_spawned_is_adopted_not_run_twice() {
+async fn claim_deadline_lapse_stops_the_grant_and_reopens_only_once_the_master_confirms() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 1));
     let lm = Lm::start(dir.path(), &[("--claim-timeout-ms", "200")]);
@@ -85,35 +85,30 @@ async fn claim_deadline_lapse_reopens_and_a_late_spawned_is_adopted_not_run_twic
         |x| matches!(x, LanToMaster::NeedTaken { instancename } if instancename == "A0"),
     )
     .await;
-    m2.expect("need_open after the lapse", |x| is_open(x, "A0"))
-        .await;
-    // The report comes late (held on a slow link): the process it names is
-    // real, nobody else holds the need, so it is checked and kept.
-    let svc = listening();
-    m1.spawned("A0", g, 100, svc.ports).await;
-    m1.expect("running of the late generation", |x| {
-        matches!(x, LanToMaster::Running { instancename, generation } if instancename == "A0" && *generation == g)
+    // The grant lapses: m1 may still be spawning, so it is told to stop and
+    // the need stays with it until it says the process is gone.
+    m1.expect("stop of the lapsed grant", |x| {
+        matches!(x, LanToMaster::Stop { instancename, generation, .. } if instancename == "A0" && *generation == g)
     })
     .await;
-    m2.expect(
-        "need_taken again",
-        |x| matches!(x, LanToMaster::NeedTaken { instancename } if instancename == "A0"),
-    )
-    .await;
+    // A report that crossed the stop is not listed: the stop stands.
+    let svc = listening();
+    m1.spawned("A0", g, 100, svc.ports).await;
     match m2.claim("A0").await {
-        LanToMaster::ClaimRefused { .. } => {}
-        other => panic!("a second master got the adopted need: {other:?}"),
+        LanToMaster::ClaimRefused { reason, .. } => assert!(reason.contains("m1"), "{reason}"),
+        other => panic!("a second master got a need whose first process may run: {other:?}"),
     }
+    assert!(lm.status().running.is_empty());
+    m1.down("A0", g, 100, 50, true).await;
+    m2.expect("need_open once m1 confirmed", |x| is_open(x, "A0"))
+        .await;
     let st = lm.status();
-    assert_eq!(st.running.len(), 1);
-    assert_eq!(
-        (st.running[0].master.as_str(), st.running[0].generation),
-        ("m1", g)
-    );
+    assert!(st.running.is_empty());
+    assert_eq!(st.needs[0].state, NeedState::Open);
 }
 
 #[tokio::test]
-async fn ports_that_do_not_accept_are_rejected_and_the_need_reopens() {
+async fn ports_that_do_not_accept_are_rejected_and_the_need_reopens_once_stopped() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 1));
     let lm = Lm::start(dir.path(), &[("--check-timeout-ms", "300")]);
@@ -147,6 +142,9 @@ async fn ports_that_do_not_accept_are_rejected_and_the_need_reopens() {
         started.elapsed() >= Duration::from_millis(250),
         "gave up before the deadline"
     );
+    // Held until the master says the rejected process is gone.
+    assert_eq!(lm.status().needs[0].state, NeedState::Claimed);
+    m.down("A0", g, 100, 300, true).await;
     m.expect("need_open", |x| is_open(x, "A0")).await;
     let st = lm.status();
     assert!(st.running.is_empty());

@@ -230,10 +230,18 @@ async fn restart_holds_running_needs_for_their_master_and_adopts_its_inventory()
         hello("m1", &["svc"], vec![inv("A0", ga, 100, a.ports)]),
     )
     .await;
+    // A1 is missing from the inventory, but a master may be spawning what
+    // no inventory shows yet: it is told to stop A1, and A1 is held until
+    // it confirms (a real master answers at once, with pid 0).
+    m1.expect("stop of what the inventory lacks", |x| {
+        matches!(x, LanToMaster::Stop { instancename, generation, .. } if instancename == "A1" && *generation == gb)
+    })
+    .await;
     m1.expect("running for the adopted service", |x| {
         matches!(x, LanToMaster::Running { instancename, generation } if instancename == "A0" && *generation == ga)
     })
     .await;
+    m1.down("A1", gb, 0, 0, true).await;
     m2.expect(
         "need_open of the service that died",
         |x| matches!(x, LanToMaster::NeedOpen { need } if need.instancename == "A1"),

@@ -42,6 +42,10 @@ pub enum Command {
         #[arg(long)]
         fence_ms: Option<u64>,
     },
+    /// Run the real lan manager and master state machines under a simulated
+    /// clock, network, processes and disk from a seed, invariants after
+    /// every event; a failure is shrunk and printed with its seed.
+    Dst(crate::dst::command::DstArgs),
     /// Start a lan manager, a master and one service on this machine, show
     /// them, then follow the running list until Ctrl-C.
     Demo {
@@ -111,6 +115,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Bench(args) => crate::bench::command::main(args),
+        Command::Dst(args) => crate::dst::command::main(args),
         Command::Lan {
             deadline_ms,
             grace_ms,

@@ -13,6 +13,7 @@ pub mod bench;
 pub mod bins;
 pub mod cli;
 pub mod demo;
+pub mod dst;
 pub mod harness;
 pub mod invariants;
 pub mod lan_mode;

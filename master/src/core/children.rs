@@ -176,17 +176,33 @@ impl State {
         }
     }
 
+    /// The lan manager ordered `generation` of `instance` stopped. What
+    /// does not run here under that generation is confirmed stopped at
+    /// once (a `down` with pid 0): the lan manager holds the need until it
+    /// hears that, so it is never placed twice.
     pub(super) fn order_stop(&mut self, instance: &str, generation: u64) {
         match self.children.get(instance) {
-            Some(c) if c.generation == generation => self.stop_child(instance, true),
+            Some(c) if c.generation == generation => return self.stop_child(instance, true),
             Some(c) => tracing::info!(
                 instance,
                 generation,
                 running = c.generation,
-                "stop for another generation ignored"
+                "stop for another generation: confirmed, nothing of it runs here"
             ),
-            None => tracing::info!(instance, generation, "stop for an unknown instance ignored"),
+            None => tracing::info!(
+                instance,
+                generation,
+                "stop for an instance not running here: confirmed"
+            ),
         }
+        self.send_report(MasterToLan::Down {
+            instancename: instance.to_string(),
+            generation,
+            pid: 0,
+            exit: ExitInfo::default(),
+            ordered: true,
+            uptime_ms: 0,
+        });
     }
 
     pub(super) fn stop_child(&mut self, instance: &str, ordered: bool) {

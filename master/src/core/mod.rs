@@ -24,7 +24,17 @@ use allex_protocol::{
     Capacity, ChildState, ChildStatus, InventoryEntry, LanToMaster, LocalReply, MasterConfig,
     MasterHello, MasterStatus, MasterToLan, Need, PortCounts, Ports, Protocol, PROTOCOL_VERSION,
 };
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Maps with a fixed hasher, so the same inputs give the same
+/// iteration order (and so the same effects, in the same order) in every
+/// run: the deterministic simulator's byte-identical traces rely on it.
+/// Keys are need names and the names of token-checked peers, not floods
+/// chosen by an attacker, so a randomly keyed hasher would buy nothing.
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, Fixed>;
+/// The fixed hasher of [`HashMap`].
+pub(crate) type Fixed = std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -110,7 +120,7 @@ pub struct State {
     /// When the lan manager was last heard from (any frame).
     last_heard: Instant,
     fence_armed: bool,
-    /// Children were stopped by fencing; cleared by the next welcome.
+    /// Children were stopped by fencing; cleared by the next word from the lan manager.
     fenced: bool,
     /// The descriptor limit in force, and how many children fit under it.
     fdlimit: u64,
@@ -160,8 +170,8 @@ impl State {
             ports,
             now,
             fx: Vec::new(),
-            children: HashMap::new(),
-            by_pid: HashMap::new(),
+            children: HashMap::default(),
+            by_pid: HashMap::default(),
             link: None,
             secret,
             reports: Vec::new(),
@@ -174,10 +184,10 @@ impl State {
             max_children: usize::MAX,
             fd_exhausted: false,
             sweep_at: None,
-            quick_deaths: HashMap::new(),
+            quick_deaths: HashMap::default(),
             open: BTreeMap::new(),
-            claims: HashMap::new(),
-            lookups: HashMap::new(),
+            claims: HashMap::default(),
+            lookups: HashMap::default(),
             next_lookup: 1,
             exhausted: BTreeSet::new(),
             last_capacity: None,
@@ -185,7 +195,7 @@ impl State {
             capacity_report_armed: false,
             retry_scheduled: false,
             early_ready: Vec::new(),
-            spawn_failures: HashMap::new(),
+            spawn_failures: HashMap::default(),
             shutting_down: false,
         }
     }
@@ -206,6 +216,11 @@ impl State {
     /// Shutting down and every child is gone: the driver may end.
     pub fn finished(&self) -> bool {
         self.shutting_down && self.children.is_empty()
+    }
+
+    /// One child's generation and pid (`None` while spawning), if it is here.
+    pub fn child(&self, instance: &str) -> Option<(u64, Option<u32>)> {
+        self.children.get(instance).map(|c| (c.generation, c.pid()))
     }
 
     /// The pids of the children started and not yet reaped.

@@ -106,6 +106,16 @@ impl State {
 
     pub(super) fn lan_message(&mut self, msg: LanToMaster) {
         self.last_heard = self.now;
+        // Any word from the lan manager ends a fencing episode: the link
+        // may have lived through the silence, so no welcome need follow.
+        // The fence stays armed for the next silence.
+        if self.fenced {
+            tracing::info!("fencing over: the lan manager answers again");
+            self.fenced = false;
+        }
+        if let Some(fence) = self.fence {
+            self.arm_fence(fence);
+        }
         match msg {
             LanToMaster::Welcome {
                 heartbeat_ms,
@@ -117,10 +127,6 @@ impl State {
                     tracing::info!("accepted again after: {why}");
                 }
                 self.fence = fence_ms.map(Duration::from_millis);
-                if self.fenced {
-                    tracing::info!("fencing over: the lan manager answers again");
-                    self.fenced = false;
-                }
                 if let Some(fence) = self.fence {
                     self.arm_fence(fence);
                 }

@@ -420,3 +420,49 @@ fn fencing_stops_every_child_after_the_fence_time_of_silence() {
         .any(|e| matches!(e, Effect::Signal { pid: 4_300_070, .. })));
     assert!(st.status().fenced);
 }
+
+#[test]
+fn a_word_on_the_same_link_ends_fencing_and_the_next_silence_fences_again() {
+    let t0 = Instant::now();
+    let (mut st, _) = state(t0);
+    st.handle(
+        t0,
+        Input::LinkMessage(LanToMaster::Welcome {
+            version: PROTOCOL_VERSION,
+            grace_ms: 1000,
+            heartbeat_ms: 1000,
+            fence_ms: Some(300),
+        }),
+    );
+    st.handle(ms(t0, 300), Input::Timer(Timer::FenceCheck));
+    assert!(st.status().fenced);
+    // The link lived through the silence: no welcome comes, a heartbeat does.
+    let fx = st.handle(
+        ms(t0, 350),
+        Input::LinkMessage(LanToMaster::Heartbeat { seq: 2 }),
+    );
+    assert!(!st.status().fenced, "the lan manager answers again");
+    let at = fx
+        .iter()
+        .find_map(|e| match e {
+            Effect::Timer {
+                at,
+                timer: Timer::FenceCheck,
+            } => Some(*at),
+            _ => None,
+        })
+        .expect("the fence is armed again");
+    assert_eq!(at, ms(t0, 650));
+    // A child granted meanwhile is fenced by the next silence: found by
+    // `allex-sim dst` (seed 137), where it ran beside its replacement.
+    grant(&mut st, ms(t0, 360), "G", 2);
+    spawned(&mut st, ms(t0, 360), "G", 2, 4_300_071);
+    // The grant was the last word (at 360): the check at 650 waits on to 660.
+    st.handle(at, Input::Timer(Timer::FenceCheck));
+    assert!(!st.status().fenced);
+    let fx = st.handle(ms(t0, 660), Input::Timer(Timer::FenceCheck));
+    assert!(fx
+        .iter()
+        .any(|e| matches!(e, Effect::Signal { pid: 4_300_071, .. })));
+    assert!(st.status().fenced);
+}

@@ -54,8 +54,11 @@ impl State {
                 }
                 Slot::Running(r) => Some(format!("running on {}", r.master)),
                 Slot::Backoff { .. } => Some("waiting out its crash-loop delay".to_string()),
-                Slot::Settling { master: m } => {
+                Slot::Settling { master: m, .. } => {
                     Some(format!("held for {m} after a lan manager restart"))
+                }
+                Slot::Stopping { master: m, .. } => {
+                    Some(format!("waiting for {m} to confirm it stopped"))
                 }
             },
         };
@@ -90,9 +93,12 @@ impl State {
             },
         );
         let deadline = self.settings.claim_timeout;
-        self.send_to(
+        // Sent once the journal says who holds it: a lan manager killed
+        // before that restarts holding the need for this master, never
+        // granting it to a second one while the first spawns it.
+        self.running.hold_grant(
             master,
-            &LanToMaster::Grant {
+            LanToMaster::Grant {
                 need,
                 generation,
                 deadline_ms: deadline.as_millis() as u64,
@@ -189,10 +195,24 @@ impl State {
                     format!("{instance} generation {generation} was already reported"),
                 );
             }
+            // It crossed our stop on the link; that stop's `down` frees the need.
+            Slot::Stopping {
+                master: m,
+                generation: g,
+                ..
+            } if m == master && *g == generation => {
+                tracing::debug!(
+                    master,
+                    instance,
+                    generation,
+                    "spawned after its stop was sent"
+                );
+            }
             // A report that comes late (held on a link, or after a reconnect)
             // for a need nobody holds now: what the master runs is adopted.
             Slot::Open | Slot::Backoff { .. } | Slot::Settling { .. }
-                if self.masters.get(master).is_some_and(|m| m.serves(&e.need))
+                if e.slot.settling_for().is_none_or(|m| m == master)
+                    && self.masters.get(master).is_some_and(|m| m.serves(&e.need))
                     && bad_spawn_report(&e.need.protocols(), pid, ports).is_none() =>
             {
                 self.generations.saw(generation);
@@ -209,11 +229,19 @@ impl State {
         generation: u64,
         reason: &str,
     ) {
-        let holds = self
-            .needs
-            .get(instance)
-            .is_some_and(|e| matches!(&e.slot, Slot::Claimed { master: m, generation: g } if m == master && *g == generation));
-        if holds {
+        let held = self.needs.get(instance).and_then(|e| match &e.slot {
+            Slot::Claimed {
+                master: m,
+                generation: g,
+            } if m == master && *g == generation => Some(Release::Failure),
+            Slot::Stopping {
+                master: m,
+                generation: g,
+                why,
+            } if m == master && *g == generation => Some(*why),
+            _ => None,
+        });
+        if let Some(why) = held {
             let n = self.needs.get(instance).map_or(0, |e| e.failures) + 1;
             allex_protocol::log_repeated!(
                 n,
@@ -223,7 +251,7 @@ impl State {
                 generation,
                 "spawn failed: {reason}"
             );
-            self.release(instance, Release::Failure);
+            self.release(instance, why);
         } else {
             self.refuse_report(master, instance, generation, false);
         }
@@ -257,6 +285,15 @@ impl State {
                 master: m,
                 generation: g,
             } => Some((m.as_str(), *g, None)),
+            Slot::Stopping {
+                master: m,
+                generation: g,
+                ..
+            } => Some((m.as_str(), *g, None)),
+            _ => None,
+        };
+        let stopping = match &e.slot {
+            Slot::Stopping { why, .. } => Some(*why),
             _ => None,
         };
         match current {
@@ -276,7 +313,9 @@ impl State {
                 // Stops the master decided itself (shutdown, fencing) or that
                 // were ordered are not the service's failures.
                 let leaving = self.masters.get(master).is_some_and(|m| m.leaving);
-                let why = if ordered || leaving {
+                let why = if let Some(why) = stopping {
+                    why
+                } else if ordered || leaving {
                     Release::Neutral
                 } else if stable {
                     Release::Stable
@@ -325,7 +364,14 @@ impl State {
                 generation,
                 "claim lapsed: no spawned report in time"
             );
-            self.release(instance, Release::Neutral);
+            // It may be spawning still: held until it says it stopped.
+            self.stop_and_hold(
+                &master,
+                instance,
+                generation,
+                Release::Neutral,
+                "claim lapsed",
+            );
         }
     }
 
@@ -386,6 +432,7 @@ impl State {
                     generation,
                     "port check failed: {reason}"
                 );
+                // The master stops it on `rejected`; its `down` frees the need.
                 self.send_to(
                     &master,
                     &LanToMaster::Rejected {
@@ -394,9 +441,37 @@ impl State {
                         reason,
                     },
                 );
-                self.release(instance, Release::Failure);
+                self.set_slot(
+                    instance,
+                    Slot::Stopping {
+                        master,
+                        generation,
+                        why: Release::Failure,
+                    },
+                );
             }
         }
+    }
+
+    /// Orders `master` to stop `generation` and holds the need until its
+    /// `down` says the process is gone: a need never runs twice.
+    pub(super) fn stop_and_hold(
+        &mut self,
+        master: &str,
+        instance: &str,
+        generation: u64,
+        why: Release,
+        reason: &str,
+    ) {
+        self.stop(master, instance, generation, reason);
+        self.set_slot(
+            instance,
+            Slot::Stopping {
+                master: master.to_string(),
+                generation,
+                why,
+            },
+        );
     }
 
     pub(super) fn on_backoff_over(&mut self, instance: &str, epoch: u64) {

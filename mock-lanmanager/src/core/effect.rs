@@ -42,6 +42,10 @@ pub struct LivenessTarget {
 }
 
 /// A file write; each one that matters reports back with an input.
+///
+/// The running journal and snapshot go to one writer, the fsynced store
+/// files (needs, identities, generations) to another, each in order: a
+/// grant waits for its journal line, and must not wait behind an fsync.
 #[derive(Debug, Clone)]
 pub enum Write {
     /// Replace the needs file; answered by `Input::NeedsWritten`.
@@ -50,8 +54,14 @@ pub enum Write {
     Masters(BTreeMap<String, String>),
     /// Reserve generations below `bound`; answered by `Input::GenerationWritten`.
     Generation(u64),
-    /// Append lines to the running journal (no answer: advisory).
-    Journal(Vec<u8>),
+    /// Append lines to the running journal; answered by
+    /// `Input::JournalWritten` with the same `seq`. Grants wait for it.
+    Journal {
+        /// The lines.
+        lines: Vec<u8>,
+        /// Numbers the appends, in order.
+        seq: u64,
+    },
     /// Replace the running snapshot and empty the journal it covers; when
     /// `ack` is set the driver answers that waiter once it is done.
     Running {
@@ -60,6 +70,13 @@ pub enum Write {
         /// The flush waiter to answer afterwards.
         ack: Option<u64>,
     },
+}
+
+impl Write {
+    /// Whether this write goes to the running journal's writer.
+    pub fn is_running(&self) -> bool {
+        matches!(self, Write::Journal { .. } | Write::Running { .. })
+    }
 }
 
 /// One thing for the driver to do.

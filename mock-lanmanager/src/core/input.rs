@@ -125,6 +125,13 @@ pub enum Input {
         /// Ok, or the storage error.
         result: Result<(), String>,
     },
+    /// The journal append numbered `seq` reached the file (or not).
+    JournalWritten {
+        /// The append's number.
+        seq: u64,
+        /// Ok, or the error.
+        result: Result<(), String>,
+    },
     /// Write the `running` snapshot now (before a clean shutdown); the driver
     /// answers `ack` once the disk has done it.
     FlushNow {

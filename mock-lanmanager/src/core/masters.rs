@@ -46,6 +46,9 @@ pub(super) enum IdentityWrite {
         hello: MasterHello,
         conn: ConnId,
         peer: SocketAddr,
+        /// The connection ended while the binding was written: the name
+        /// is bound, but nobody is admitted on a dead connection.
+        gone: bool,
     },
     /// `master forget`: answered once the name is gone from disk.
     Forget {
@@ -88,7 +91,12 @@ impl State {
                 // Bound (in memory at once, so a rival secret is refused
                 // meanwhile) and admitted once the binding is durable.
                 self.identities.insert(name.clone(), hash);
-                self.write_identities(IdentityWrite::Bind { hello, conn, peer });
+                self.write_identities(IdentityWrite::Bind {
+                    hello,
+                    conn,
+                    peer,
+                    gone: false,
+                });
                 return;
             }
         }
@@ -108,9 +116,19 @@ impl State {
             return;
         };
         match (why, result) {
-            (IdentityWrite::Bind { hello, conn, peer }, Ok(())) => {
+            (
+                IdentityWrite::Bind {
+                    hello,
+                    conn,
+                    peer,
+                    gone,
+                },
+                Ok(()),
+            ) => {
                 tracing::info!(master = %hello.master, "bound the master name to its secret");
-                self.hello_of_known(hello, conn, peer);
+                if !gone {
+                    self.hello_of_known(hello, conn, peer);
+                }
             }
             (IdentityWrite::Bind { hello, conn, .. }, Err(e)) => {
                 let name = hello.master;
@@ -225,7 +243,16 @@ impl State {
                 self.conns.remove(&old);
                 self.admit(p.hello, p.conn, p.peer);
             }
-            None => self.admit(p.hello, p.conn, p.peer),
+            // The old link is gone; but if the name connected again
+            // meanwhile on a link of its own, that one is the live master.
+            None => match self
+                .masters
+                .get(master)
+                .and_then(|m| m.conn.map(|c| (c, m.peer)))
+            {
+                Some((_, from)) => self.refuse_in_use(master, p.conn, Some(from)),
+                None => self.admit(p.hello, p.conn, p.peer),
+            },
         }
     }
 
@@ -253,7 +280,7 @@ impl State {
                 conn: Some(conn),
                 epoch,
                 grace_over: false,
-                answering: HashSet::new(),
+                answering: HashSet::default(),
                 leaving: false,
             },
         );
@@ -274,7 +301,7 @@ impl State {
     /// Keeps what the master runs where it is still wanted and its own, stops
     /// the rest, and releases every record of it the inventory does not confirm.
     pub(super) fn reconcile(&mut self, master: &str, inventory: &[InventoryEntry]) {
-        let mut reported: HashSet<&str> = HashSet::new();
+        let mut reported: HashSet<&str> = HashSet::default();
         for item in inventory {
             self.generations.saw(item.generation);
             if !reported.insert(item.instancename.as_str()) {
@@ -290,26 +317,52 @@ impl State {
         }
         // What we list for this master but it no longer runs has ended
         // meanwhile: no record may stay without a live process behind it.
-        let gone: Vec<(String, bool)> = self
+        // What was granted to it (a grant whose deadline passed while it
+        // was away, a grant before a restart, a stop it has not confirmed)
+        // may still be spawning, which no inventory shows: it is stopped
+        // and held until the master confirms.
+        let mut gone: Vec<(String, Option<u64>)> = self
             .needs
             .iter()
             .filter(|(i, _)| !reported.contains(i.as_str()))
             .filter_map(|(i, e)| match &e.slot {
-                Slot::Running(r) if r.master == master => Some((i.clone(), true)),
-                Slot::Checking { master: m, .. } if m == master => Some((i.clone(), true)),
-                Slot::Settling { master: m } if m == master => Some((i.clone(), false)),
+                Slot::Running(r) if r.master == master => Some((i.clone(), None)),
+                Slot::Checking { master: m, .. } if m == master => Some((i.clone(), None)),
+                Slot::Claimed {
+                    master: m,
+                    generation,
+                }
+                | Slot::Settling {
+                    master: m,
+                    generation,
+                }
+                | Slot::Stopping {
+                    master: m,
+                    generation,
+                    ..
+                } if m == master => Some((i.clone(), Some(*generation))),
                 _ => None,
             })
             .collect();
-        for (instance, was_held) in gone {
-            if was_held {
-                tracing::info!(
-                    master,
-                    instance,
-                    "service missing from the master's inventory: released"
-                );
+        gone.sort();
+        for (instance, unconfirmed) in gone {
+            match unconfirmed {
+                None => {
+                    tracing::info!(
+                        master,
+                        instance,
+                        "service missing from the master's inventory: released"
+                    );
+                    self.release(&instance, Release::Neutral);
+                }
+                Some(generation) => {
+                    let why = match self.needs.get(&instance).map(|e| &e.slot) {
+                        Some(Slot::Stopping { why, .. }) => *why,
+                        _ => Release::Neutral,
+                    };
+                    self.stop_and_hold(master, &instance, generation, why, "not in the inventory");
+                }
             }
-            self.release(&instance, Release::Neutral);
         }
     }
 
@@ -346,6 +399,19 @@ impl State {
                 // Its `spawned` report was lost with the link.
                 self.start_check(master, instance, g, p, item.ports);
             }
+            // Told to stop before the link went: told again.
+            Slot::Stopping {
+                master: m,
+                generation,
+                ..
+            } if m == master && *generation == g => {
+                self.stop(
+                    master,
+                    instance,
+                    g,
+                    "stop not confirmed before the link went",
+                );
+            }
             slot if slot.holder().is_some_and(|(m, _)| m == master) => {
                 // Our record of this master names another generation or pid
                 // than the process it really runs: the record goes, and the
@@ -358,6 +424,16 @@ impl State {
                     "the master runs another generation than recorded: adopting what it runs"
                 );
                 self.start_check(master, instance, g, p, item.ports);
+            }
+            // Held after a restart for another master: that one may run it
+            // (its hello has not come yet), so this copy is stopped.
+            Slot::Settling { master: m, .. } if m != master => {
+                self.stop(
+                    master,
+                    instance,
+                    item.generation,
+                    "held for another master after a lan manager restart",
+                );
             }
             Slot::Open | Slot::Backoff { .. } | Slot::Settling { .. } if adoptable => {
                 self.adopt(master, instance, g, p, item.ports);
@@ -395,6 +471,16 @@ impl State {
     }
 
     pub(super) fn on_gone(&mut self, conn: ConnId) {
+        // A hello that waits (for a probe or its binding) on a connection
+        // that ended is never admitted: its master would be a ghost.
+        self.parked.retain(|_, p| p.conn != conn);
+        for w in &mut self.identity_writes {
+            if let IdentityWrite::Bind { conn: c, gone, .. } = w {
+                if *c == conn {
+                    *gone = true;
+                }
+            }
+        }
         let Some(name) = self.conns.remove(&conn) else {
             return;
         };
@@ -475,16 +561,16 @@ impl State {
                 .needs
                 .get(&instance)
                 .and_then(|e| match &e.slot {
-                    Slot::Running(r) => Some((r.master.as_str(), r.generation)),
+                    Slot::Running(r) => Some((r.master.as_str(), r.generation, true)),
                     Slot::Checking {
                         master, generation, ..
-                    } => Some((master.as_str(), *generation)),
+                    } => Some((master.as_str(), *generation, false)),
                     _ => None,
                 })
-                .is_some_and(|(m, g)| m == master && g == generation);
-            if !held {
+                .filter(|(m, g, _)| *m == master && *g == generation);
+            let Some((_, _, listened)) = held else {
                 continue;
-            }
+            };
             let answers = verdict == Liveness::Answers;
             if let Some(m) = self.masters.get_mut(master) {
                 if answers {
@@ -493,7 +579,9 @@ impl State {
                     m.answering.remove(&instance);
                 }
             }
-            if verdict == Liveness::Refused {
+            // A service still being checked may not listen yet: refused
+            // ports say nothing about whether its process lives.
+            if verdict == Liveness::Refused && listened {
                 tracing::info!(
                     master,
                     instance,

@@ -21,6 +21,7 @@ mod status;
 pub use effect::{ConnId, Effect, Liveness, LivenessTarget, ReqId, Write};
 pub use input::{Input, Now, Timer};
 use slot::{Record, Slot};
+pub use status::Holding;
 
 use crate::backoff::retry_delay;
 use crate::needs_store::RunningHint;
@@ -32,7 +33,19 @@ use allex_protocol::{
     MasterHello, MasterSummary, MasterToLan, Need, NeedState, NeedStatus, Ports, RunningService,
     ServiceLocation, PROTOCOL_VERSION,
 };
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+/// Maps and sets with a fixed hasher, so the same inputs give the same
+/// iteration order (and so the same effects, in the same order) in every
+/// run: the deterministic simulator's byte-identical traces rely on it.
+/// Keys are need names and the names of token-checked peers, not floods
+/// chosen by an attacker, so a randomly keyed hasher would buy nothing.
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, Fixed>;
+/// See [`HashMap`].
+pub(crate) type HashSet<K> = std::collections::HashSet<K, Fixed>;
+/// The fixed hasher of [`HashMap`] and [`HashSet`].
+pub(crate) type Fixed = std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,7 +96,7 @@ fn allows(need: &Need, ip: Option<IpAddr>) -> bool {
 
 /// Why a need leaves its holder, which decides its failure count and delay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Release {
+pub(crate) enum Release {
     /// Died soon after start, failed its port check or could not be spawned.
     Failure,
     /// Ran long enough to count as stable.
@@ -102,7 +115,7 @@ pub struct Startup {
     /// The needs, in file order.
     pub needs: Vec<Need>,
     /// Which needs ran on which master before the restart.
-    pub hints: HashMap<String, RunningHint>,
+    pub hints: std::collections::HashMap<String, RunningHint>,
     /// The first generation to hand out.
     pub next_generation: u64,
     /// Generations below this are reserved on disk.
@@ -140,7 +153,7 @@ impl State {
     /// Builds the state; needs that ran before a restart start out settling
     /// (the returned effects set the settle timer).
     pub fn new(settings: Arc<Settings>, startup: Startup, now: Now) -> (State, Vec<Effect>) {
-        let mut needs = HashMap::new();
+        let mut needs = HashMap::default();
         let mut order = Vec::new();
         let mut settling = 0usize;
         for need in startup.needs {
@@ -149,6 +162,7 @@ impl State {
                     settling += 1;
                     Slot::Settling {
                         master: h.master.clone(),
+                        generation: h.generation,
                     }
                 }
                 None => Slot::Open,
@@ -169,11 +183,11 @@ impl State {
             fx: Vec::new(),
             needs,
             order,
-            masters: HashMap::new(),
-            conns: HashMap::new(),
+            masters: HashMap::default(),
+            conns: HashMap::default(),
             identities: startup.identities,
             identity_writes: Default::default(),
-            parked: HashMap::new(),
+            parked: HashMap::default(),
             generations: generations::Generations::new(
                 startup.next_generation,
                 startup.generation_bound,
@@ -182,7 +196,7 @@ impl State {
             running: running::RunningJournal::default(),
             pending: Vec::new(),
             inflight: Vec::new(),
-            snapshot_cache: HashMap::new(),
+            snapshot_cache: HashMap::default(),
         };
         if settling > 0 {
             tracing::info!(
@@ -223,6 +237,7 @@ impl State {
             Input::NeedsWritten { result } => self.on_needs_written(result),
             Input::MastersWritten { result } => self.on_masters_written(result),
             Input::GenerationWritten { bound, result } => self.generations.written(bound, result),
+            Input::JournalWritten { seq, result } => self.on_journal_written(seq, result),
             Input::FlushNow { ack } => {
                 self.journal_running_changes();
                 self.compact_running(Some(ack));

@@ -3,12 +3,16 @@
 //!
 //! Every change is appended to the journal when the input that made it ends;
 //! the snapshot is rewritten at most once a second and empties the journal.
-//! Both are writes the driver runs in order on one writer.
+//! Both are writes the driver runs in order on one writer. A grant is sent
+//! only once the journal line naming its holder is written (the page cache
+//! survives the process), so a killed lan manager never forgets a grant a
+//! master may be acting on.
 
-use super::slot::slot_hint;
-use super::{Effect, State, Write};
+use super::slot::{slot_hint, Slot};
+use super::{Effect, Release, State, Write};
 use crate::needs_store::{RunningHint, Store};
-use std::collections::HashMap;
+use allex_protocol::LanToMaster;
+use std::collections::{HashMap, VecDeque};
 
 /// What is not yet journaled or snapshotted.
 #[derive(Debug, Default)]
@@ -19,6 +23,10 @@ pub(super) struct RunningJournal {
     flush_armed: bool,
     /// Instances whose hint changed during this input.
     changed: Vec<String>,
+    /// The number of the last journal append asked for.
+    seq: u64,
+    /// Grants waiting for the append numbered `.0`: the master and the grant.
+    held: VecDeque<(u64, String, LanToMaster)>,
 }
 
 impl RunningJournal {
@@ -26,6 +34,12 @@ impl RunningJournal {
     pub(super) fn changed(&mut self, instance: &str) {
         self.dirty = true;
         self.changed.push(instance.to_string());
+    }
+
+    /// Keeps `grant` for `master` until this input's journal append is written.
+    pub(super) fn hold_grant(&mut self, master: &str, grant: LanToMaster) {
+        self.held
+            .push_back((self.seq + 1, master.to_string(), grant));
     }
 
     /// Whether a flush timer should be set now (and notes that it is).
@@ -66,6 +80,8 @@ impl State {
         if self.running.changed.is_empty() {
             return;
         }
+        self.running.seq += 1;
+        let seq = self.running.seq;
         let mut changed = std::mem::take(&mut self.running.changed);
         changed.sort_unstable();
         changed.dedup();
@@ -74,6 +90,46 @@ impl State {
             let hint = self.needs.get(instance).and_then(|e| slot_hint(&e.slot));
             buf.extend(Store::journal_line(instance, hint.as_ref()));
         }
-        self.fx.push(Effect::Write(Write::Journal(buf)));
+        self.fx
+            .push(Effect::Write(Write::Journal { lines: buf, seq }));
+    }
+
+    /// Journal append `seq` ended: send the grants it covers, or take them
+    /// back if it failed (the need waits out a retry delay and is offered again).
+    pub(super) fn on_journal_written(&mut self, seq: u64, result: Result<(), String>) {
+        while self.running.held.front().is_some_and(|(s, _, _)| *s <= seq) {
+            let Some((_, master, grant)) = self.running.held.pop_front() else {
+                break;
+            };
+            let LanToMaster::Grant {
+                need, generation, ..
+            } = &grant
+            else {
+                continue;
+            };
+            let instance = need.instancename.clone();
+            let generation = *generation;
+            let still = matches!(
+                self.needs.get(&instance).map(|e| &e.slot),
+                Some(Slot::Claimed { master: m, generation: g }) if *m == master && *g == generation
+            );
+            if !still {
+                continue;
+            }
+            match &result {
+                Ok(()) => self.send_to(&master, &grant),
+                Err(e) => {
+                    tracing::error!(master, instance, generation, "cannot journal a grant: {e}");
+                    self.send_to(
+                        &master,
+                        &LanToMaster::ClaimRefused {
+                            instancename: instance.clone(),
+                            reason: format!("storage: cannot journal the grant: {e}"),
+                        },
+                    );
+                    self.release(&instance, Release::Failure);
+                }
+            }
+        }
     }
 }

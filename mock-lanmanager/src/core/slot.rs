@@ -4,7 +4,7 @@
 //! (the cached `needs` snapshot, the running journal, the `need_open` and
 //! `need_taken` broadcasts) can never fall out of step with it.
 
-use super::State;
+use super::{Release, State};
 use crate::needs_store::RunningHint;
 use allex_protocol::Ports;
 use std::time::Instant;
@@ -40,8 +40,19 @@ pub(super) enum Slot {
         until: Instant,
         epoch: u64,
     },
+    /// Held for `master` after a restart: the running file said it ran
+    /// (or was granted) `generation` there; its next hello decides.
     Settling {
         master: String,
+        generation: u64,
+    },
+    /// `master` was told to stop `generation` (its check failed, its grant
+    /// lapsed, or it ran it unasked); held until it confirms with `down`,
+    /// so the need never runs twice. `why` decides the failure count then.
+    Stopping {
+        master: String,
+        generation: u64,
+        why: Release,
     },
 }
 
@@ -51,8 +62,21 @@ impl Slot {
             Slot::Claimed { master, generation }
             | Slot::Checking {
                 master, generation, ..
+            }
+            | Slot::Stopping {
+                master, generation, ..
             } => Some((master, *generation)),
             Slot::Running(r) => Some((&r.master, r.generation)),
+            _ => None,
+        }
+    }
+}
+
+impl Slot {
+    /// The master a restarted lan manager holds this need for, if it does.
+    pub(super) fn settling_for(&self) -> Option<&str> {
+        match self {
+            Slot::Settling { master, .. } => Some(master),
             _ => None,
         }
     }
@@ -65,17 +89,20 @@ pub(super) fn slot_hint(slot: &Slot) -> Option<RunningHint> {
             master: r.master.clone(),
             generation: r.generation,
         }),
-        Slot::Checking {
+        // Everything a master may run a process for, so that a restarted
+        // lan manager holds the need for it instead of granting it again.
+        Slot::Claimed { master, generation }
+        | Slot::Checking {
+            master, generation, ..
+        }
+        | Slot::Settling { master, generation }
+        | Slot::Stopping {
             master, generation, ..
         } => Some(RunningHint {
             master: master.clone(),
             generation: *generation,
         }),
-        Slot::Settling { master } => Some(RunningHint {
-            master: master.clone(),
-            generation: 0,
-        }),
-        _ => None,
+        Slot::Open | Slot::Backoff { .. } => None,
     }
 }
 

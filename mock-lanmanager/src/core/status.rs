@@ -6,7 +6,7 @@ use super::*;
 impl State {
     pub(super) fn status(&self) -> LanStatus {
         let now = self.now.at;
-        let mut services: HashMap<&str, u32> = HashMap::new();
+        let mut services: HashMap<&str, u32> = HashMap::default();
         let mut needs = Vec::with_capacity(self.order.len());
         let mut running = Vec::new();
         for instance in &self.order {
@@ -15,9 +15,9 @@ impl State {
             };
             let (state, master, retry_in_ms) = match &e.slot {
                 Slot::Open => (NeedState::Open, None, None),
-                Slot::Claimed { master, .. } | Slot::Checking { master, .. } => {
-                    (NeedState::Claimed, Some(master.clone()), None)
-                }
+                Slot::Claimed { master, .. }
+                | Slot::Checking { master, .. }
+                | Slot::Stopping { master, .. } => (NeedState::Claimed, Some(master.clone()), None),
                 Slot::Running(r) => {
                     running.push(RunningService {
                         instancename: instance.clone(),
@@ -36,7 +36,7 @@ impl State {
                     None,
                     Some(until.saturating_duration_since(now).as_millis() as u64),
                 ),
-                Slot::Settling { master } => (NeedState::Settling, Some(master.clone()), None),
+                Slot::Settling { master, .. } => (NeedState::Settling, Some(master.clone()), None),
             };
             if let Some((m, _)) = e.slot.holder() {
                 *services.entry(m).or_default() += 1;
@@ -67,5 +67,60 @@ impl State {
             running,
             masters,
         }
+    }
+}
+
+/// One need as an outside checker sees it (the deterministic simulator).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holding<'a> {
+    /// Nobody holds it.
+    Free,
+    /// Granted, being checked, or being stopped: `master` holds
+    /// `generation`, not listed.
+    Held {
+        /// The holder.
+        master: &'a str,
+        /// The grant.
+        generation: u64,
+        /// Which: `claimed`, `checking` or `stopping`.
+        phase: &'static str,
+    },
+    /// Listed as running.
+    Running {
+        /// Its master.
+        master: &'a str,
+        /// Its generation.
+        generation: u64,
+        /// Its pid as reported.
+        pid: u32,
+    },
+}
+
+impl State {
+    /// Every need and who holds it, in file order: what invariants are checked on.
+    pub fn holdings(&self) -> impl Iterator<Item = (&str, Holding<'_>)> {
+        self.order.iter().filter_map(|i| {
+            let e = self.needs.get(i)?;
+            let h = match &e.slot {
+                Slot::Running(r) => Holding::Running {
+                    master: &r.master,
+                    generation: r.generation,
+                    pid: r.pid,
+                },
+                slot => match slot.holder() {
+                    Some((master, generation)) => Holding::Held {
+                        master,
+                        generation,
+                        phase: match slot {
+                            Slot::Claimed { .. } => "claimed",
+                            Slot::Checking { .. } => "checking",
+                            _ => "stopping",
+                        },
+                    },
+                    None => Holding::Free,
+                },
+            };
+            Some((i.as_str(), h))
+        })
     }
 }

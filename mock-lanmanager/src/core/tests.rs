@@ -56,7 +56,7 @@ fn peer() -> SocketAddr {
 fn core(needs: &[&str]) -> State {
     let startup = Startup {
         needs: needs.iter().map(|n| need(n)).collect(),
-        hints: HashMap::new(),
+        hints: std::collections::HashMap::new(),
         next_generation: 1,
         generation_bound: 1 + crate::needs_store::GENERATION_BLOCK,
         identities: BTreeMap::new(),
@@ -95,7 +95,36 @@ fn connect(st: &mut State, now: Now, master: &str, conn: ConnId) -> Vec<Effect> 
     fx
 }
 
+/// Completes every journal append among `fx` (as the journal writer does),
+/// returning `fx` with what the completions caused (the grants).
+fn journaled(st: &mut State, now: Now, mut fx: Vec<Effect>) -> Vec<Effect> {
+    let seqs: Vec<u64> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Write(Write::Journal { seq, .. }) => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    for seq in seqs {
+        let more = st.handle(
+            now,
+            Input::JournalWritten {
+                seq,
+                result: Ok(()),
+            },
+        );
+        fx.extend(more);
+    }
+    fx
+}
+
+/// `conn`'s master claims `instance`; its journal line is written.
 fn claim(st: &mut State, now: Now, conn: ConnId, instance: &str) -> Vec<Effect> {
+    let fx = claim_unjournaled(st, now, conn, instance);
+    journaled(st, now, fx)
+}
+
+fn claim_unjournaled(st: &mut State, now: Now, conn: ConnId, instance: &str) -> Vec<Effect> {
     st.handle(
         now,
         Input::FromMaster {
@@ -219,13 +248,19 @@ fn a_service_is_listed_only_after_its_port_check_passes() {
     let mut st = core(&["a"]);
     let now = t0();
     connect(&mut st, now, "m1", 1);
-    let g = grant_generation(&claim(&mut st, now, 1, "a"), 1).unwrap();
-    let fx = spawned(&mut st, now, 1, "a", g);
+    let fx = claim_unjournaled(&mut st, now, 1, "a");
     assert!(
         fx.iter()
-            .any(|e| matches!(e, Effect::Write(Write::Journal(_)))),
-        "who is awaited to run it is journaled"
+            .any(|e| matches!(e, Effect::Write(Write::Journal { .. }))),
+        "who is granted it is journaled"
     );
+    assert_eq!(
+        grant_generation(&fx, 1),
+        None,
+        "the grant waits for its journal line"
+    );
+    let g = grant_generation(&journaled(&mut st, now, fx), 1).unwrap();
+    let fx = spawned(&mut st, now, 1, "a", g);
     assert!(fx.iter().any(|e| matches!(e,
         Effect::CheckPorts { instance, generation, address, .. }
             if instance == "a" && *generation == g && address == "127.0.0.1")));
@@ -457,6 +492,14 @@ fn a_disconnected_master_gets_a_grace_timer_and_liveness_rounds() {
     connect(&mut st, now, "m1", 1);
     let g = grant_generation(&claim(&mut st, now, 1, "a"), 1).unwrap();
     spawned(&mut st, now, 1, "a", g);
+    st.handle(
+        now,
+        Input::CheckDone {
+            instance: "a".into(),
+            generation: g,
+            result: Ok(()),
+        },
+    );
     let fx = st.handle(now, Input::MasterGone { conn: 1 });
     assert!(fx.iter().any(
         |e| matches!(e, Effect::ProbeLiveness { master, targets, .. }
@@ -472,7 +515,8 @@ fn a_disconnected_master_gets_a_grace_timer_and_liveness_rounds() {
             _ => None,
         })
         .expect("grace timer");
-    // Every port refuses: the service is gone, the need reopens at once.
+    // Every port of a service that listened refuses: it is gone, the need
+    // reopens at once.
     st.handle(
         now,
         Input::Liveness {
@@ -483,4 +527,156 @@ fn a_disconnected_master_gets_a_grace_timer_and_liveness_rounds() {
     );
     assert_eq!(st.status().needs[0].state, NeedState::Open);
     let _ = ProtocolVersion { major: 0, minor: 0 };
+}
+
+#[test]
+fn a_grant_whose_journal_line_cannot_be_written_is_refused_and_counts_as_a_failure() {
+    let mut st = core(&["a"]);
+    let now = t0();
+    connect(&mut st, now, "m1", 1);
+    let fx = claim_unjournaled(&mut st, now, 1, "a");
+    let seq = fx
+        .iter()
+        .find_map(|e| match e {
+            Effect::Write(Write::Journal { seq, .. }) => Some(*seq),
+            _ => None,
+        })
+        .expect("the claim is journaled");
+    let fx = st.handle(
+        now,
+        Input::JournalWritten {
+            seq,
+            result: Err("No space left on device".into()),
+        },
+    );
+    let to_master = sent(&fx, 1);
+    assert!(
+        !to_master
+            .iter()
+            .any(|m| matches!(m, LanToMaster::Grant { .. })),
+        "no grant leaves without its journal line: {to_master:?}"
+    );
+    assert!(to_master.iter().any(|m| matches!(m,
+        LanToMaster::ClaimRefused { reason, .. } if reason.contains("storage"))));
+    // Counted as a failure: the first reopens at once, the next ones wait
+    // out a growing delay (so a full disk cannot spin claims).
+    assert_eq!(st.status().needs[0].state, NeedState::Open);
+    let fx = claim_unjournaled(&mut st, now, 1, "a");
+    let seq = fx
+        .iter()
+        .find_map(|e| match e {
+            Effect::Write(Write::Journal { seq, .. }) => Some(*seq),
+            _ => None,
+        })
+        .expect("the second claim is journaled");
+    st.handle(
+        now,
+        Input::JournalWritten {
+            seq,
+            result: Err("No space left on device".into()),
+        },
+    );
+    assert_eq!(st.status().needs[0].state, NeedState::Backoff);
+}
+
+#[test]
+fn a_rejected_service_holds_its_need_until_its_master_confirms_the_stop() {
+    let mut st = core(&["a"]);
+    let now = t0();
+    connect(&mut st, now, "m1", 1);
+    connect(&mut st, now, "m2", 2);
+    let g = grant_generation(&claim(&mut st, now, 1, "a"), 1).unwrap();
+    spawned(&mut st, now, 1, "a", g);
+    let fx = st.handle(
+        now,
+        Input::CheckDone {
+            instance: "a".into(),
+            generation: g,
+            result: Err("tcp port 5000 did not accept".into()),
+        },
+    );
+    assert!(sent(&fx, 1)
+        .iter()
+        .any(|m| matches!(m, LanToMaster::Rejected { generation, .. } if *generation == g)));
+    assert!(
+        !sent(&fx, 2)
+            .iter()
+            .any(|m| matches!(m, LanToMaster::NeedOpen { .. })),
+        "not offered while the rejected process may still run"
+    );
+    let fx = claim(&mut st, now, 2, "a");
+    assert!(matches!(
+        &sent(&fx, 2)[..],
+        [LanToMaster::ClaimRefused { .. }]
+    ));
+    st.handle(
+        later(now, 5),
+        Input::FromMaster {
+            conn: 1,
+            msg: MasterToLan::Down {
+                instancename: "a".into(),
+                generation: g,
+                pid: 42,
+                exit: Default::default(),
+                ordered: true,
+                uptime_ms: 5,
+            },
+        },
+    );
+    // A failed check counts as a failure: the first retry is at once or
+    // after the backoff, but the need is free of m1 either way.
+    assert!(matches!(
+        st.status().needs[0].state,
+        NeedState::Open | NeedState::Backoff
+    ));
+}
+
+#[test]
+fn after_a_restart_a_need_held_for_one_master_is_not_adopted_from_another() {
+    let mut hints = std::collections::HashMap::new();
+    hints.insert(
+        "a".to_string(),
+        RunningHint {
+            master: "m1".into(),
+            generation: 7,
+        },
+    );
+    let startup = Startup {
+        needs: vec![need("a")],
+        hints,
+        next_generation: 100,
+        generation_bound: 100 + crate::needs_store::GENERATION_BLOCK,
+        identities: BTreeMap::new(),
+    };
+    let (mut st, _) = State::new(Arc::new(Settings::default()), startup, t0());
+    let now = t0();
+    // m2 comes first, still running an older copy (found by `allex-sim dst`,
+    // seed 1250: it was adopted and ran beside m1's).
+    let mut h = hello("m2", "s");
+    h.inventory = vec![InventoryEntry {
+        instancename: "a".into(),
+        modulename: "m".into(),
+        generation: 3,
+        pid: 33,
+        ports: Ports {
+            tcp: Some(5000),
+            http: None,
+            ws: None,
+        },
+    }];
+    st.handle(
+        now,
+        Input::MasterHello {
+            hello: h,
+            conn: 2,
+            peer: peer(),
+        },
+    );
+    let fx = st.handle(now, Input::MastersWritten { result: Ok(()) });
+    assert!(sent(&fx, 2).iter().any(|m| matches!(m,
+        LanToMaster::Stop { instancename, generation: 3, .. } if instancename == "a")));
+    assert!(!fx.iter().any(|e| matches!(e, Effect::CheckPorts { .. })));
+    let status = st.status();
+    assert_eq!(status.needs[0].state, NeedState::Settling);
+    assert_eq!(status.needs[0].master.as_deref(), Some("m1"));
 }
