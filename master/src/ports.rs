@@ -5,7 +5,7 @@
 //! services bind `0.0.0.0`, which fails if anything listens on the port at any
 //! address, so the wildcard probe is the check that predicts the child's bind.
 
-use allex_protocol::{MasterConfig, PortCounts, Ports, Protocol};
+use allex_protocol::{MasterConfig, PerProtocol, PortCounts, Ports, Protocol};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 
 /// Why ports could not be reserved.
@@ -39,40 +39,30 @@ struct Range {
 
 /// Per-protocol port ranges and which ports this master holds.
 pub struct PortOffice {
-    ranges: [Range; 3],
+    ranges: PerProtocol<Range>,
     probe: Probe,
-}
-
-fn index(p: Protocol) -> usize {
-    match p {
-        Protocol::Tcp => 0,
-        Protocol::Http => 1,
-        Protocol::Ws => 2,
-    }
 }
 
 impl PortOffice {
     /// An office over `size` ports from each protocol's start.
-    pub fn new(starts: [u16; 3], size: u16, probe: Probe) -> PortOffice {
-        let range = |start: u16| Range {
-            start,
-            held: vec![false; usize::from(size)],
-            held_count: 0,
-        };
+    pub fn new(starts: PerProtocol<u16>, size: u16, probe: Probe) -> PortOffice {
         PortOffice {
-            ranges: [range(starts[0]), range(starts[1]), range(starts[2])],
+            ranges: starts.map(|_, start| Range {
+                start,
+                held: vec![false; usize::from(size)],
+                held_count: 0,
+            }),
             probe,
         }
     }
 
     /// The office described by a master config, probing by bind.
     pub fn from_config(cfg: &MasterConfig) -> PortOffice {
-        let s = cfg.portrangestart;
-        PortOffice::new([s.tcp, s.http, s.ws], cfg.portrangesize, bind_probe())
+        PortOffice::new(cfg.portrangestart.into(), cfg.portrangesize, bind_probe())
     }
 
     fn find(&self, p: Protocol) -> Result<u16, PortError> {
-        let r = &self.ranges[index(p)];
+        let r = &self.ranges[p];
         for (i, held) in r.held.iter().enumerate() {
             if *held {
                 continue;
@@ -139,7 +129,7 @@ impl PortOffice {
 
     /// Whether this office holds `port` of protocol `p`.
     pub fn is_held(&self, p: Protocol, port: u16) -> bool {
-        let r = &self.ranges[index(p)];
+        let r = &self.ranges[p];
         port.checked_sub(r.start)
             .and_then(|i| r.held.get(usize::from(i)).copied())
             .unwrap_or(false)
@@ -147,19 +137,15 @@ impl PortOffice {
 
     /// Ports per protocol not held by this master (the bind probe is not run).
     pub fn free_counts(&self) -> PortCounts {
-        let free = |p: Protocol| {
-            let r = &self.ranges[index(p)];
+        PerProtocol::from_fn(|p| {
+            let r = &self.ranges[p];
             u32::try_from(r.held.len() - r.held_count).unwrap_or(u32::MAX)
-        };
-        PortCounts {
-            tcp: free(Protocol::Tcp),
-            http: free(Protocol::Http),
-            ws: free(Protocol::Ws),
-        }
+        })
+        .into()
     }
 
     fn mark(&mut self, p: Protocol, port: u16, on: bool) {
-        let r = &mut self.ranges[index(p)];
+        let r = &mut self.ranges[p];
         let Some(slot) = port
             .checked_sub(r.start)
             .and_then(|i| r.held.get_mut(usize::from(i)))
@@ -184,7 +170,15 @@ mod tests {
     use std::collections::HashSet;
 
     fn office(size: u16) -> PortOffice {
-        PortOffice::new([20000, 21000, 22000], size, Box::new(|_, _| true))
+        PortOffice::new(
+            PerProtocol {
+                tcp: 20000,
+                http: 21000,
+                ws: 22000,
+            },
+            size,
+            Box::new(|_, _| true),
+        )
     }
 
     #[derive(Debug, Clone)]
@@ -210,7 +204,7 @@ mod tests {
                     Op::Reserve(ps) => {
                         if let Ok(ports) = o.reserve(&ps) {
                             for (p, port) in ports.iter() {
-                                prop_assert!(o.ranges[index(p)].start <= port);
+                                prop_assert!(o.ranges[p].start <= port);
                                 prop_assert!(!live.iter().any(|l| l.get(p) == Some(port)), "{p} {port} handed out twice");
                             }
                             prop_assert_eq!(ports.iter().count(), ps.len());
@@ -301,7 +295,15 @@ mod tests {
         if busy == u16::MAX {
             return;
         }
-        let mut o = PortOffice::new([busy, 1, 2], 50, bind_probe());
+        let mut o = PortOffice::new(
+            PerProtocol {
+                tcp: busy,
+                http: 1,
+                ws: 2,
+            },
+            50,
+            bind_probe(),
+        );
         let ports = o.reserve(&[Protocol::Tcp]).unwrap();
         assert_ne!(ports.tcp, Some(busy));
         drop(other);

@@ -97,11 +97,7 @@ pub struct PortStarts {
 impl PortStarts {
     /// The start of one protocol's range.
     pub fn get(&self, p: Protocol) -> u16 {
-        match p {
-            Protocol::Tcp => self.tcp,
-            Protocol::Http => self.http,
-            Protocol::Ws => self.ws,
-        }
+        crate::PerProtocol::from(*self)[p]
     }
 }
 

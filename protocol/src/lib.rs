@@ -15,6 +15,7 @@ pub mod lan;
 pub mod local;
 pub mod names;
 pub mod need;
+pub mod per_protocol;
 pub mod repeat;
 pub mod schema;
 pub mod spawn;
@@ -28,6 +29,7 @@ pub use error::{DecodeError, FileError};
 pub use lan::{AdminToLan, ErrorCode, LanToAdmin, LanToMaster, MasterHello, MasterToLan, Opening};
 pub use local::{LocalReply, LocalRequest};
 pub use need::{Need, NeedsFile};
+pub use per_protocol::PerProtocol;
 pub use types::{
     Capacity, ChildState, ChildStatus, ExitInfo, InventoryEntry, LanStatus, MasterStatus,
     MasterSummary, NeedState, NeedStatus, PortCounts, Ports, Protocol, RunningService,

@@ -57,20 +57,14 @@ pub struct Ports {
 impl Ports {
     /// The port of one protocol.
     pub fn get(&self, p: Protocol) -> Option<u16> {
-        match p {
-            Protocol::Tcp => self.tcp,
-            Protocol::Http => self.http,
-            Protocol::Ws => self.ws,
-        }
+        crate::PerProtocol::from(*self)[p]
     }
 
     /// Sets the port of one protocol.
     pub fn set(&mut self, p: Protocol, port: Option<u16>) {
-        match p {
-            Protocol::Tcp => self.tcp = port,
-            Protocol::Http => self.http = port,
-            Protocol::Ws => self.ws = port,
-        }
+        let mut map = crate::PerProtocol::from(*self);
+        map[p] = port;
+        *self = map.into();
     }
 
     /// Every declared (protocol, port) pair.
@@ -96,11 +90,7 @@ pub struct PortCounts {
 impl PortCounts {
     /// The count of one protocol.
     pub fn get(&self, p: Protocol) -> u32 {
-        match p {
-            Protocol::Tcp => self.tcp,
-            Protocol::Http => self.http,
-            Protocol::Ws => self.ws,
-        }
+        crate::PerProtocol::from(*self)[p]
     }
 }
 

@@ -17,20 +17,16 @@ impl State {
     /// Free ports per protocol; an exhausted protocol counts none, even when
     /// the ports it could not bind belong to other processes.
     pub(super) fn free(&self) -> PortCounts {
-        let mut free = self.ports.free_counts();
+        let mut free = PerProtocol::from(self.ports.free_counts());
         for p in &self.exhausted {
-            match p {
-                Protocol::Tcp => free.tcp = 0,
-                Protocol::Http => free.http = 0,
-                Protocol::Ws => free.ws = 0,
-            }
+            free[*p] = 0;
         }
-        free
+        free.into()
     }
 
-    pub(super) fn capacity_key(&self) -> (BTreeSet<Protocol>, [bool; 3]) {
-        let f = self.free();
-        (self.exhausted.clone(), [f.tcp == 0, f.http == 0, f.ws == 0])
+    pub(super) fn capacity_key(&self) -> (BTreeSet<Protocol>, PerProtocol<bool>) {
+        let free = PerProtocol::from(self.free());
+        (self.exhausted.clone(), free.map(|_, n| n == 0))
     }
 
     /// Tells the lan manager about free ports: at once when exhaustion starts

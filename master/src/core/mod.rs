@@ -22,7 +22,8 @@ pub use input::{Input, Timer};
 use crate::ports::{PortError, PortOffice};
 use allex_protocol::{
     Capacity, ChildState, ChildStatus, InventoryEntry, LanToMaster, LocalReply, MasterConfig,
-    MasterHello, MasterStatus, MasterToLan, Need, PortCounts, Ports, Protocol, PROTOCOL_VERSION,
+    MasterHello, MasterStatus, MasterToLan, Need, PerProtocol, PortCounts, Ports, Protocol,
+    PROTOCOL_VERSION,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -136,7 +137,7 @@ pub struct State {
     lookups: HashMap<u64, ReqId>,
     next_lookup: u64,
     exhausted: BTreeSet<Protocol>,
-    last_capacity: Option<(BTreeSet<Protocol>, [bool; 3])>,
+    last_capacity: Option<(BTreeSet<Protocol>, PerProtocol<bool>)>,
     /// Free-port counts the lan manager was last told.
     sent_free: Option<PortCounts>,
     /// A coalesced capacity report is due.

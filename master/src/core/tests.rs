@@ -22,7 +22,15 @@ fn ms(t0: Instant, ms: u64) -> Instant {
 
 /// A welcomed core at `t0`, and the effects of getting there.
 fn state(t0: Instant) -> (State, Vec<Effect>) {
-    let ports = PortOffice::new([41000, 41100, 41200], 4, Box::new(|_, _| true));
+    let ports = PortOffice::new(
+        allex_protocol::PerProtocol {
+            tcp: 41000,
+            http: 41100,
+            ws: 41200,
+        },
+        4,
+        Box::new(|_, _| true),
+    );
     let mut st = State::new(
         config(),
         "m1".into(),

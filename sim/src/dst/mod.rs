@@ -42,9 +42,13 @@ pub struct Shrunk {
     pub tries: u32,
 }
 
-/// Drops faults (halves, then quarters, down to single ones) while the
-/// replay still breaks the same invariant, and pulls the end of the fault
-/// phase in to the failure; at most `budget` replays.
+/// Drops faults while the replay still breaks the same invariant, and pulls
+/// the end of the fault phase in to the failure; at most `budget` replays.
+///
+/// First every fault older than a window before the failure goes (the
+/// window doubling from half a second until the failure comes back), since
+/// what breaks is mostly made by the last few faults; then chunks of what
+/// is left (halves, quarters, down to single faults).
 pub fn shrink(cfg: &Config, failed: &Outcome, budget: u32) -> Option<Shrunk> {
     let first = failed.violation.clone()?;
     let mut ops: Vec<TimedOp> = failed
@@ -66,6 +70,25 @@ pub fn shrink(cfg: &Config, failed: &Outcome, budget: u32) -> Option<Shrunk> {
         ops = failed.ops.clone();
     } else if let Some(v) = out.violation {
         violation = v;
+    }
+    let failed_at = violation.at_ms;
+    let mut window = 500;
+    while tries < budget && ops.first().is_some_and(|o| o.at_ms + window < failed_at) {
+        let trial: Vec<TimedOp> = ops
+            .iter()
+            .filter(|o| o.at_ms + window >= failed_at)
+            .cloned()
+            .collect();
+        let out = replay(cfg, &trial, end_ms, 0);
+        tries += 1;
+        if same(&out) {
+            ops = trial;
+            if let Some(v) = out.violation {
+                violation = v;
+            }
+            break;
+        }
+        window *= 2;
     }
     let mut chunk = ops.len().div_ceil(2).max(1);
     while chunk >= 1 && tries < budget {

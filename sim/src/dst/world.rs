@@ -170,10 +170,18 @@ struct Conn {
     peer_heard: Us,
     to_lan_last: Us,
     to_peer_last: Us,
+    /// Its own chance (frame delays), so faults elsewhere do not shift it.
+    rng: Rng,
 }
 
 struct SimMaster {
     core: mcore::State,
+    /// Its own chance (reconnect jitter).
+    rng: Rng,
+    /// Connections it opened so far (keys each one's chance).
+    conns_opened: u64,
+    /// Spawns so far per instance (keys each child's chance).
+    spawns: BTreeMap<String, u64>,
     name: String,
     secret: String,
     ip: IpAddr,
@@ -206,6 +214,8 @@ struct Proc {
     died_at: Us,
     /// When its parent learns its pid: its exit cannot be seen before.
     known_at: Us,
+    /// Its own chance (how fast it dies when signalled).
+    rng: Rng,
 }
 
 #[derive(Default)]
@@ -300,7 +310,15 @@ impl World {
         let mut masters = Vec::new();
         for m in 0..cfg.masters {
             let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 10 + m as u8));
-            let ports = PortOffice::new([20000, 21000, 22000], 32, Box::new(|_, _| true));
+            let ports = PortOffice::new(
+                allex_protocol::PerProtocol {
+                    tcp: 20000,
+                    http: 21000,
+                    ws: 22000,
+                },
+                32,
+                Box::new(|_, _| true),
+            );
             let name = format!("m{m}");
             let core = mcore::State::new(
                 master_config(ip),
@@ -313,6 +331,9 @@ impl World {
             );
             masters.push(SimMaster {
                 core,
+                rng: Rng::new(cfg.seed, key(&[3, m as u64])),
+                conns_opened: 0,
+                spawns: BTreeMap::new(),
                 secret: format!("secret-of-{name}-0123456789"),
                 name,
                 ip,
@@ -729,6 +750,14 @@ impl World {
     fn open_conn(&mut self, kind: ConnKind) -> u64 {
         let conn = self.next_conn;
         self.next_conn += 1;
+        let (who, ordinal) = match kind {
+            ConnKind::Real(m) => {
+                self.masters[m].conns_opened += 1;
+                (m as u64, self.masters[m].conns_opened)
+            }
+            ConnKind::Impostor(m) | ConnKind::Twin(m) => (1_000 + m as u64, conn),
+        };
+        let rng = Rng::new(self.cfg.seed, key(&[4, who, ordinal]));
         self.conns.insert(
             conn,
             Conn {
@@ -741,6 +770,7 @@ impl World {
                 peer_heard: self.now,
                 to_lan_last: 0,
                 to_peer_last: 0,
+                rng,
             },
         );
         self.push(
@@ -779,11 +809,11 @@ impl World {
                 .max(self.masters[m].partition_until),
             None => 0,
         };
-        let delay = self.rng.range(100, 2_000);
         let to_lan = matches!(ev, Ev::ToLan { .. } | Ev::FinAtLan { .. });
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        let delay = c.rng.range(100, 2_000);
         let last = if to_lan {
             &mut c.to_lan_last
         } else {
@@ -841,7 +871,7 @@ impl World {
                 self.masters[m].conn = None;
                 self.master_input(m, mcore::Input::LinkDown { unsent: Vec::new() });
                 let b = self.masters[m].backoff;
-                let wait = b / 2 + self.rng.range(0, b / 2);
+                let wait = b / 2 + self.masters[m].rng.range(0, b / 2);
                 self.masters[m].backoff = (b * 2).min(1_000 * MS);
                 self.push(self.now + wait, Ev::Connect { m });
             }
@@ -907,7 +937,7 @@ impl World {
         let reachable = self.lan.core.is_some() && self.masters[m].partition_until <= self.now;
         if !reachable {
             let b = self.masters[m].backoff;
-            let wait = b / 2 + self.rng.range(0, b / 2);
+            let wait = b / 2 + self.masters[m].rng.range(0, b / 2);
             self.masters[m].backoff = (b * 2).min(1_000 * MS);
             self.push(self.now + wait, Ev::Connect { m });
             return;
@@ -1371,8 +1401,17 @@ impl World {
     }
 
     fn spawn(&mut self, m: usize, plan: mcore::SpawnPlan) {
-        let at = self.now + self.rng.range(200, 3_000);
-        if !self.quiet && self.rng.chance(3) {
+        let n = self.masters[m]
+            .spawns
+            .entry(plan.instance.clone())
+            .or_insert(0);
+        *n += 1;
+        let mut rng = Rng::new(
+            self.cfg.seed,
+            key(&[5, m as u64, name_key(&plan.instance), *n]),
+        );
+        let at = self.now + rng.range(200, 3_000);
+        if !self.quiet && rng.chance(3) {
             let input = mcore::Input::Spawned {
                 instance: plan.instance,
                 generation: plan.generation,
@@ -1391,18 +1430,18 @@ impl World {
             _ => false,
         };
         let wild = !self.quiet;
-        let never_listens = wild && self.rng.chance(5);
-        let dies = crash || (wild && self.rng.chance(12));
-        let ignores_term = wild && self.rng.chance(10);
+        let never_listens = wild && rng.chance(5);
+        let dies = crash || (wild && rng.chance(12));
+        let ignores_term = wild && rng.chance(10);
         if !never_listens {
-            let listen_at = self.now + self.rng.range(100, 20_000);
+            let listen_at = self.now + rng.range(100, 20_000);
             self.push(listen_at, Ev::Listen { pid });
         }
         if dies {
             let after = if crash {
-                self.rng.range(5, 50)
+                rng.range(5, 50)
             } else {
-                self.rng.range(50, 3_000)
+                rng.range(50, 3_000)
             };
             self.push(
                 self.now + after * MS,
@@ -1428,6 +1467,7 @@ impl World {
                 ignores_term,
                 died_at: 0,
                 known_at: at,
+                rng,
             },
         );
         let input = mcore::Input::Spawned {
@@ -1439,18 +1479,18 @@ impl World {
     }
 
     fn signal(&mut self, pid: u32, signal: i32) {
-        let Some(p) = self.procs.get(&pid) else {
+        let Some(p) = self.procs.get_mut(&pid) else {
             return;
         };
         if !p.alive {
             return;
         }
         let after = if signal == 9 {
-            self.rng.range(10, 200)
+            p.rng.range(10, 200)
         } else if p.ignores_term {
             return;
         } else {
-            self.rng.range(1_000, 20_000)
+            p.rng.range(1_000, 20_000)
         };
         self.push(
             self.now + after,
@@ -1607,6 +1647,19 @@ impl World {
             );
         }
     }
+}
+
+/// A stream number for one entity of the world (a master, a connection, a
+/// child), so its chance does not shift when faults elsewhere change.
+fn key(parts: &[u64]) -> u64 {
+    parts.iter().fold(0x51_7cc1_b727_220a, |h, p| {
+        (h ^ p).wrapping_mul(0x100_0000_01b3).rotate_left(17)
+    })
+}
+
+/// A number for a name, for [`key`].
+fn name_key(name: &str) -> u64 {
+    key(&name.bytes().map(u64::from).collect::<Vec<_>>())
 }
 
 fn exit_signal(signal: i32) -> ExitInfo {
