@@ -58,6 +58,30 @@ fn state(t0: Instant) -> (State, Vec<Effect>) {
     (st, fx)
 }
 
+/// When the fence check among `fx` is set for, if one is.
+fn fence_check_at(fx: &[Effect]) -> Option<Instant> {
+    fx.iter().find_map(|e| match e {
+        Effect::Timer {
+            at,
+            timer: Timer::FenceCheck,
+        } => Some(*at),
+        _ => None,
+    })
+}
+
+/// A welcome on the current link that asks for fencing after `fence_ms`.
+fn welcome_fenced(st: &mut State, now: Instant, fence_ms: u64) -> Vec<Effect> {
+    st.handle(
+        now,
+        Input::LinkMessage(LanToMaster::Welcome {
+            version: PROTOCOL_VERSION,
+            grace_ms: 1000,
+            heartbeat_ms: 1000,
+            fence_ms: Some(fence_ms),
+        }),
+    )
+}
+
 fn sent(fx: &[Effect]) -> Vec<&MasterToLan> {
     fx.iter()
         .filter_map(|e| match e {
@@ -390,25 +414,8 @@ fn a_report_the_link_could_not_take_is_kept_for_the_next_welcome() {
 fn fencing_stops_every_child_after_the_fence_time_of_silence() {
     let t0 = Instant::now();
     let (mut st, _) = state(t0);
-    let fx = st.handle(
-        t0,
-        Input::LinkMessage(LanToMaster::Welcome {
-            version: PROTOCOL_VERSION,
-            grace_ms: 1000,
-            heartbeat_ms: 1000,
-            fence_ms: Some(300),
-        }),
-    );
-    let at = fx
-        .iter()
-        .find_map(|e| match e {
-            Effect::Timer {
-                at,
-                timer: Timer::FenceCheck,
-            } => Some(*at),
-            _ => None,
-        })
-        .expect("fence timer");
+    let fx = welcome_fenced(&mut st, t0, 300);
+    let at = fence_check_at(&fx).expect("fence timer");
     assert_eq!(at, ms(t0, 300));
     grant(&mut st, t0, "F", 1);
     spawned(&mut st, t0, "F", 1, 4_300_070);
@@ -433,15 +440,7 @@ fn fencing_stops_every_child_after_the_fence_time_of_silence() {
 fn a_word_on_the_same_link_ends_fencing_and_the_next_silence_fences_again() {
     let t0 = Instant::now();
     let (mut st, _) = state(t0);
-    st.handle(
-        t0,
-        Input::LinkMessage(LanToMaster::Welcome {
-            version: PROTOCOL_VERSION,
-            grace_ms: 1000,
-            heartbeat_ms: 1000,
-            fence_ms: Some(300),
-        }),
-    );
+    welcome_fenced(&mut st, t0, 300);
     st.handle(ms(t0, 300), Input::Timer(Timer::FenceCheck));
     assert!(st.status().fenced);
     // The link lived through the silence: no welcome comes, a heartbeat does.
@@ -450,16 +449,7 @@ fn a_word_on_the_same_link_ends_fencing_and_the_next_silence_fences_again() {
         Input::LinkMessage(LanToMaster::Heartbeat { seq: 2 }),
     );
     assert!(!st.status().fenced, "the lan manager answers again");
-    let at = fx
-        .iter()
-        .find_map(|e| match e {
-            Effect::Timer {
-                at,
-                timer: Timer::FenceCheck,
-            } => Some(*at),
-            _ => None,
-        })
-        .expect("the fence is armed again");
+    let at = fence_check_at(&fx).expect("the fence is armed again");
     assert_eq!(at, ms(t0, 650));
     // A child granted meanwhile is fenced by the next silence: found by
     // `allex-sim dst` (seed 137), where it ran beside its replacement.

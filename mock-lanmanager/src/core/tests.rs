@@ -95,17 +95,18 @@ fn connect(st: &mut State, now: Now, master: &str, conn: ConnId) -> Vec<Effect> 
     fx
 }
 
-/// Completes every journal append among `fx` (as the journal writer does),
-/// returning `fx` with what the completions caused (the grants).
+/// The number of the journal append among `fx`, if there is one.
+fn journal_seq(fx: &[Effect]) -> Option<u64> {
+    fx.iter().find_map(|e| match e {
+        Effect::Write(Write::Journal { seq, .. }) => Some(*seq),
+        _ => None,
+    })
+}
+
+/// Completes the journal append among `fx` (as the journal writer does),
+/// returning `fx` with what the completion caused (the grants).
 fn journaled(st: &mut State, now: Now, mut fx: Vec<Effect>) -> Vec<Effect> {
-    let seqs: Vec<u64> = fx
-        .iter()
-        .filter_map(|e| match e {
-            Effect::Write(Write::Journal { seq, .. }) => Some(*seq),
-            _ => None,
-        })
-        .collect();
-    for seq in seqs {
+    if let Some(seq) = journal_seq(&fx) {
         let more = st.handle(
             now,
             Input::JournalWritten {
@@ -535,13 +536,7 @@ fn a_grant_whose_journal_line_cannot_be_written_is_refused_and_counts_as_a_failu
     let now = t0();
     connect(&mut st, now, "m1", 1);
     let fx = claim_unjournaled(&mut st, now, 1, "a");
-    let seq = fx
-        .iter()
-        .find_map(|e| match e {
-            Effect::Write(Write::Journal { seq, .. }) => Some(*seq),
-            _ => None,
-        })
-        .expect("the claim is journaled");
+    let seq = journal_seq(&fx).expect("the claim is journaled");
     let fx = st.handle(
         now,
         Input::JournalWritten {
@@ -562,13 +557,7 @@ fn a_grant_whose_journal_line_cannot_be_written_is_refused_and_counts_as_a_failu
     // out a growing delay (so a full disk cannot spin claims).
     assert_eq!(st.status().needs[0].state, NeedState::Open);
     let fx = claim_unjournaled(&mut st, now, 1, "a");
-    let seq = fx
-        .iter()
-        .find_map(|e| match e {
-            Effect::Write(Write::Journal { seq, .. }) => Some(*seq),
-            _ => None,
-        })
-        .expect("the second claim is journaled");
+    let seq = journal_seq(&fx).expect("the second claim is journaled");
     st.handle(
         now,
         Input::JournalWritten {

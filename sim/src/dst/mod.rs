@@ -51,6 +51,13 @@ pub struct Shrunk {
 /// is left (halves, quarters, down to single faults).
 pub fn shrink(cfg: &Config, failed: &Outcome, budget: u32) -> Option<Shrunk> {
     let first = failed.violation.clone()?;
+    let kind = first.kind;
+    // The violation of a replay of `ops`, if it is the same kind as the first.
+    let again = |ops: &[TimedOp], end_ms: u64| {
+        replay(cfg, ops, end_ms, 0)
+            .violation
+            .filter(|v| v.kind == kind)
+    };
     let mut ops: Vec<TimedOp> = failed
         .ops
         .iter()
@@ -59,17 +66,14 @@ pub fn shrink(cfg: &Config, failed: &Outcome, budget: u32) -> Option<Shrunk> {
         .collect();
     let mut end_ms = failed.fault_end_ms.min(first.at_ms + 1);
     let mut violation = first.clone();
-    let mut tries = 0;
-    let same = |o: &Outcome| o.violation.as_ref().is_some_and(|v| v.kind == first.kind);
-    // The fault list as it stands, cut to the failure.
-    let out = replay(cfg, &ops, end_ms, 0);
-    tries += 1;
-    if !same(&out) {
-        // Ending the fault phase early changed the outcome: keep the end.
-        end_ms = failed.fault_end_ms;
-        ops = failed.ops.clone();
-    } else if let Some(v) = out.violation {
-        violation = v;
+    let mut tries = 1;
+    match again(&ops, end_ms) {
+        Some(v) => violation = v,
+        None => {
+            // Ending the fault phase early changed the outcome: keep the end.
+            end_ms = failed.fault_end_ms;
+            ops = failed.ops.clone();
+        }
     }
     let failed_at = violation.at_ms;
     let mut window = 500;
@@ -79,35 +83,30 @@ pub fn shrink(cfg: &Config, failed: &Outcome, budget: u32) -> Option<Shrunk> {
             .filter(|o| o.at_ms + window >= failed_at)
             .cloned()
             .collect();
-        let out = replay(cfg, &trial, end_ms, 0);
         tries += 1;
-        if same(&out) {
+        if let Some(v) = again(&trial, end_ms) {
             ops = trial;
-            if let Some(v) = out.violation {
-                violation = v;
-            }
+            violation = v;
             break;
         }
         window *= 2;
     }
     let mut chunk = ops.len().div_ceil(2).max(1);
-    while chunk >= 1 && tries < budget {
+    while tries < budget {
         let mut i = 0;
         let mut progressed = false;
         while i < ops.len() && tries < budget {
             let mut trial = ops.clone();
             let to = (i + chunk).min(trial.len());
             trial.drain(i..to);
-            let out = replay(cfg, &trial, end_ms, 0);
             tries += 1;
-            if same(&out) {
-                ops = trial;
-                if let Some(v) = out.violation {
+            match again(&trial, end_ms) {
+                Some(v) => {
+                    ops = trial;
                     violation = v;
+                    progressed = true;
                 }
-                progressed = true;
-            } else {
-                i += chunk;
+                None => i += chunk,
             }
         }
         if chunk == 1 && !progressed {
@@ -115,12 +114,6 @@ pub fn shrink(cfg: &Config, failed: &Outcome, budget: u32) -> Option<Shrunk> {
         }
         if !progressed {
             chunk = chunk.div_ceil(2);
-            if chunk == 1 && ops.len() <= 1 {
-                break;
-            }
-        }
-        if chunk == 1 && progressed {
-            continue;
         }
     }
     Some(Shrunk {

@@ -1,25 +1,26 @@
-//! The simulator's only source of chance: SplitMix64, so a seed is the whole
-//! story and the same seed draws the same numbers on every machine.
+//! The simulator's only source of chance: SplitMix64 (the generator of
+//! `allex-sim random`), so a seed is the whole story and the same seed draws
+//! the same numbers on every machine.
 
-/// A small, fast, seedable generator (SplitMix64).
+use crate::ops::SplitMix;
+
+/// A seedable generator with the draws the simulator needs.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(SplitMix);
 
 impl Rng {
     /// A generator whose draws depend only on `seed` and `stream`.
     pub fn new(seed: u64, stream: u64) -> Rng {
-        let mut r = Rng(seed ^ stream.wrapping_mul(0xA24B_AED4_963E_E407));
+        let mut r = Rng(SplitMix::new(
+            seed ^ stream.wrapping_mul(0xA24B_AED4_963E_E407),
+        ));
         r.next_u64();
         r
     }
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// A number in `lo..=hi`.
