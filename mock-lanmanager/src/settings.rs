@@ -3,28 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The production timings, in milliseconds: the CLI's defaults, and what
-/// the simulator starts "production" lan managers with.
-pub mod defaults {
-    /// How long a disconnected master keeps its services.
-    pub const GRACE_MS: u64 = 30_000;
-    /// How long a restarted lan manager holds needs that were running.
-    pub const SETTLE_MS: u64 = 10_000;
-    /// How long a master has to report `spawned` after a grant.
-    pub const CLAIM_TIMEOUT_MS: u64 = 10_000;
-    /// How long the port check keeps trying.
-    pub const CHECK_TIMEOUT_MS: u64 = 5_000;
-    /// First retry delay of a crash-looping need.
-    pub const BACKOFF_BASE_MS: u64 = 200;
-    /// Longest retry delay of a crash-looping need.
-    pub const BACKOFF_CAP_MS: u64 = 30_000;
-    /// Uptime after which a service is stable.
-    pub const STABLE_MS: u64 = 10_000;
-    /// Heartbeat interval: each heartbeat wakes both ends, so it is also the idle cost.
-    pub const HEARTBEAT_MS: u64 = 5_000;
-    /// How long a new connection may take to send its opening frame.
-    pub const HELLO_TIMEOUT_MS: u64 = 5_000;
-}
+/// The production timings, in milliseconds (kept in the protocol crate, so
+/// every crate and test kit can take them without depending on this one).
+pub use allex_protocol::timing as defaults;
 
 /// Everything a lan manager needs to know to run, already parsed.
 #[derive(Debug, Clone)]

@@ -19,6 +19,7 @@ pub mod per_protocol;
 pub mod repeat;
 pub mod schema;
 pub mod spawn;
+pub mod timing;
 pub mod types;
 pub mod version;
 

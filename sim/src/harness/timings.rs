@@ -47,7 +47,7 @@ impl Default for Timings {
 impl Timings {
     /// The production defaults of the contract.
     pub fn production() -> Self {
-        use allex_lanmanager::settings::defaults;
+        use allex_protocol::timing as defaults;
         let ms = Duration::from_millis;
         Timings {
             grace: ms(defaults::GRACE_MS),
