@@ -96,14 +96,8 @@ impl State {
         // Sent once the journal says who holds it: a lan manager killed
         // before that restarts holding the need for this master, never
         // granting it to a second one while the first spawns it.
-        self.running.hold_grant(
-            master,
-            LanToMaster::Grant {
-                need,
-                generation,
-                deadline_ms: deadline.as_millis() as u64,
-            },
-        );
+        self.running
+            .hold_grant(master, need, generation, deadline.as_millis() as u64);
         self.after(
             deadline,
             Timer::ClaimDeadline {

@@ -11,7 +11,7 @@
 use super::slot::{slot_hint, Slot};
 use super::{Effect, Release, State, Write};
 use crate::needs_store::{RunningHint, Store};
-use allex_protocol::LanToMaster;
+use allex_protocol::{LanToMaster, Need};
 use std::collections::{HashMap, VecDeque};
 
 /// What is not yet journaled or snapshotted.
@@ -25,8 +25,19 @@ pub(super) struct RunningJournal {
     changed: Vec<String>,
     /// The number of the last journal append asked for.
     seq: u64,
-    /// Grants waiting for the append numbered `.0`: the master and the grant.
-    held: VecDeque<(u64, String, LanToMaster)>,
+    /// Grants waiting for their journal append, oldest first.
+    held: VecDeque<HeldGrant>,
+}
+
+/// A grant decided and journaled but not yet sent.
+#[derive(Debug)]
+struct HeldGrant {
+    /// The journal append it waits for.
+    seq: u64,
+    master: String,
+    need: Need,
+    generation: u64,
+    deadline_ms: u64,
 }
 
 impl RunningJournal {
@@ -36,10 +47,22 @@ impl RunningJournal {
         self.changed.push(instance.to_string());
     }
 
-    /// Keeps `grant` for `master` until this input's journal append is written.
-    pub(super) fn hold_grant(&mut self, master: &str, grant: LanToMaster) {
-        self.held
-            .push_back((self.seq + 1, master.to_string(), grant));
+    /// Keeps the grant of `need` to `master` until this input's journal
+    /// append is written.
+    pub(super) fn hold_grant(
+        &mut self,
+        master: &str,
+        need: Need,
+        generation: u64,
+        deadline_ms: u64,
+    ) {
+        self.held.push_back(HeldGrant {
+            seq: self.seq + 1,
+            master: master.to_string(),
+            need,
+            generation,
+            deadline_ms,
+        });
     }
 
     /// Whether a flush timer should be set now (and notes that it is).
@@ -97,18 +120,18 @@ impl State {
     /// Journal append `seq` ended: send the grants it covers, or take them
     /// back if it failed (the need waits out a retry delay and is offered again).
     pub(super) fn on_journal_written(&mut self, seq: u64, result: Result<(), String>) {
-        while self.running.held.front().is_some_and(|(s, _, _)| *s <= seq) {
-            let Some((_, master, grant)) = self.running.held.pop_front() else {
+        while self.running.held.front().is_some_and(|h| h.seq <= seq) {
+            let Some(HeldGrant {
+                master,
+                need,
+                generation,
+                deadline_ms,
+                ..
+            }) = self.running.held.pop_front()
+            else {
                 break;
             };
-            let LanToMaster::Grant {
-                need, generation, ..
-            } = &grant
-            else {
-                continue;
-            };
             let instance = need.instancename.clone();
-            let generation = *generation;
             let still = matches!(
                 self.needs.get(&instance).map(|e| &e.slot),
                 Some(Slot::Claimed { master: m, generation: g }) if *m == master && *g == generation
@@ -117,7 +140,14 @@ impl State {
                 continue;
             }
             match &result {
-                Ok(()) => self.send_to(&master, &grant),
+                Ok(()) => self.send_to(
+                    &master,
+                    &LanToMaster::Grant {
+                        need,
+                        generation,
+                        deadline_ms,
+                    },
+                ),
                 Err(e) => {
                     tracing::error!(master, instance, generation, "cannot journal a grant: {e}");
                     self.send_to(
