@@ -8,6 +8,7 @@
 use crate::child_handle::ChildHandle;
 use crate::core::{Effect, Input, ReqId, State};
 use crate::spawner::{Spawner, Started};
+use allex_protocol::Generation;
 use allex_protocol::{ExitInfo, LanToMaster, LocalReply, LocalRequest, MasterToLan};
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -48,7 +49,7 @@ pub enum Event {
         /// Instance name.
         instance: String,
         /// Grant generation.
-        generation: u64,
+        generation: Generation,
         /// The child, or why it failed.
         result: Result<Started, String>,
     },
@@ -57,7 +58,7 @@ pub enum Event {
         /// Instance name.
         instance: String,
         /// Grant generation.
-        generation: u64,
+        generation: Generation,
         /// Its pid.
         pid: u32,
         /// Exit code or signal.

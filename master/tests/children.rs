@@ -2,6 +2,7 @@
 
 mod common;
 
+use allex_protocol::Generation;
 use allex_protocol::{ChildState, ExitInfo, LanToMaster, MasterToLan, Need, Protocol};
 use allex_sim::{read_port_banner, wait_until};
 use common::fake_lan::{FakeLan, Options};
@@ -11,7 +12,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-fn down(lan: &FakeLan, instance: &str, deadline: Duration) -> (u64, u32, ExitInfo, bool) {
+fn down(lan: &FakeLan, instance: &str, deadline: Duration) -> (Generation, u32, ExitInfo, bool) {
     lan.wait_msg(&format!("down {instance}"), deadline, |m| match m {
         MasterToLan::Down {
             instancename,
@@ -146,7 +147,7 @@ fn child_ignoring_sigterm_is_killed_after_its_stop_timeout() {
     // confirmed at once with pid 0, so the lan manager can free the need.
     lan.send(LanToMaster::Stop {
         instancename: "Stubborn".into(),
-        generation: generation + 7,
+        generation: Generation(generation.get() + 7),
         reason: "stale".into(),
     });
     lan.send(LanToMaster::Stop {
@@ -155,7 +156,7 @@ fn child_ignoring_sigterm_is_killed_after_its_stop_timeout() {
         reason: "unknown".into(),
     });
     let (g, p, _, ordered) = down(&lan, "Stubborn", SOON);
-    assert_eq!((g, p, ordered), (generation + 7, 0, true));
+    assert_eq!((g, p, ordered), (Generation(generation.get() + 7), 0, true));
     let (g, p, _, ordered) = down(&lan, "Nobody", SOON);
     assert_eq!((g, p, ordered), (generation, 0, true));
     assert!(

@@ -3,6 +3,7 @@
 
 mod common;
 
+use allex_protocol::Generation;
 use allex_protocol::{LanToMaster, LocalReply, MasterToLan, Need};
 use allex_sim::{wait_until, Proc, Stderr};
 use common::fake_lan::{FakeLan, Options};
@@ -47,13 +48,13 @@ fn a_grant_outside_the_catalogue_is_refused_and_stray_stops_change_nothing() {
         .insert("command".into(), json!("touch /tmp/allex-pwned"));
     lan.send(LanToMaster::Grant {
         need: evil,
-        generation: 4242,
+        generation: Generation(4242),
         deadline_ms: 1000,
     });
     let reason = lan.wait_msg("spawn_failed", SOON, |msg| match msg {
         MasterToLan::SpawnFailed {
             instancename,
-            generation: 4242,
+            generation: Generation(4242),
             reason,
         } if instancename == "Evil" => Some(reason.clone()),
         _ => None,
@@ -70,12 +71,12 @@ fn a_grant_outside_the_catalogue_is_refused_and_stray_stops_change_nothing() {
     });
     lan.send(LanToMaster::Stop {
         instancename: "Keep".into(),
-        generation: generation + 1,
+        generation: Generation(generation.get() + 1),
         reason: "another generation".into(),
     });
     lan.send(LanToMaster::Rejected {
         instancename: "Keep".into(),
-        generation: generation.wrapping_add(1000),
+        generation: Generation(generation.get().wrapping_add(1000)),
         reason: "stale rejection".into(),
     });
     wait_until("the stray orders to be logged", SOON, || {
@@ -99,7 +100,7 @@ fn a_grant_outside_the_catalogue_is_refused_and_stray_stops_change_nothing() {
     assert!(!m.dir.path().join("rt/logs/Evil.log").exists());
     // Each stray order is confirmed with pid 0 (nothing of it runs here);
     // no down names the child that runs.
-    let downs: Vec<(String, u64, u32)> = lan
+    let downs: Vec<(String, Generation, u32)> = lan
         .drain()
         .into_iter()
         .filter_map(|s| match s {
@@ -118,8 +119,12 @@ fn a_grant_outside_the_catalogue_is_refused_and_stray_stops_change_nothing() {
     );
     assert!(
         downs.contains(&("Nobody".to_string(), generation, 0))
-            && downs.contains(&("Keep".to_string(), generation + 1, 0))
-            && downs.contains(&("Keep".to_string(), generation.wrapping_add(1000), 0)),
+            && downs.contains(&("Keep".to_string(), Generation(generation.get() + 1), 0))
+            && downs.contains(&(
+                "Keep".to_string(),
+                Generation(generation.get().wrapping_add(1000)),
+                0
+            )),
         "{downs:?}"
     );
 }

@@ -2,6 +2,7 @@
 
 mod common;
 
+use allex_protocol::Generation;
 use allex_protocol::{LanToMaster, MasterToLan, Need, Ports, Protocol, ServiceLocation};
 use allex_sim::wait_until;
 use common::fake_lan::{FakeLan, Options, Seen};
@@ -287,12 +288,12 @@ fn a_grant_with_a_hostile_name_is_refused_without_touching_the_disk() {
     bad.instancename = "../../escape".into();
     lan.send(LanToMaster::Grant {
         need: bad,
-        generation: 99,
+        generation: Generation(99),
         deadline_ms: 1000,
     });
     let reason = lan.wait_msg("spawn_failed", SOON, |msg| match msg {
         MasterToLan::SpawnFailed {
-            generation: 99,
+            generation: Generation(99),
             reason,
             ..
         } => Some(reason.clone()),
@@ -353,7 +354,7 @@ fn a_spawn_that_finishes_before_the_welcome_is_reported_right_after_it() {
     // welcomed (as one sent just before a cut does after the reconnect).
     lan.send(LanToMaster::Grant {
         need: need("Early", json!({})),
-        generation: 7,
+        generation: Generation(7),
         deadline_ms: 5000,
     });
     let pid = wait_until("the child to be spawned before any welcome", SOON, || {
@@ -374,13 +375,13 @@ fn a_spawn_that_finishes_before_the_welcome_is_reported_right_after_it() {
         } if instancename == "Early" => Some((*generation, *pid)),
         _ => None,
     });
-    assert_eq!((generation, reported), (7, pid));
+    assert_eq!((generation, reported), (Generation(7), pid));
 
     // Granted right before a cut: after the reconnect the child is in the
     // hello's inventory or reported right after the welcome, never both.
     lan.send(LanToMaster::Grant {
         need: need("Cut", json!({})),
-        generation: 8,
+        generation: Generation(8),
         deadline_ms: 5000,
     });
     lan.drop_link();

@@ -6,6 +6,7 @@
 //! of which master ran which need, read after a restart to hold those needs
 //! for their master during the settle period.
 
+use allex_protocol::Generation;
 use allex_protocol::{FileError, Need, NeedsFile};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -63,7 +64,7 @@ pub struct RunningHint {
     /// The master that ran it.
     pub master: String,
     /// The generation it ran under.
-    pub generation: u64,
+    pub generation: Generation,
 }
 
 /// One line of the running journal.
@@ -382,7 +383,7 @@ mod tests {
             "A".to_string(),
             RunningHint {
                 master: "m1".into(),
-                generation: 3,
+                generation: Generation(3),
             },
         );
         s.write_running(&r).unwrap();
@@ -399,7 +400,7 @@ mod journal_tests {
     fn hint(m: &str, g: u64) -> RunningHint {
         RunningHint {
             master: m.into(),
-            generation: g,
+            generation: Generation(g),
         }
     }
 

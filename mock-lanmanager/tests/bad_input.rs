@@ -3,6 +3,7 @@
 mod common;
 
 use allex_protocol::frame::{encode, MAX_TO_LAN_FRAME};
+use allex_protocol::Generation;
 use allex_protocol::{AdminToLan, ErrorCode, LanToMaster, MasterToLan, NeedState, ProtocolVersion};
 use common::*;
 use futures_util::SinkExt;
@@ -266,7 +267,7 @@ async fn a_hello_with_hostile_names_is_refused() {
     let entry = allex_protocol::InventoryEntry {
         instancename: "../../etc".into(),
         modulename: "svc".into(),
-        generation: 1,
+        generation: Generation(1),
         pid: 1,
         ports: allex_protocol::Ports::default(),
     };

@@ -2,10 +2,11 @@
 
 mod common;
 
+use allex_protocol::Generation;
 use allex_protocol::{ErrorCode, InventoryEntry, LanToMaster, MasterToLan, NeedState, Ports};
 use common::*;
 
-fn inv(instance: &str, generation: u64, pid: u32, ports: Ports) -> InventoryEntry {
+fn inv(instance: &str, generation: Generation, pid: u32, ports: Ports) -> InventoryEntry {
     InventoryEntry {
         instancename: instance.into(),
         modulename: "svc".into(),
@@ -15,7 +16,7 @@ fn inv(instance: &str, generation: u64, pid: u32, ports: Ports) -> InventoryEntr
     }
 }
 
-fn stops(msgs: &[LanToMaster]) -> Vec<(String, u64)> {
+fn stops(msgs: &[LanToMaster]) -> Vec<(String, Generation)> {
     msgs.iter()
         .filter_map(|m| match m {
             LanToMaster::Stop {
@@ -63,14 +64,17 @@ async fn reconnect_within_grace_keeps_the_service_and_reconciles_the_inventory()
     let inventory = vec![
         inv("A0", g, 100, svc.ports),
         inv("A1", g_other, 999, other.ports),
-        inv("Gone", 7, 300, svc.ports),
+        inv("Gone", Generation(7), 300, svc.ports),
     ];
     let mut m1 = FakeMaster::connect_with(&lm.addr, hello("m1", &["svc"], inventory)).await;
     let mut got = stops(&m1.drain().await);
     got.sort();
     assert_eq!(
         got,
-        vec![("A1".to_string(), g_other), ("Gone".to_string(), 7)]
+        vec![
+            ("A1".to_string(), g_other),
+            ("Gone".to_string(), Generation(7))
+        ]
     );
     let st = lm.status();
     assert_eq!(st.running.len(), 2);
@@ -309,14 +313,18 @@ async fn an_open_need_found_in_an_inventory_is_adopted() {
     let a = listening();
     let mut m1 = FakeMaster::connect_with(
         &lm.addr,
-        hello("m1", &["svc"], vec![inv("A0", 500, 100, a.ports)]),
+        hello(
+            "m1",
+            &["svc"],
+            vec![inv("A0", Generation(500), 100, a.ports)],
+        ),
     )
     .await;
     m1.expect("running", |x| {
         matches!(
             x,
             LanToMaster::Running {
-                generation: 500,
+                generation: Generation(500),
                 ..
             }
         )
@@ -324,7 +332,7 @@ async fn an_open_need_found_in_an_inventory_is_adopted() {
     .await;
     // Later grants stay above every generation seen.
     lm.need_add("svc", "B", &[]);
-    assert!(m1.grant("B").await > 500);
+    assert!(m1.grant("B").await > Generation(500));
 }
 
 #[tokio::test]
@@ -367,7 +375,7 @@ async fn reports_on_other_masters_services_or_stale_generations_change_nothing()
         )
     })
     .await;
-    m1.down("A0", g + 1000, 100, 5, false).await;
+    m1.down("A0", Generation(g.0 + 1000), 100, 5, false).await;
     m1.expect("stale generation", |x| {
         matches!(
             x,
@@ -450,7 +458,7 @@ async fn sigterm_records_running_needs_before_exiting() {
     )
     .unwrap();
     assert_eq!(hints["A0"]["master"], "m1");
-    assert_eq!(hints["A0"]["generation"], g);
+    assert_eq!(hints["A0"]["generation"], g.0);
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 //! frame a client sends is its [`Opening`]: a master's `hello` or an admin
 //! CLI's `admin_hello`; both carry the protocol version and the token.
 
+use crate::generation::Generation;
 use crate::need::Need;
 use crate::types::{Capacity, ExitInfo, InventoryEntry, LanStatus, Ports, ServiceLocation};
 use crate::version::ProtocolVersion;
@@ -67,7 +68,7 @@ pub enum MasterToLan {
         /// Instance name.
         instancename: String,
         /// The grant's generation.
-        generation: u64,
+        generation: Generation,
         /// The child's pid.
         pid: u32,
         /// The ports reserved for it, one per declared protocol.
@@ -78,7 +79,7 @@ pub enum MasterToLan {
         /// Instance name.
         instancename: String,
         /// The grant's generation.
-        generation: u64,
+        generation: Generation,
         /// Why, for the log.
         reason: String,
     },
@@ -87,7 +88,7 @@ pub enum MasterToLan {
         /// Instance name.
         instancename: String,
         /// The generation it ran under.
-        generation: u64,
+        generation: Generation,
         /// Its pid.
         pid: u32,
         /// Exit code or signal.
@@ -160,7 +161,7 @@ pub enum LanToMaster {
         /// The need.
         need: Need,
         /// Identifies this grant; every later report must carry it.
-        generation: u64,
+        generation: Generation,
         /// Milliseconds the master has to report `spawned`.
         deadline_ms: u64,
     },
@@ -176,14 +177,14 @@ pub enum LanToMaster {
         /// Instance name.
         instancename: String,
         /// Generation.
-        generation: u64,
+        generation: Generation,
     },
     /// The port check failed; the master stops the child and frees its ports.
     Rejected {
         /// Instance name.
         instancename: String,
         /// Generation.
-        generation: u64,
+        generation: Generation,
         /// Why (which port did not accept).
         reason: String,
     },
@@ -192,7 +193,7 @@ pub enum LanToMaster {
         /// Instance name.
         instancename: String,
         /// The generation to stop; a different generation is left alone.
-        generation: u64,
+        generation: Generation,
         /// Why.
         reason: String,
     },

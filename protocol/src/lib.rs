@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod frame;
+pub mod generation;
 pub mod lan;
 pub mod local;
 pub mod names;
@@ -27,6 +28,7 @@ mod located;
 
 pub use config::{MasterConfig, ServiceSpec, StopSignal, DEFAULT_CONFIG_TEXT};
 pub use error::{DecodeError, FileError};
+pub use generation::Generation;
 pub use lan::{AdminToLan, ErrorCode, LanToAdmin, LanToMaster, MasterHello, MasterToLan, Opening};
 pub use local::{LocalReply, LocalRequest};
 pub use need::{Need, NeedsFile};

@@ -1,5 +1,6 @@
 //! Small value types that several messages and status reports share.
 
+use crate::generation::Generation;
 use crate::need::Need;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -135,7 +136,7 @@ pub struct InventoryEntry {
     /// The module the child runs.
     pub modulename: String,
     /// The generation of the grant the child was spawned under.
-    pub generation: u64,
+    pub generation: Generation,
     /// The child's pid.
     pub pid: u32,
     /// The child's ports.
@@ -190,7 +191,7 @@ pub struct ChildStatus {
     /// Milliseconds since it was spawned.
     pub uptime_ms: u64,
     /// Grant generation it runs under (0 when spawned without a lan manager).
-    pub generation: u64,
+    pub generation: Generation,
 }
 
 /// What `allexmaster status` prints.
@@ -281,7 +282,7 @@ pub struct RunningService {
     /// Its pid on the master's machine.
     pub pid: u32,
     /// Grant generation.
-    pub generation: u64,
+    pub generation: Generation,
     /// Unix time in milliseconds when it was listed as running.
     pub since_unix_ms: u64,
 }

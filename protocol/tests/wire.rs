@@ -6,6 +6,7 @@ use allex_protocol::lan::{
     AdminToLan, ErrorCode, LanToAdmin, LanToMaster, MasterHello, MasterToLan, Opening,
 };
 use allex_protocol::local::{LocalReply, LocalRequest};
+use allex_protocol::Generation;
 use allex_protocol::*;
 
 fn ports() -> Ports {
@@ -42,7 +43,7 @@ fn hello() -> MasterHello {
         inventory: vec![InventoryEntry {
             instancename: "Time".into(),
             modulename: "allex_timeservice".into(),
-            generation: 7,
+            generation: Generation(7),
             pid: 4343,
             ports: ports(),
         }],
@@ -67,18 +68,18 @@ fn master_to_lan_examples() {
         },
         MasterToLan::Spawned {
             instancename: "Time".into(),
-            generation: 7,
+            generation: Generation(7),
             pid: 4343,
             ports: ports(),
         },
         MasterToLan::SpawnFailed {
             instancename: "Time".into(),
-            generation: 7,
+            generation: Generation(7),
             reason: "tcp range exhausted".into(),
         },
         MasterToLan::Down {
             instancename: "Time".into(),
-            generation: 7,
+            generation: Generation(7),
             pid: 4343,
             exit: ExitInfo {
                 code: None,
@@ -123,7 +124,7 @@ fn lan_to_master_examples() {
         },
         LanToMaster::Grant {
             need: need(),
-            generation: 7,
+            generation: Generation(7),
             deadline_ms: 5000,
         },
         LanToMaster::ClaimRefused {
@@ -132,16 +133,16 @@ fn lan_to_master_examples() {
         },
         LanToMaster::Running {
             instancename: "Time".into(),
-            generation: 7,
+            generation: Generation(7),
         },
         LanToMaster::Rejected {
             instancename: "Time".into(),
-            generation: 7,
+            generation: Generation(7),
             reason: "tcp port 15000 refused".into(),
         },
         LanToMaster::Stop {
             instancename: "Time".into(),
-            generation: 7,
+            generation: Generation(7),
             reason: "need removed".into(),
         },
         LanToMaster::LookupResult {
@@ -201,7 +202,7 @@ fn admin_examples() {
                     address: "192.168.1.10".into(),
                     ports: ports(),
                     pid: 4343,
-                    generation: 7,
+                    generation: Generation(7),
                     since_unix_ms: 1_764_000_000_000,
                 }],
                 masters: vec![MasterSummary {
@@ -252,7 +253,7 @@ fn local_examples() {
                     state: ChildState::Running,
                     ready: true,
                     uptime_ms: 1500,
-                    generation: 7,
+                    generation: Generation(7),
                 }],
                 free: PortCounts {
                     tcp: 999,

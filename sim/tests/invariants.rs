@@ -1,5 +1,6 @@
 //! The invariant checks catch each broken promise, against real processes and ports.
 
+use allex_protocol::Generation;
 use allex_protocol::{
     Capacity, ChildState, ChildStatus, LanStatus, MasterStatus, MasterSummary, Need, NeedState,
     NeedStatus, PortCounts, Ports, Protocol, RunningService,
@@ -45,7 +46,7 @@ fn record(instance: &str, master: &str, pid: u32, port: u16) -> RunningService {
             ws: None,
         },
         pid,
-        generation: 1,
+        generation: Generation(1),
         since_unix_ms: 0,
     }
 }
@@ -73,7 +74,7 @@ fn child(instance: &str, pid: u32, port: u16) -> ChildStatus {
         state: ChildState::Running,
         ready: true,
         uptime_ms: 1,
-        generation: 1,
+        generation: Generation(1),
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::{Child, Effect, Phase, SpawnPlan, State, Timer};
 use allex_protocol::spawn::SpawnInfo;
+use allex_protocol::Generation;
 use allex_protocol::{ChildState, ExitInfo, MasterToLan, Need, Ports};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -18,12 +19,12 @@ const SPAWN_RETRY_BASE: Duration = Duration::from_millis(500);
 const SPAWN_RETRY_CAP: Duration = Duration::from_secs(30);
 
 impl State {
-    pub(super) fn grant(&mut self, need: Need, generation: u64) {
+    pub(super) fn grant(&mut self, need: Need, generation: Generation) {
         let instance = need.instancename.clone();
         self.open.remove(&instance);
         let claimed = self.claims.remove(&instance);
         let fail = |this: &mut State, reason: String, claimed: Option<Ports>| {
-            tracing::warn!(%instance, generation, %reason, "cannot act on grant");
+            tracing::warn!(%instance, %generation, %reason, "cannot act on grant");
             if let Some(p) = claimed {
                 this.release_ports(&p);
             }
@@ -121,7 +122,7 @@ impl State {
     pub(super) fn spawned(
         &mut self,
         instance: String,
-        generation: u64,
+        generation: Generation,
         result: Result<u32, String>,
     ) {
         self.spawned_inner(instance, generation, result);
@@ -131,7 +132,7 @@ impl State {
     pub(super) fn spawned_inner(
         &mut self,
         instance: String,
-        generation: u64,
+        generation: Generation,
         result: Result<u32, String>,
     ) {
         let Some(c) = self.children.get_mut(&instance) else {
@@ -149,7 +150,7 @@ impl State {
                 self.by_pid.insert(pid, instance.clone());
                 self.spawn_failures.remove(&instance);
                 let n = self.quick_deaths.get(&instance).copied().unwrap_or(0) + 1;
-                allex_protocol::log_repeated!(n, info, %instance, generation, pid, ?ports, "child spawned");
+                allex_protocol::log_repeated!(n, info, %instance, %generation, pid, ?ports, "child spawned");
                 self.send_report(MasterToLan::Spawned {
                     instancename: instance.clone(),
                     generation,
@@ -163,7 +164,7 @@ impl State {
             Err(reason) => {
                 let ports = c.ports;
                 self.children.remove(&instance);
-                tracing::warn!(%instance, generation, %reason, "spawn failed");
+                tracing::warn!(%instance, %generation, %reason, "spawn failed");
                 self.hold_back(&instance);
                 self.release_ports(&ports);
                 self.send_report(MasterToLan::SpawnFailed {
@@ -180,18 +181,18 @@ impl State {
     /// does not run here under that generation is confirmed stopped at
     /// once (a `down` with pid 0): the lan manager holds the need until it
     /// hears that, so it is never placed twice.
-    pub(super) fn order_stop(&mut self, instance: &str, generation: u64) {
+    pub(super) fn order_stop(&mut self, instance: &str, generation: Generation) {
         match self.children.get(instance) {
             Some(c) if c.generation == generation => return self.stop_child(instance, true),
             Some(c) => tracing::info!(
                 instance,
-                generation,
-                running = c.generation,
+                %generation,
+                running = %c.generation,
                 "stop for another generation: confirmed, nothing of it runs here"
             ),
             None => tracing::info!(
                 instance,
-                generation,
+                %generation,
                 "stop for an instance not running here: confirmed"
             ),
         }
@@ -230,7 +231,13 @@ impl State {
         }
     }
 
-    pub(super) fn exited(&mut self, instance: String, generation: u64, pid: u32, exit: ExitInfo) {
+    pub(super) fn exited(
+        &mut self,
+        instance: String,
+        generation: Generation,
+        pid: u32,
+        exit: ExitInfo,
+    ) {
         match self.children.get(&instance) {
             Some(c) if c.generation == generation && c.pid() == Some(pid) => {}
             _ => return,
@@ -243,7 +250,7 @@ impl State {
         let uptime_ms = c.uptime_ms(self.now);
         let ordered = c.stop == Some(true);
         if ordered {
-            tracing::info!(%instance, generation, pid, %exit, "child stopped");
+            tracing::info!(%instance, %generation, pid, %exit, "child stopped");
         } else {
             // A crash loop is summarised: its deaths in a row are counted
             // and only the 1st, 2nd, 4th... is logged at warn.
@@ -255,7 +262,7 @@ impl State {
                 self.quick_deaths.remove(&instance);
                 1
             };
-            allex_protocol::log_repeated!(n, warn, %instance, generation, pid, %exit, uptime_ms, "child died");
+            allex_protocol::log_repeated!(n, warn, %instance, %generation, pid, %exit, uptime_ms, "child died");
         }
         self.send_report(MasterToLan::Down {
             instancename: instance.clone(),

@@ -2,6 +2,7 @@
 
 use super::input::Timer;
 use allex_protocol::spawn::SpawnInfo;
+use allex_protocol::Generation;
 use allex_protocol::{LocalReply, MasterToLan, Ports, ServiceSpec};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ pub struct SpawnPlan {
     /// Instance name (validated).
     pub instance: String,
     /// The grant's generation.
-    pub generation: u64,
+    pub generation: Generation,
     /// The catalogue entry to run.
     pub spec: ServiceSpec,
     /// What goes into `ALLEX_SPAWN`.

@@ -1,6 +1,7 @@
 //! What the master's core reacts to, as data.
 
 use super::effect::ReqId;
+use allex_protocol::Generation;
 use allex_protocol::{ExitInfo, LanToMaster, LocalRequest, MasterToLan};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -66,7 +67,7 @@ pub enum Input {
         /// Instance name.
         instance: String,
         /// Grant generation.
-        generation: u64,
+        generation: Generation,
         /// The pid, or why it failed.
         result: Result<u32, String>,
     },
@@ -75,7 +76,7 @@ pub enum Input {
         /// Instance name.
         instance: String,
         /// Grant generation.
-        generation: u64,
+        generation: Generation,
         /// Its pid.
         pid: u32,
         /// Exit code or signal.

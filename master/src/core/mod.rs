@@ -20,6 +20,7 @@ pub use effect::{Effect, ReqId, SpawnPlan};
 pub use input::{Input, Timer};
 
 use crate::ports::{PortError, PortOffice};
+use allex_protocol::Generation;
 use allex_protocol::{
     Capacity, ChildState, ChildStatus, InventoryEntry, LanToMaster, LocalReply, MasterConfig,
     MasterHello, MasterStatus, MasterToLan, Need, PerProtocol, PortCounts, Ports, Protocol,
@@ -47,7 +48,7 @@ struct Child {
     module: String,
     /// The need it was granted for, to claim it again at once if it dies.
     need: Need,
-    generation: u64,
+    generation: Generation,
     /// Spawning, or live with a pid.
     phase: Phase,
     ports: Ports,
@@ -220,7 +221,7 @@ impl State {
     }
 
     /// One child's generation and pid (`None` while spawning), if it is here.
-    pub fn child(&self, instance: &str) -> Option<(u64, Option<u32>)> {
+    pub fn child(&self, instance: &str) -> Option<(Generation, Option<u32>)> {
         self.children.get(instance).map(|c| (c.generation, c.pid()))
     }
 

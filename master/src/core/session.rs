@@ -187,10 +187,10 @@ impl State {
                 Some(c) if c.generation == generation && c.stop.is_none() => {
                     c.state = ChildState::Running;
                     let n = self.quick_deaths.get(&instancename).copied().unwrap_or(0) + 1;
-                    allex_protocol::log_repeated!(n, info, instance = %instancename, generation, "listed as running");
+                    allex_protocol::log_repeated!(n, info, instance = %instancename, %generation, "listed as running");
                 }
                 _ => {
-                    tracing::debug!(instance = %instancename, generation, "running for no such child")
+                    tracing::debug!(instance = %instancename, %generation, "running for no such child")
                 }
             },
             LanToMaster::Rejected {
@@ -198,7 +198,7 @@ impl State {
                 generation,
                 reason,
             } => {
-                tracing::warn!(instance = %instancename, generation, %reason, "port check failed; stopping");
+                tracing::warn!(instance = %instancename, %generation, %reason, "port check failed; stopping");
                 self.order_stop(&instancename, generation);
             }
             LanToMaster::Stop {
@@ -206,7 +206,7 @@ impl State {
                 generation,
                 reason,
             } => {
-                tracing::info!(instance = %instancename, generation, %reason, "stop ordered");
+                tracing::info!(instance = %instancename, %generation, %reason, "stop ordered");
                 self.order_stop(&instancename, generation);
             }
             LanToMaster::LookupResult { id, location } => {

@@ -4,6 +4,7 @@
 
 use super::*;
 use allex_protocol::lan::ErrorCode;
+use allex_protocol::Generation;
 use allex_protocol::{ExitInfo, LocalRequest};
 
 fn config() -> MasterConfig {
@@ -105,7 +106,7 @@ fn grant(st: &mut State, now: Instant, instance: &str, generation: u64) -> Vec<E
         now,
         Input::LinkMessage(LanToMaster::Grant {
             need: Need::new("svc", instance),
-            generation,
+            generation: Generation(generation),
             deadline_ms: 1000,
         }),
     )
@@ -116,7 +117,7 @@ fn spawned(st: &mut State, now: Instant, instance: &str, generation: u64, pid: u
         now,
         Input::Spawned {
             instance: instance.into(),
-            generation,
+            generation: Generation(generation),
             result: Ok(pid),
         },
     )
@@ -162,7 +163,7 @@ fn a_grant_becomes_one_spawn_with_the_reserved_ports() {
         })
         .collect();
     assert_eq!(plans.len(), 1);
-    assert_eq!(plans[0].generation, 3);
+    assert_eq!(plans[0].generation, Generation(3));
     assert_eq!(plans[0].info.tcpport, Some(41000));
     assert_eq!(plans[0].info.masterpid, 7);
     // The same grant again (a duplicate frame) spawns nothing more.
@@ -226,7 +227,7 @@ fn a_stale_exit_report_changes_nothing() {
             t0,
             Input::Exited {
                 instance: "Solo".into(),
-                generation,
+                generation: Generation(generation),
                 pid,
                 exit: ExitInfo::default(),
             },
@@ -238,7 +239,7 @@ fn a_stale_exit_report_changes_nothing() {
         ms(t0, 20),
         Input::Exited {
             instance: "Solo".into(),
-            generation: 2,
+            generation: Generation(2),
             pid: 4_300_010,
             exit: ExitInfo {
                 code: Some(0),
@@ -251,7 +252,7 @@ fn a_stale_exit_report_changes_nothing() {
     assert!(matches!(
         msgs[0],
         MasterToLan::Down {
-            generation: 2,
+            generation: Generation(2),
             ordered: false,
             uptime_ms: 20,
             ..
@@ -278,7 +279,7 @@ fn a_stop_signals_the_group_and_sigkills_it_after_the_stop_timeout() {
         t0,
         Input::LinkMessage(LanToMaster::Stop {
             instancename: "S".into(),
-            generation: 1,
+            generation: Generation(1),
             reason: "test".into(),
         }),
     );
@@ -328,7 +329,7 @@ fn a_stop_decided_while_spawning_waits_for_the_pid() {
         t0,
         Input::Exited {
             instance: "W".into(),
-            generation: 1,
+            generation: Generation(1),
             pid: 4_300_040,
             exit: ExitInfo::default(),
         },
@@ -348,7 +349,7 @@ fn reports_made_while_the_link_is_down_go_out_right_after_the_next_welcome() {
         t0,
         Input::Exited {
             instance: "R".into(),
-            generation: 1,
+            generation: Generation(1),
             pid: 4_300_050,
             exit: ExitInfo::default(),
         },
@@ -372,9 +373,18 @@ fn reports_made_while_the_link_is_down_go_out_right_after_the_next_welcome() {
     let msgs = sent(&fx);
     assert!(matches!(
         msgs[0],
-        MasterToLan::Spawned { generation: 1, .. }
+        MasterToLan::Spawned {
+            generation: Generation(1),
+            ..
+        }
     ));
-    assert!(matches!(msgs[1], MasterToLan::Down { generation: 1, .. }));
+    assert!(matches!(
+        msgs[1],
+        MasterToLan::Down {
+            generation: Generation(1),
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -383,7 +393,7 @@ fn a_report_the_link_could_not_take_is_kept_for_the_next_welcome() {
     let (mut st, _) = state(t0);
     let down = MasterToLan::Down {
         instancename: "X".into(),
-        generation: 9,
+        generation: Generation(9),
         pid: 4_300_060,
         exit: ExitInfo::default(),
         ordered: false,

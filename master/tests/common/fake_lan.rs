@@ -3,6 +3,7 @@
 //! master sends and answer as they please.
 
 use allex_protocol::frame::encode;
+use allex_protocol::Generation;
 use allex_protocol::{LanToMaster, MasterToLan, Need, PROTOCOL_VERSION};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::{HashMap, HashSet};
@@ -86,7 +87,7 @@ impl FakeLan {
             seen: seen_tx,
             needs: needs.clone(),
             granted: HashSet::new(),
-            generation: 0,
+            generation: Generation(0),
         };
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -206,7 +207,7 @@ struct Server {
     seen: Sender<Seen>,
     needs: Arc<Mutex<HashMap<String, Need>>>,
     granted: HashSet<String>,
-    generation: u64,
+    generation: Generation,
 }
 
 type Ws = WebSocketStream<TcpStream>;
@@ -327,7 +328,7 @@ impl Server {
                 let need = self.needs.lock().unwrap().get(instancename).cloned();
                 match need {
                     Some(need) => {
-                        self.generation += 1;
+                        self.generation = Generation(self.generation.get() + 1);
                         self.granted.insert(instancename.clone());
                         vec![LanToMaster::Grant {
                             need,

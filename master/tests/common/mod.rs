@@ -3,6 +3,7 @@
 
 pub mod fake_lan;
 
+use allex_protocol::Generation;
 use allex_protocol::{MasterStatus, Need, Protocol};
 use allex_sim::{Proc, Stderr};
 use serde_json::{json, Value};
@@ -215,7 +216,10 @@ impl TestMaster {
 
 /// Waits until every instance in `names` was reported spawned, in any order.
 /// Waits for the `spawned` report of `instance`: (generation, pid, ports).
-pub fn spawned(lan: &fake_lan::FakeLan, instance: &str) -> (u64, u32, allex_protocol::Ports) {
+pub fn spawned(
+    lan: &fake_lan::FakeLan,
+    instance: &str,
+) -> (Generation, u32, allex_protocol::Ports) {
     lan.wait_msg(&format!("spawned {instance}"), SOON, |m| match m {
         allex_protocol::MasterToLan::Spawned {
             instancename,
@@ -230,7 +234,7 @@ pub fn spawned(lan: &fake_lan::FakeLan, instance: &str) -> (u64, u32, allex_prot
 pub fn spawned_all(
     lan: &fake_lan::FakeLan,
     names: &[&str],
-) -> std::collections::HashMap<String, (u64, u32, allex_protocol::Ports)> {
+) -> std::collections::HashMap<String, (Generation, u32, allex_protocol::Ports)> {
     let mut got = std::collections::HashMap::new();
     while got.len() < names.len() {
         let (name, v) = lan.wait_msg("the next spawned", SOON, |m| match m {

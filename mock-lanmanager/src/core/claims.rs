@@ -2,6 +2,7 @@
 //! running, down, and the crash-loop delay.
 
 use super::*;
+use allex_protocol::Generation;
 use allex_protocol::Protocol;
 
 impl State {
@@ -9,7 +10,7 @@ impl State {
         &mut self,
         master: &str,
         instance: &str,
-        generation: u64,
+        generation: Generation,
         pid: u32,
         ports: Ports,
     ) {
@@ -112,7 +113,7 @@ impl State {
         &mut self,
         master: &str,
         instance: &str,
-        generation: u64,
+        generation: Generation,
         stop_it: bool,
     ) {
         let current = self
@@ -145,7 +146,7 @@ impl State {
         &mut self,
         master: &str,
         instance: &str,
-        generation: u64,
+        generation: Generation,
         pid: u32,
         ports: Ports,
     ) {
@@ -198,7 +199,7 @@ impl State {
                 tracing::debug!(
                     master,
                     instance,
-                    generation,
+                    %generation,
                     "spawned after its stop was sent"
                 );
             }
@@ -220,7 +221,7 @@ impl State {
         &mut self,
         master: &str,
         instance: &str,
-        generation: u64,
+        generation: Generation,
         reason: &str,
     ) {
         let held = self.needs.get(instance).and_then(|e| match &e.slot {
@@ -242,7 +243,7 @@ impl State {
                 warn,
                 master,
                 instance,
-                generation,
+                %generation,
                 "spawn failed: {reason}"
             );
             self.release(instance, why);
@@ -255,7 +256,7 @@ impl State {
         &mut self,
         master: &str,
         instance: &str,
-        generation: u64,
+        generation: Generation,
         pid: u32,
         ordered: bool,
         uptime_ms: u64,
@@ -320,7 +321,7 @@ impl State {
             }
             // The confirmation of a stop we ordered, for a generation already gone.
             _ if ordered => {
-                tracing::debug!(master, instance, generation, "ordered stop confirmed");
+                tracing::debug!(master, instance, %generation, "ordered stop confirmed");
             }
             _ => self.refuse_report(master, instance, generation, false),
         }
@@ -328,7 +329,7 @@ impl State {
 
     // ----- timers and checks -----
 
-    pub(super) fn on_claim_deadline(&mut self, instance: &str, generation: u64) {
+    pub(super) fn on_claim_deadline(&mut self, instance: &str, generation: Generation) {
         let lapsed = match self.needs.get(instance).map(|e| &e.slot) {
             Some(Slot::Claimed {
                 master,
@@ -347,7 +348,7 @@ impl State {
                 tracing::info!(
                     master,
                     instance,
-                    generation,
+                    %generation,
                     "claim deadline passed while its master is away: left to the grace"
                 );
                 return;
@@ -355,7 +356,7 @@ impl State {
             tracing::warn!(
                 master,
                 instance,
-                generation,
+                %generation,
                 "claim lapsed: no spawned report in time"
             );
             // It may be spawning still: held until it says it stopped.
@@ -372,7 +373,7 @@ impl State {
     pub(super) fn on_check_done(
         &mut self,
         instance: &str,
-        generation: u64,
+        generation: Generation,
         result: Result<(), String>,
     ) {
         let Some(e) = self.needs.get(instance) else {
@@ -396,7 +397,7 @@ impl State {
         match result {
             Ok(()) => {
                 let n = failures + 1;
-                allex_protocol::log_repeated!(n, info, master, instance, generation, "running");
+                allex_protocol::log_repeated!(n, info, master, instance, %generation, "running");
                 self.set_slot(
                     instance,
                     Slot::Running(Record {
@@ -423,7 +424,7 @@ impl State {
                     warn,
                     master,
                     instance,
-                    generation,
+                    %generation,
                     "port check failed: {reason}"
                 );
                 // The master stops it on `rejected`; its `down` frees the need.
@@ -453,7 +454,7 @@ impl State {
         &mut self,
         master: &str,
         instance: &str,
-        generation: u64,
+        generation: Generation,
         why: Release,
         reason: &str,
     ) {

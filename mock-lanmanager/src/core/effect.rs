@@ -6,6 +6,7 @@
 
 use super::input::Timer;
 use crate::needs_store::RunningHint;
+use allex_protocol::Generation;
 use allex_protocol::{ErrorCode, LanToAdmin, Need, Ports, Protocol};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -34,7 +35,7 @@ pub struct LivenessTarget {
     /// Instance name.
     pub instance: String,
     /// The generation it holds.
-    pub generation: u64,
+    pub generation: Generation,
     /// Where it serves.
     pub address: String,
     /// Its declared ports.
@@ -138,7 +139,7 @@ pub enum Effect {
         /// Instance name.
         instance: String,
         /// The generation checked.
-        generation: u64,
+        generation: Generation,
         /// Where.
         address: String,
         /// The protocols the need declares.

@@ -7,6 +7,7 @@
 //! handed out faster than one file write.
 
 use crate::needs_store::GENERATION_BLOCK;
+use allex_protocol::Generation;
 
 /// The generation counter and what of it is durable.
 #[derive(Debug)]
@@ -32,7 +33,7 @@ impl Generations {
     }
 
     /// Hands out a generation never used before, if one is reserved.
-    pub(super) fn take(&mut self) -> Option<u64> {
+    pub(super) fn take(&mut self) -> Option<Generation> {
         self.failed = false;
         if self.next == u64::MAX {
             // Only a hostile inventory can get here; refuse rather than wrap.
@@ -44,11 +45,12 @@ impl Generations {
         }
         let g = self.next;
         self.next += 1;
-        Some(g)
+        Some(Generation(g))
     }
 
     /// Keeps future generations above one a master reports.
-    pub(super) fn saw(&mut self, g: u64) {
+    pub(super) fn saw(&mut self, g: Generation) {
+        let g = g.get();
         if g >= self.next {
             self.next = g.saturating_add(1);
         }

@@ -2,6 +2,7 @@
 
 use super::effect::{ConnId, ReqId};
 use crate::core::Liveness;
+use allex_protocol::Generation;
 use allex_protocol::{AdminToLan, MasterHello, MasterToLan};
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -26,7 +27,7 @@ pub enum Timer {
         /// Instance name.
         instance: String,
         /// The grant it was set for.
-        generation: u64,
+        generation: Generation,
     },
     /// A need's retry delay is over.
     BackoffOver {
@@ -95,7 +96,7 @@ pub enum Input {
         /// Instance name.
         instance: String,
         /// The generation checked.
-        generation: u64,
+        generation: Generation,
         /// Ok, or which port did not accept.
         result: Result<(), String>,
     },
@@ -106,7 +107,7 @@ pub enum Input {
         /// The disconnection it was started for.
         epoch: u64,
         /// Instance, generation and what its ports said.
-        results: Vec<(String, u64, Liveness)>,
+        results: Vec<(String, Generation, Liveness)>,
     },
     /// The needs file asked for by the oldest pending [`super::Write::Needs`] was written (or not).
     NeedsWritten {

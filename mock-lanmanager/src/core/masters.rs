@@ -3,6 +3,7 @@
 //! and the messages a connected master sends that are not about one claim.
 
 use super::*;
+use allex_protocol::Generation;
 use sha2::{Digest, Sha256};
 
 /// How long a connected master's old link has to answer a ping before a
@@ -321,7 +322,7 @@ impl State {
         // was away, a grant before a restart, a stop it has not confirmed)
         // may still be spawning, which no inventory shows: it is stopped
         // and held until the master confirms.
-        let mut gone: Vec<(String, Option<u64>)> = self
+        let mut gone: Vec<(String, Option<Generation>)> = self
             .needs
             .iter()
             .filter(|(i, _)| !reported.contains(i.as_str()))
@@ -419,7 +420,7 @@ impl State {
                 tracing::info!(
                     master,
                     instance,
-                    generation = g,
+                    generation = %g,
                     pid = p,
                     "the master runs another generation than recorded: adopting what it runs"
                 );
@@ -462,11 +463,11 @@ impl State {
         &mut self,
         master: &str,
         instance: &str,
-        generation: u64,
+        generation: Generation,
         pid: u32,
         ports: Ports,
     ) {
-        tracing::info!(master, instance, generation, "adopting a running service");
+        tracing::info!(master, instance, %generation, "adopting a running service");
         self.start_check(master, instance, generation, pid, ports);
     }
 
@@ -550,7 +551,7 @@ impl State {
         &mut self,
         master: &str,
         epoch: u64,
-        results: Vec<(String, u64, Liveness)>,
+        results: Vec<(String, Generation, Liveness)>,
     ) {
         let grace_over = match self.masters.get(master) {
             Some(m) if m.conn.is_none() && m.epoch == epoch => m.grace_over,
@@ -585,7 +586,7 @@ impl State {
                 tracing::info!(
                     master,
                     instance,
-                    generation,
+                    %generation,
                     "every port of a disconnected master's service refuses: released"
                 );
                 self.release(&instance, Release::Neutral);
@@ -593,7 +594,7 @@ impl State {
                 tracing::info!(
                     master,
                     instance,
-                    generation,
+                    %generation,
                     "a disconnected master's service stopped answering: handing it to others"
                 );
                 self.release(&instance, Release::Neutral);
@@ -709,7 +710,7 @@ impl State {
                 uptime_ms,
             } => {
                 let n = self.needs.get(&instancename).map_or(0, |e| e.failures) + 1;
-                allex_protocol::log_repeated!(n, info, master, instance = %instancename, generation, pid, %exit, ordered, uptime_ms, "down");
+                allex_protocol::log_repeated!(n, info, master, instance = %instancename, %generation, pid, %exit, ordered, uptime_ms, "down");
                 self.on_down(&master, &instancename, generation, pid, ordered, uptime_ms)
             }
             MasterToLan::Capacity(capacity) => self.on_capacity(&master, capacity),

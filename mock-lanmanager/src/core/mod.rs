@@ -18,6 +18,7 @@ mod running;
 mod slot;
 mod status;
 
+use allex_protocol::Generation;
 pub use effect::{ConnId, Effect, Liveness, LivenessTarget, ReqId, Write};
 pub use input::{Input, Now, Timer};
 use slot::{Record, Slot};
@@ -298,9 +299,9 @@ impl State {
         self.send_to(master, &LanToMaster::Error { code, message });
     }
 
-    fn stop(&mut self, master: &str, instance: &str, generation: u64, reason: &str) {
+    fn stop(&mut self, master: &str, instance: &str, generation: Generation, reason: &str) {
         let n = self.needs.get(instance).map_or(0, |e| e.failures) + 1;
-        allex_protocol::log_repeated!(n, info, master, instance, generation, "stop: {reason}");
+        allex_protocol::log_repeated!(n, info, master, instance, %generation, "stop: {reason}");
         self.send_to(
             master,
             &LanToMaster::Stop {

@@ -11,6 +11,7 @@
 use super::slot::{slot_hint, Slot};
 use super::{Effect, Release, State, Write};
 use crate::needs_store::{RunningHint, Store};
+use allex_protocol::Generation;
 use allex_protocol::{LanToMaster, Need};
 use std::collections::{HashMap, VecDeque};
 
@@ -36,7 +37,7 @@ struct HeldGrant {
     seq: u64,
     master: String,
     need: Need,
-    generation: u64,
+    generation: Generation,
     deadline_ms: u64,
 }
 
@@ -53,7 +54,7 @@ impl RunningJournal {
         &mut self,
         master: &str,
         need: Need,
-        generation: u64,
+        generation: Generation,
         deadline_ms: u64,
     ) {
         self.held.push_back(HeldGrant {
@@ -149,7 +150,7 @@ impl State {
                     },
                 ),
                 Err(e) => {
-                    tracing::error!(master, instance, generation, "cannot journal a grant: {e}");
+                    tracing::error!(master, instance, %generation, "cannot journal a grant: {e}");
                     self.send_to(
                         &master,
                         &LanToMaster::ClaimRefused {

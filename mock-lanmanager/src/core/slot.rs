@@ -6,6 +6,7 @@
 
 use super::{Release, State};
 use crate::needs_store::RunningHint;
+use allex_protocol::Generation;
 use allex_protocol::Ports;
 use std::time::Instant;
 
@@ -13,7 +14,7 @@ use std::time::Instant;
 #[derive(Debug, Clone)]
 pub(super) struct Record {
     pub(super) master: String,
-    pub(super) generation: u64,
+    pub(super) generation: Generation,
     pub(super) pid: u32,
     pub(super) ports: Ports,
     pub(super) address: String,
@@ -26,11 +27,11 @@ pub(super) enum Slot {
     Open,
     Claimed {
         master: String,
-        generation: u64,
+        generation: Generation,
     },
     Checking {
         master: String,
-        generation: u64,
+        generation: Generation,
         pid: u32,
         ports: Ports,
         address: String,
@@ -44,20 +45,20 @@ pub(super) enum Slot {
     /// (or was granted) `generation` there; its next hello decides.
     Settling {
         master: String,
-        generation: u64,
+        generation: Generation,
     },
     /// `master` was told to stop `generation` (its check failed, its grant
     /// lapsed, or it ran it unasked); held until it confirms with `down`,
     /// so the need never runs twice. `why` decides the failure count then.
     Stopping {
         master: String,
-        generation: u64,
+        generation: Generation,
         why: Release,
     },
 }
 
 impl Slot {
-    pub(super) fn holder(&self) -> Option<(&str, u64)> {
+    pub(super) fn holder(&self) -> Option<(&str, Generation)> {
         match self {
             Slot::Claimed { master, generation }
             | Slot::Checking {

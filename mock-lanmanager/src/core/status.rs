@@ -2,6 +2,7 @@
 //! and the masters, built from the state at the time of the request.
 
 use super::*;
+use allex_protocol::Generation;
 
 impl State {
     pub(super) fn status(&self) -> LanStatus {
@@ -81,7 +82,7 @@ pub enum Holding<'a> {
         /// The holder.
         master: &'a str,
         /// The grant.
-        generation: u64,
+        generation: Generation,
         /// Which: `claimed`, `checking` or `stopping`.
         phase: &'static str,
     },
@@ -90,7 +91,7 @@ pub enum Holding<'a> {
         /// Its master.
         master: &'a str,
         /// Its generation.
-        generation: u64,
+        generation: Generation,
         /// Its pid as reported.
         pid: u32,
     },

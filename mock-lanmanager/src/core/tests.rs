@@ -2,6 +2,7 @@
 
 use super::*;
 use allex_protocol::frame::decode_text;
+use allex_protocol::Generation;
 use allex_protocol::{PortCounts, Protocol, ProtocolVersion};
 use std::time::Instant;
 
@@ -137,14 +138,14 @@ fn claim_unjournaled(st: &mut State, now: Now, conn: ConnId, instance: &str) -> 
     )
 }
 
-fn grant_generation(fx: &[Effect], conn: ConnId) -> Option<u64> {
+fn grant_generation(fx: &[Effect], conn: ConnId) -> Option<Generation> {
     sent(fx, conn).into_iter().find_map(|m| match m {
         LanToMaster::Grant { generation, .. } => Some(generation),
         _ => None,
     })
 }
 
-fn spawned(st: &mut State, now: Now, conn: ConnId, instance: &str, g: u64) -> Vec<Effect> {
+fn spawned(st: &mut State, now: Now, conn: ConnId, instance: &str, g: Generation) -> Vec<Effect> {
     st.handle(
         now,
         Input::FromMaster {
@@ -370,7 +371,7 @@ fn a_timer_for_an_older_grant_changes_nothing() {
         now,
         Input::Timer(Timer::ClaimDeadline {
             instance: "a".into(),
-            generation: g + 7,
+            generation: Generation(g.0 + 7),
         }),
     );
     assert!(fx.is_empty());
@@ -434,13 +435,13 @@ fn a_failed_needs_write_changes_nothing_and_says_so() {
 #[test]
 fn generations_are_reserved_ahead_and_never_handed_out_past_the_durable_bound() {
     let mut g = generations::Generations::new(1, 3);
-    assert_eq!(g.take(), Some(1));
-    assert_eq!(g.take(), Some(2));
+    assert_eq!(g.take(), Some(Generation(1)));
+    assert_eq!(g.take(), Some(Generation(2)));
     let bound = g.wants_reservation().expect("due");
     assert_eq!(g.wants_reservation(), None, "one reservation at a time");
     assert_eq!(g.take(), None, "3 is not durable yet");
     g.written(bound, Ok(()));
-    assert_eq!(g.take(), Some(3));
+    assert_eq!(g.take(), Some(Generation(3)));
 }
 
 #[test]
@@ -627,7 +628,7 @@ fn after_a_restart_a_need_held_for_one_master_is_not_adopted_from_another() {
         "a".to_string(),
         RunningHint {
             master: "m1".into(),
-            generation: 7,
+            generation: Generation(7),
         },
     );
     let startup = Startup {
@@ -645,7 +646,7 @@ fn after_a_restart_a_need_held_for_one_master_is_not_adopted_from_another() {
     h.inventory = vec![InventoryEntry {
         instancename: "a".into(),
         modulename: "m".into(),
-        generation: 3,
+        generation: Generation(3),
         pid: 33,
         ports: Ports {
             tcp: Some(5000),
@@ -663,7 +664,7 @@ fn after_a_restart_a_need_held_for_one_master_is_not_adopted_from_another() {
     );
     let fx = st.handle(now, Input::MastersWritten { result: Ok(()) });
     assert!(sent(&fx, 2).iter().any(|m| matches!(m,
-        LanToMaster::Stop { instancename, generation: 3, .. } if instancename == "a")));
+        LanToMaster::Stop { instancename, generation: Generation(3), .. } if instancename == "a")));
     assert!(!fx.iter().any(|e| matches!(e, Effect::CheckPorts { .. })));
     let status = st.status();
     assert_eq!(status.needs[0].state, NeedState::Settling);

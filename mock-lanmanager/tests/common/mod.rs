@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use allex_protocol::frame::{decode_text, encode, MAX_FROM_LAN_FRAME};
+use allex_protocol::Generation;
 use allex_protocol::{
     Capacity, ExitInfo, InventoryEntry, LanStatus, LanToMaster, MasterHello, MasterToLan, Need,
     PortCounts, Ports, PROTOCOL_VERSION,
@@ -447,7 +448,7 @@ impl FakeMaster {
     }
 
     /// Claims a need and returns the generation; panics on refusal.
-    pub async fn grant(&mut self, instance: &str) -> u64 {
+    pub async fn grant(&mut self, instance: &str) -> Generation {
         match self.claim(instance).await {
             LanToMaster::Grant { generation, .. } => generation,
             other => panic!("{}: claim of {instance} refused: {other:?}", self.name),
@@ -455,7 +456,13 @@ impl FakeMaster {
     }
 
     /// Reports `spawned` for a grant.
-    pub async fn spawned(&mut self, instance: &str, generation: u64, pid: u32, ports: Ports) {
+    pub async fn spawned(
+        &mut self,
+        instance: &str,
+        generation: Generation,
+        pid: u32,
+        ports: Ports,
+    ) {
         self.send(&MasterToLan::Spawned {
             instancename: instance.into(),
             generation,
@@ -466,7 +473,7 @@ impl FakeMaster {
     }
 
     /// Claims, reports spawned with `ports` and waits for `running`; returns the generation.
-    pub async fn run_service(&mut self, instance: &str, pid: u32, ports: Ports) -> u64 {
+    pub async fn run_service(&mut self, instance: &str, pid: u32, ports: Ports) -> Generation {
         let g = self.grant(instance).await;
         self.spawned(instance, g, pid, ports).await;
         let inst = instance.to_string();
@@ -481,7 +488,7 @@ impl FakeMaster {
     pub async fn down(
         &mut self,
         instance: &str,
-        generation: u64,
+        generation: Generation,
         pid: u32,
         uptime_ms: u64,
         ordered: bool,

@@ -14,6 +14,7 @@ use allex_lanmanager::needs_store::{replay_journal, RunningHint, GENERATION_BLOC
 use allex_lanmanager::Settings;
 use allex_master::core as mcore;
 use allex_master::ports::PortOffice;
+use allex_protocol::Generation;
 use allex_protocol::{
     ExitInfo, InventoryEntry, LanToMaster, MasterConfig, MasterHello, MasterToLan, Need, Ports,
     Protocol, PROTOCOL_VERSION,
@@ -131,7 +132,7 @@ impl Ev {
 #[derive(Debug)]
 struct PortCheck {
     instance: String,
-    generation: u64,
+    generation: Generation,
     ip: Option<IpAddr>,
     ports: Ports,
     deadline: Us,
@@ -205,7 +206,7 @@ struct SimMaster {
 struct Proc {
     master: usize,
     instance: String,
-    generation: u64,
+    generation: Generation,
     ip: IpAddr,
     ports: Ports,
     alive: bool,
@@ -261,7 +262,7 @@ pub struct World {
     next_pid: u32,
     disk: Disk,
     crash_loop: BTreeMap<String, u32>,
-    granted: BTreeSet<u64>,
+    granted: BTreeSet<Generation>,
     ops: Vec<TimedOp>,
     /// Replaying a fixed list of faults (shrinking) rather than drawing them.
     replay: bool,
