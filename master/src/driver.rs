@@ -9,6 +9,7 @@ use crate::child_handle::ChildHandle;
 use crate::core::{Effect, Input, ReqId, State};
 use crate::spawner::{Spawner, Started};
 use allex_protocol::Generation;
+use allex_protocol::InstanceName;
 use allex_protocol::{ExitInfo, LanToMaster, LocalReply, LocalRequest, MasterToLan};
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -47,7 +48,7 @@ pub enum Event {
     /// The spawner started a child, or could not.
     Spawned {
         /// Instance name.
-        instance: String,
+        instance: InstanceName,
         /// Grant generation.
         generation: Generation,
         /// The child, or why it failed.
@@ -56,7 +57,7 @@ pub enum Event {
     /// A child ended (observed by its parent, at once).
     Exited {
         /// Instance name.
-        instance: String,
+        instance: InstanceName,
         /// Grant generation.
         generation: Generation,
         /// Its pid.
@@ -261,7 +262,7 @@ impl Driver {
             } => {
                 let events = self.events.clone();
                 tokio::task::spawn_blocking(move || {
-                    let live = live.iter().map(String::as_str).collect();
+                    let live = live.iter().map(InstanceName::as_str).collect();
                     let s = crate::retention::sweep(&runtimedir, &live, keep, max_bytes);
                     let _ = events.send(Event::Done(Input::LogsSwept {
                         deleted: s.deleted,

@@ -187,7 +187,7 @@ fn build_command(
         .envs(&spec.env)
         .env(ENV_SPAWN, allex_protocol::frame::encode(&plan.info))
         .env(ENV_MODULE, &plan.info.modulename)
-        .env(ENV_INSTANCE, &plan.instance)
+        .env(ENV_INSTANCE, plan.instance.as_str())
         .env(ENV_MASTER_SOCKET, &plan.socket)
         .env(ENV_RUNTIMEDIRECTORY, &plan.runtimedir)
         .stdin(Stdio::null())

@@ -100,7 +100,7 @@ pub fn render(st: &MasterStatus) -> String {
         .iter()
         .map(|c| {
             [
-                c.instancename.clone(),
+                c.instancename.to_string(),
                 c.modulename.clone(),
                 c.pid.to_string(),
                 ports_text(&c.ports),

@@ -3,6 +3,7 @@
 mod common;
 
 use allex_protocol::Generation;
+use allex_protocol::InstanceName;
 use allex_protocol::{ChildState, ExitInfo, LanToMaster, MasterToLan, Need, Protocol};
 use allex_sim::{read_port_banner, wait_until};
 use common::fake_lan::{FakeLan, Options};
@@ -50,7 +51,7 @@ fn n_children_listen_on_distinct_ports_from_the_ranges() {
     let mut seen_ports = HashSet::new();
     let mut pids = Vec::new();
     for n in &names {
-        let (_, pid, ports) = all[n];
+        let (_, pid, ports) = all[n.as_str()];
         for p in Protocol::ALL {
             let port = ports
                 .get(p)
@@ -77,7 +78,7 @@ fn n_children_listen_on_distinct_ports_from_the_ranges() {
     let listed: Vec<(String, u32)> = st
         .children
         .iter()
-        .map(|c| (c.instancename.clone(), c.pid))
+        .map(|c| (c.instancename.to_string(), c.pid))
         .collect();
     let want: Vec<(String, u32)> = names.iter().cloned().zip(pids.iter().copied()).collect();
     assert_eq!(listed, want);
@@ -146,12 +147,12 @@ fn child_ignoring_sigterm_is_killed_after_its_stop_timeout() {
     // A stop for another generation or instance stops nothing here: it is
     // confirmed at once with pid 0, so the lan manager can free the need.
     lan.send(LanToMaster::Stop {
-        instancename: "Stubborn".into(),
+        instancename: allex_protocol::instance!("Stubborn"),
         generation: Generation(generation.get() + 7),
         reason: "stale".into(),
     });
     lan.send(LanToMaster::Stop {
-        instancename: "Nobody".into(),
+        instancename: allex_protocol::instance!("Nobody"),
         generation,
         reason: "unknown".into(),
     });
@@ -165,7 +166,7 @@ fn child_ignoring_sigterm_is_killed_after_its_stop_timeout() {
     );
     let stopped = Instant::now();
     lan.send(LanToMaster::Stop {
-        instancename: "Stubborn".into(),
+        instancename: allex_protocol::instance!("Stubborn"),
         generation,
         reason: "test".into(),
     });
@@ -229,7 +230,7 @@ fn a_nohup_master_stops_a_sighup_child_with_sighup() {
         "the child inherited an ignored SIGQUIT"
     );
     lan.send(LanToMaster::Stop {
-        instancename: "Hup".into(),
+        instancename: allex_protocol::instance!("Hup"),
         generation,
         reason: "test".into(),
     });
@@ -247,7 +248,7 @@ fn rejected_child_is_stopped_with_sigterm_and_confirmed_as_ordered() {
     let (generation, pid, ports) = spawned(&lan, "R");
     assert_banner(ports.tcp.unwrap(), "R", pid);
     lan.send(LanToMaster::Rejected {
-        instancename: "R".into(),
+        instancename: allex_protocol::instance!("R"),
         generation,
         reason: "port check failed".into(),
     });
@@ -267,7 +268,7 @@ fn running_marks_the_child_and_crash_is_reported_with_exit_code() {
     )]);
     let (generation, pid, _) = spawned(&lan, "C");
     lan.send(LanToMaster::Running {
-        instancename: "C".into(),
+        instancename: allex_protocol::instance!("C"),
         generation,
     });
     wait_until("C listed as running", SOON, || {
@@ -385,7 +386,7 @@ fn a_process_in_the_childs_group_may_say_ready_and_dies_with_the_group() {
     )
     .unwrap();
     lan.send(LanToMaster::Stop {
-        instancename: "Wrapped".into(),
+        instancename: allex_protocol::instance!("Wrapped"),
         generation,
         reason: "test".into(),
     });
@@ -496,7 +497,7 @@ fn descriptors_stay_flat_over_50_cycles_of_a_service_that_forks_a_daemon() {
         .unwrap();
         left.0.push(daemon);
         lan.send(LanToMaster::Stop {
-            instancename: name.clone(),
+            instancename: InstanceName::new(name.clone()).unwrap(),
             generation,
             reason: "cycle".into(),
         });
@@ -627,7 +628,7 @@ fn a_removed_instances_logs_are_deleted_after_the_retention_and_live_ones_stay()
     })
     .unwrap();
     lan.send(LanToMaster::Stop {
-        instancename: "Gone".into(),
+        instancename: allex_protocol::instance!("Gone"),
         generation: both["Gone"].0,
         reason: "the need was removed".into(),
     });

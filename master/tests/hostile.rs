@@ -4,6 +4,7 @@
 mod common;
 
 use allex_protocol::Generation;
+use allex_protocol::InstanceName;
 use allex_protocol::{LanToMaster, LocalReply, MasterToLan, Need};
 use allex_sim::{wait_until, Proc, Stderr};
 use common::fake_lan::{FakeLan, Options};
@@ -43,7 +44,7 @@ fn a_grant_outside_the_catalogue_is_refused_and_stray_stops_change_nothing() {
 
     // An order nobody claimed, for a module this master does not have: it
     // must not become a command, a file or a child.
-    let mut evil = Need::new("sh", "Evil");
+    let mut evil = Need::new("sh", allex_protocol::instance!("Evil"));
     evil.propertyhash
         .insert("command".into(), json!("touch /tmp/allex-pwned"));
     lan.send(LanToMaster::Grant {
@@ -65,17 +66,17 @@ fn a_grant_outside_the_catalogue_is_refused_and_stray_stops_change_nothing() {
     );
 
     lan.send(LanToMaster::Stop {
-        instancename: "Nobody".into(),
+        instancename: allex_protocol::instance!("Nobody"),
         generation,
         reason: "unknown instance".into(),
     });
     lan.send(LanToMaster::Stop {
-        instancename: "Keep".into(),
+        instancename: allex_protocol::instance!("Keep"),
         generation: Generation(generation.get() + 1),
         reason: "another generation".into(),
     });
     lan.send(LanToMaster::Rejected {
-        instancename: "Keep".into(),
+        instancename: allex_protocol::instance!("Keep"),
         generation: Generation(generation.get().wrapping_add(1000)),
         reason: "stale rejection".into(),
     });
@@ -100,7 +101,7 @@ fn a_grant_outside_the_catalogue_is_refused_and_stray_stops_change_nothing() {
     assert!(!m.dir.path().join("rt/logs/Evil.log").exists());
     // Each stray order is confirmed with pid 0 (nothing of it runs here);
     // no down names the child that runs.
-    let downs: Vec<(String, Generation, u32)> = lan
+    let downs: Vec<(InstanceName, Generation, u32)> = lan
         .drain()
         .into_iter()
         .filter_map(|s| match s {
@@ -118,10 +119,14 @@ fn a_grant_outside_the_catalogue_is_refused_and_stray_stops_change_nothing() {
         "a stray order stopped a child: {downs:?}"
     );
     assert!(
-        downs.contains(&("Nobody".to_string(), generation, 0))
-            && downs.contains(&("Keep".to_string(), Generation(generation.get() + 1), 0))
+        downs.contains(&(allex_protocol::instance!("Nobody"), generation, 0))
             && downs.contains(&(
-                "Keep".to_string(),
+                allex_protocol::instance!("Keep"),
+                Generation(generation.get() + 1),
+                0
+            ))
+            && downs.contains(&(
+                allex_protocol::instance!("Keep"),
                 Generation(generation.get().wrapping_add(1000)),
                 0
             )),

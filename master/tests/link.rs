@@ -169,7 +169,7 @@ fn exhausted_range_stops_claims_says_so_once_and_recovers() {
 fn only_servable_needs_are_claimed() {
     let lan = FakeLan::start(Options::default());
     let _m = TestMaster::start(lan.addr.port(), 3);
-    let mut foreign = Need::new("not_in_catalogue", "a_foreign");
+    let mut foreign = Need::new("not_in_catalogue", allex_protocol::instance!("a_foreign"));
     foreign.protocols = Some(vec![Protocol::Tcp]);
     let mut elsewhere = need("b_elsewhere", json!({}));
     elsewhere.ipaddress = Some("10.250.0.0/16".into());
@@ -194,7 +194,10 @@ fn spawn_failure_is_reported_and_frees_the_ports() {
     let m = TestMaster::start_with(lan.addr.port(), 2, 1000, |cfg| {
         cfg["services"]["broken"] = json!({ "command": "/nonexistent/allex-nothing" });
     });
-    lan.offer(vec![Need::new("broken", "Broken")]);
+    lan.offer(vec![Need::new(
+        "broken",
+        allex_protocol::instance!("Broken"),
+    )]);
     let reason = lan.wait_msg("spawn_failed", SOON, |msg| match msg {
         MasterToLan::SpawnFailed {
             instancename,
@@ -209,7 +212,7 @@ fn spawn_failure_is_reported_and_frees_the_ports() {
     assert_eq!((st.free.tcp, st.free.http, st.free.ws), (2, 2, 2));
     // The need reopens at once; the master holds back instead of looping.
     let reopened = std::time::Instant::now();
-    lan.open(Need::new("broken", "Broken"));
+    lan.open(Need::new("broken", allex_protocol::instance!("Broken")));
     lan.wait_msg("a second claim", SOON, |msg| match msg {
         MasterToLan::Claim { instancename } if instancename == "Broken" => Some(()),
         _ => None,
@@ -231,7 +234,7 @@ fn a_child_lookup_is_forwarded_and_answered() {
         _ => None,
     });
     let location = ServiceLocation {
-        instancename: "Time".into(),
+        instancename: allex_protocol::instance!("Time"),
         modulename: "allex_timeservice".into(),
         address: "10.1.2.3".into(),
         ports: Ports {
@@ -278,30 +281,40 @@ fn child_output_is_kept_in_a_bounded_rotated_log() {
 }
 
 #[test]
-fn a_grant_with_a_hostile_name_is_refused_without_touching_the_disk() {
+fn a_grant_with_a_hostile_name_is_dropped_without_touching_the_disk() {
     let lan = FakeLan::start(Options::default());
     let m = TestMaster::start(lan.addr.port(), 2);
     lan.wait_msg("hello", SOON, |msg| {
         matches!(msg, MasterToLan::Hello(_)).then_some(())
     });
-    let mut bad = need("x", json!({}));
-    bad.instancename = "../../escape".into();
-    lan.send(LanToMaster::Grant {
-        need: bad,
+    // The name is checked where the frame is decoded, so the grant never
+    // reaches the master's state: no child, no log file, no report.
+    let good = LanToMaster::Grant {
+        need: need("x", json!({})),
         generation: Generation(99),
         deadline_ms: 1000,
-    });
-    let reason = lan.wait_msg("spawn_failed", SOON, |msg| match msg {
-        MasterToLan::SpawnFailed {
-            generation: Generation(99),
-            reason,
-            ..
-        } => Some(reason.clone()),
+    };
+    let bad = allex_protocol::frame::encode(&good).replace("\"x\"", "\"../../escape\"");
+    assert!(bad.contains("../../escape"), "{bad}");
+    lan.send_raw(bad);
+    // The link goes on: a good grant after it is acted on, and it is the only one.
+    lan.send(good);
+    let first = lan.wait_msg("the first report", SOON, |msg| match msg {
+        MasterToLan::Spawned { .. } | MasterToLan::SpawnFailed { .. } => Some(msg.clone()),
         _ => None,
     });
-    assert!(reason.contains("instancename"), "{reason}");
+    assert!(
+        matches!(&first, MasterToLan::Spawned { instancename, generation: Generation(99), .. } if instancename == "x"),
+        "{first:?}"
+    );
     assert!(!m.dir.path().join("escape.log").exists());
-    assert!(m.status().children.is_empty());
+    let st = m.status();
+    let names: Vec<&str> = st
+        .children
+        .iter()
+        .map(|c| c.instancename.as_str())
+        .collect();
+    assert_eq!(names, vec!["x"]);
 }
 
 #[test]

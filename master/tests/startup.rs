@@ -226,7 +226,10 @@ fn the_socket_answers_strangers_and_garbage_without_harm() {
         }
     })
     .unwrap();
-    assert_eq!(client.lookup("Time").unwrap(), None);
+    assert_eq!(
+        client.lookup(&allex_protocol::instance!("Time")).unwrap(),
+        None
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The admin client: `need add|remove` and `status` talk to the running lan manager.
 
 use allex_protocol::frame::{decode_text, encode, MAX_FROM_LAN_FRAME};
+use allex_protocol::InstanceName;
 use allex_protocol::{
     AdminToLan, ErrorCode, LanStatus, LanToAdmin, Need, Protocol, PROTOCOL_VERSION,
 };
@@ -46,12 +47,12 @@ pub enum AdminError {
 /// Builds a need from `need add` options, checking it like the lan manager does.
 pub fn build_need(
     module: &str,
-    instance: &str,
+    instance: &InstanceName,
     propertyhash: Option<&str>,
     ipaddress: Option<&str>,
     protocols: Option<&str>,
 ) -> Result<Need, AdminError> {
-    let mut need = Need::new(module, instance);
+    let mut need = Need::new(module, instance.clone());
     if let Some(text) = propertyhash {
         need.propertyhash = serde_json::from_str(text)
             .map_err(|e| AdminError::Usage(format!("--propertyhash must be a JSON object: {e}")))?;
@@ -196,7 +197,7 @@ mod tests {
     fn need_options_are_checked() {
         let n = build_need(
             "m",
-            "A",
+            &allex_protocol::instance!("A"),
             Some(r#"{"x":1}"#),
             Some("10.0.0.0/8"),
             Some("tcp, ws"),
@@ -204,10 +205,30 @@ mod tests {
         .unwrap();
         assert_eq!(n.protocols, Some(vec![Protocol::Tcp, Protocol::Ws]));
         assert_eq!(n.propertyhash["x"], 1);
-        assert!(build_need("m", "../A", None, None, None).is_err());
-        assert!(build_need("m", "A", Some("[1]"), None, None).is_err());
-        assert!(build_need("m", "A", None, Some("nope"), None).is_err());
-        assert!(build_need("m", "A", None, None, Some("udp")).is_err());
+        assert!(build_need(
+            "m",
+            &allex_protocol::instance!("A"),
+            Some("[1]"),
+            None,
+            None
+        )
+        .is_err());
+        assert!(build_need(
+            "m",
+            &allex_protocol::instance!("A"),
+            None,
+            Some("nope"),
+            None
+        )
+        .is_err());
+        assert!(build_need(
+            "m",
+            &allex_protocol::instance!("A"),
+            None,
+            None,
+            Some("udp")
+        )
+        .is_err());
     }
 
     #[test]

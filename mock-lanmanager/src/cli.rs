@@ -1,6 +1,7 @@
 //! Command line: `run` (the default), `need add|remove` and `status`.
 
 use crate::settings::{defaults, Settings};
+use allex_protocol::InstanceName;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -59,7 +60,7 @@ pub enum NeedAction {
         module: String,
         /// Unique instance name of the need.
         #[arg(long = "instance")]
-        instance: String,
+        instance: InstanceName,
         /// JSON object handed to the service in ALLEX_SPAWN.
         #[arg(long)]
         propertyhash: Option<String>,
@@ -76,7 +77,7 @@ pub enum NeedAction {
     /// Remove a need and stop its service; done once it is on disk.
     Remove {
         /// Instance name of the need.
-        name: String,
+        name: InstanceName,
         /// Where the lan manager runs.
         #[command(flatten)]
         conn: ConnectArgs,

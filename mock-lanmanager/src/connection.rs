@@ -11,7 +11,6 @@ use crate::outbox::{ConnId, KillSwitch, Outbox, OutboxReceiver};
 use crate::ratelimit::{Bucket, RateLimit, Verdict};
 use crate::settings::Settings;
 use allex_protocol::frame::{decode_text, encode, MAX_TO_LAN_FRAME};
-use allex_protocol::names::validate_name;
 use allex_protocol::{
     AdminToLan, DecodeError, ErrorCode, LanToAdmin, LanToMaster, MasterHello, MasterToLan, Opening,
     ProtocolVersion, PROTOCOL_VERSION,
@@ -108,6 +107,12 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, id: ConnId, ctx: Arc<Con
         }),
     };
     match opening {
+        // A hello that parses but holds a bad value (an instance name in
+        // its inventory that could escape a directory) is refused as such.
+        Err((why, Some(DecodeError::Invalid(_)))) => {
+            tracing::debug!(%peer, "refusing an invalid opening frame: {why}");
+            outbox.refuse(ErrorCode::Invalid, why);
+        }
         Err((why, _)) => {
             tracing::debug!(%peer, "refusing connection without hello: {why}");
             outbox.refuse(
@@ -182,13 +187,7 @@ fn admit(
 /// Why a master name is refused, if it is.
 fn bad_hello(hello: &MasterHello) -> Option<String> {
     let name = &hello.master;
-    if let Some(bad) = hello
-        .inventory
-        .iter()
-        .find_map(|i| validate_name("instancename", &i.instancename).err())
-    {
-        Some(format!("inventory: {bad}"))
-    } else if hello.secret.len() < 16
+    if hello.secret.len() < 16
         || hello.secret.len() > 256
         || hello.secret.chars().any(char::is_control)
     {
@@ -206,24 +205,6 @@ fn bad_hello(hello: &MasterHello) -> Option<String> {
     } else {
         None
     }
-}
-
-/// Why a report's instance name is refused; such names never reach the state or the log.
-fn bad_instance(msg: &MasterToLan) -> Option<String> {
-    let name = match msg {
-        MasterToLan::Claim { instancename }
-        | MasterToLan::Spawned { instancename, .. }
-        | MasterToLan::SpawnFailed { instancename, .. }
-        | MasterToLan::Down { instancename, .. }
-        | MasterToLan::Lookup { instancename, .. } => instancename,
-        MasterToLan::Hello(_)
-        | MasterToLan::Heartbeat { .. }
-        | MasterToLan::Capacity(_)
-        | MasterToLan::Leaving => return None,
-    };
-    validate_name("instancename", name)
-        .err()
-        .map(|e| e.to_string())
 }
 
 async fn master_session(
@@ -302,10 +283,6 @@ async fn master_session(
                 ));
             }
             Ok(msg) => {
-                if let Some(why) = bad_instance(&msg) {
-                    replies.send(error_frame(ErrorCode::Invalid, &why));
-                    continue;
-                }
                 if ctx
                     .events
                     .send(Event::FromMaster { conn: id, msg })

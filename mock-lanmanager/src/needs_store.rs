@@ -7,6 +7,7 @@
 //! for their master during the settle period.
 
 use allex_protocol::Generation;
+use allex_protocol::InstanceName;
 use allex_protocol::{FileError, Need, NeedsFile};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -70,7 +71,7 @@ pub struct RunningHint {
 /// One line of the running journal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct JournalEntry {
-    instance: String,
+    instance: InstanceName,
     hint: Option<RunningHint>,
 }
 
@@ -78,7 +79,7 @@ struct JournalEntry {
 /// a snapshot's `hints`, up to the first line that does not parse, whose
 /// error is returned: everything after a torn line is lost with it.
 pub fn replay_journal(
-    hints: &mut HashMap<String, RunningHint>,
+    hints: &mut HashMap<InstanceName, RunningHint>,
     text: &str,
 ) -> Result<(), serde_json::Error> {
     for line in text.lines() {
@@ -188,8 +189,8 @@ impl Store {
     ///
     /// The snapshot (`running`) is read first, then every change appended to the
     /// journal (`running.journal`) since that snapshot is replayed on top of it.
-    pub fn load_running(&self) -> HashMap<String, RunningHint> {
-        let mut hints: HashMap<String, RunningHint> = match fs::read_to_string(&self.running) {
+    pub fn load_running(&self) -> HashMap<InstanceName, RunningHint> {
+        let mut hints: HashMap<InstanceName, RunningHint> = match fs::read_to_string(&self.running) {
             Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
                 tracing::warn!(path = %self.running.display(), "ignoring unreadable running file: {e}");
                 HashMap::new()
@@ -227,9 +228,9 @@ impl Store {
     }
 
     /// One journal line: `instance` now runs as `hint`, or no longer runs (`None`).
-    pub fn journal_line(instance: &str, hint: Option<&RunningHint>) -> Vec<u8> {
+    pub fn journal_line(instance: &InstanceName, hint: Option<&RunningHint>) -> Vec<u8> {
         let entry = JournalEntry {
-            instance: instance.to_string(),
+            instance: instance.clone(),
             hint: hint.cloned(),
         };
         let mut line = serde_json::to_vec(&entry).unwrap_or_default();
@@ -242,7 +243,7 @@ impl Store {
     /// Called from the state owner, so no change can slip in between the two.
     pub fn compact_running(
         &self,
-        running: &HashMap<String, RunningHint>,
+        running: &HashMap<InstanceName, RunningHint>,
         journal: &File,
     ) -> Result<(), StoreError> {
         self.write_running(running)?;
@@ -250,7 +251,10 @@ impl Store {
     }
 
     /// Records which need runs on which master.
-    pub fn write_running(&self, running: &HashMap<String, RunningHint>) -> Result<(), StoreError> {
+    pub fn write_running(
+        &self,
+        running: &HashMap<InstanceName, RunningHint>,
+    ) -> Result<(), StoreError> {
         let text = serde_json::to_vec(running).unwrap_or_else(|_| b"{}".to_vec());
         write_atomic(&self.running, &text).map_err(io_err(&self.running))
     }
@@ -336,7 +340,10 @@ mod tests {
         let s = Store::open(d.path()).unwrap();
         assert_eq!(s.load_needs().unwrap(), vec![]);
         assert_eq!(fs::read_to_string(s.needs_path()).unwrap(), "[]\n");
-        let needs = vec![Need::new("m", "A"), Need::new("m", "B")];
+        let needs = vec![
+            Need::new("m", allex_protocol::instance!("A")),
+            Need::new("m", allex_protocol::instance!("B")),
+        ];
         s.write_needs(&needs).unwrap();
         assert_eq!(s.load_needs().unwrap(), needs);
         let leftovers: Vec<_> = fs::read_dir(s.dir())
@@ -380,7 +387,7 @@ mod tests {
         assert_eq!(s.load_generation().unwrap(), 65536);
         let mut r = HashMap::new();
         r.insert(
-            "A".to_string(),
+            allex_protocol::instance!("A"),
             RunningHint {
                 master: "m1".into(),
                 generation: Generation(3),
@@ -409,13 +416,17 @@ mod journal_tests {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(d.path()).unwrap();
         let mut j = s.open_running_journal().unwrap();
-        let snap: HashMap<_, _> = [("A".to_string(), hint("m1", 1))].into();
+        let snap: HashMap<_, _> = [(allex_protocol::instance!("A"), hint("m1", 1))].into();
         s.compact_running(&snap, &j).unwrap();
         use std::io::Write;
-        j.write_all(&Store::journal_line("B", Some(&hint("m2", 2))))
+        j.write_all(&Store::journal_line(
+            &allex_protocol::instance!("B"),
+            Some(&hint("m2", 2)),
+        ))
+        .unwrap();
+        j.write_all(&Store::journal_line(&allex_protocol::instance!("A"), None))
             .unwrap();
-        j.write_all(&Store::journal_line("A", None)).unwrap();
-        let want: HashMap<_, _> = [("B".to_string(), hint("m2", 2))].into();
+        let want: HashMap<_, _> = [(allex_protocol::instance!("B"), hint("m2", 2))].into();
         assert_eq!(s.load_running(), want);
         s.compact_running(&want, &j).unwrap();
         assert_eq!(
@@ -424,11 +435,14 @@ mod journal_tests {
                 .len(),
             0
         );
-        j.write_all(&Store::journal_line("C", Some(&hint("m1", 3))))
-            .unwrap();
+        j.write_all(&Store::journal_line(
+            &allex_protocol::instance!("C"),
+            Some(&hint("m1", 3)),
+        ))
+        .unwrap();
         j.write_all(b"{\"instance\":\"D\",\"hi").unwrap();
         let mut want = want;
-        want.insert("C".into(), hint("m1", 3));
+        want.insert(allex_protocol::instance!("C"), hint("m1", 3));
         assert_eq!(s.load_running(), want, "a torn tail is ignored");
     }
 }

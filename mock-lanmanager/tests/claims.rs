@@ -61,7 +61,7 @@ async fn two_masters_racing_for_50_needs_each_need_is_granted_exactly_once() {
     let mut generations = Vec::new();
     for i in 0..50 {
         let inst = format!("N{i}");
-        let (ga, gb) = (a[&inst], b[&inst]);
+        let (ga, gb) = (a[inst.as_str()], b[inst.as_str()]);
         assert!(ga.is_some() != gb.is_some(), "{inst}: m1 {ga:?} m2 {gb:?}");
         generations.push(ga.or(gb).unwrap());
     }
@@ -154,9 +154,12 @@ async fn ports_that_do_not_accept_are_rejected_and_the_need_reopens_once_stopped
 #[tokio::test]
 async fn checked_service_runs_is_found_by_lookup_and_down_reopens_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut tcp_only = Need::new("svc", "T");
+    let mut tcp_only = Need::new("svc", allex_protocol::instance!("T"));
     tcp_only.protocols = Some(vec![Protocol::Tcp]);
-    write_needs(dir.path(), &[Need::new("svc", "A"), tcp_only]);
+    write_needs(
+        dir.path(),
+        &[Need::new("svc", allex_protocol::instance!("A")), tcp_only],
+    );
     let lm = Lm::start(dir.path(), &[]);
     let mut m = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
     let mut watcher = FakeMaster::connect(&lm.addr, "m2", &["svc"]).await;
@@ -181,7 +184,7 @@ async fn checked_service_runs_is_found_by_lookup_and_down_reopens_at_once() {
     watcher
         .send(&MasterToLan::Lookup {
             id: 7,
-            instancename: "A".into(),
+            instancename: allex_protocol::instance!("A"),
         })
         .await;
     match watcher
@@ -207,7 +210,7 @@ async fn checked_service_runs_is_found_by_lookup_and_down_reopens_at_once() {
     watcher
         .send(&MasterToLan::Lookup {
             id: 8,
-            instancename: "A".into(),
+            instancename: allex_protocol::instance!("A"),
         })
         .await;
     match watcher
@@ -286,7 +289,7 @@ async fn spawn_failed_reopens_the_need() {
     let mut m = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
     let g = m.grant("A0").await;
     m.send(&MasterToLan::SpawnFailed {
-        instancename: "A0".into(),
+        instancename: allex_protocol::instance!("A0"),
         generation: g,
         reason: "exec failed".into(),
     })

@@ -25,7 +25,7 @@ async fn flood(addr: String, name: String) -> (Vec<ErrorCode>, String) {
     let sender = tokio::spawn(async move {
         let lookup = Message::text(encode(&MasterToLan::Lookup {
             id: 7,
-            instancename: "A0".into(),
+            instancename: allex_protocol::instance!("A0"),
         }));
         for _ in 0..1_000_000u32 {
             if sink.feed(lookup.clone()).await.is_err() {
@@ -95,7 +95,7 @@ async fn a_flooding_master_is_rate_limited_and_closed_while_others_are_still_ser
 #[tokio::test]
 async fn spawned_with_an_impossible_pid_or_undeclared_ports_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut n = allex_protocol::Need::new("svc", "T");
+    let mut n = allex_protocol::Need::new("svc", allex_protocol::instance!("T"));
     n.protocols = Some(vec![Protocol::Tcp]);
     write_needs(dir.path(), &[n]);
     let lm = Lm::start(dir.path(), &[]);

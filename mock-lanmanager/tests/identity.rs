@@ -168,7 +168,7 @@ async fn a_connection_whose_old_link_does_not_answer_replaces_it() {
     // `old` is no longer read: its socket is open but nothing answers a ping,
     // as with a machine that lost power. The master comes back with its service.
     let inventory = vec![InventoryEntry {
-        instancename: "A0".into(),
+        instancename: allex_protocol::instance!("A0"),
         modulename: "svc".into(),
         generation: g,
         pid: 100,
@@ -206,7 +206,7 @@ async fn a_record_the_inventory_does_not_confirm_is_released_and_what_runs_is_ad
 
     // It comes back saying it runs A0 under the old generation and pid, and not A1.
     let inventory = vec![InventoryEntry {
-        instancename: "A0".into(),
+        instancename: allex_protocol::instance!("A0"),
         modulename: "svc".into(),
         generation: old_g,
         pid: 100,

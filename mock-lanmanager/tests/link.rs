@@ -3,12 +3,13 @@
 mod common;
 
 use allex_protocol::Generation;
+use allex_protocol::InstanceName;
 use allex_protocol::{ErrorCode, InventoryEntry, LanToMaster, MasterToLan, NeedState, Ports};
 use common::*;
 
 fn inv(instance: &str, generation: Generation, pid: u32, ports: Ports) -> InventoryEntry {
     InventoryEntry {
-        instancename: instance.into(),
+        instancename: allex_protocol::InstanceName::new(instance).unwrap(),
         modulename: "svc".into(),
         generation,
         pid,
@@ -16,7 +17,7 @@ fn inv(instance: &str, generation: Generation, pid: u32, ports: Ports) -> Invent
     }
 }
 
-fn stops(msgs: &[LanToMaster]) -> Vec<(String, Generation)> {
+fn stops(msgs: &[LanToMaster]) -> Vec<(InstanceName, Generation)> {
     msgs.iter()
         .filter_map(|m| match m {
             LanToMaster::Stop {
@@ -29,7 +30,7 @@ fn stops(msgs: &[LanToMaster]) -> Vec<(String, Generation)> {
         .collect()
 }
 
-fn opened(msgs: &[LanToMaster]) -> Vec<String> {
+fn opened(msgs: &[LanToMaster]) -> Vec<InstanceName> {
     msgs.iter()
         .filter_map(|m| match m {
             LanToMaster::NeedOpen { need } => Some(need.instancename.clone()),
@@ -72,8 +73,8 @@ async fn reconnect_within_grace_keeps_the_service_and_reconciles_the_inventory()
     assert_eq!(
         got,
         vec![
-            ("A1".to_string(), g_other),
-            ("Gone".to_string(), Generation(7))
+            (allex_protocol::instance!("A1"), g_other),
+            (allex_protocol::instance!("Gone"), Generation(7))
         ]
     );
     let st = lm.status();
@@ -126,7 +127,10 @@ async fn a_gone_masters_refused_service_moves_at_once_and_the_stale_copy_is_stop
     )
     .await;
     let mut m1 = m1;
-    assert_eq!(stops(&m1.drain().await), vec![("A0".to_string(), g1)]);
+    assert_eq!(
+        stops(&m1.drain().await),
+        vec![(allex_protocol::instance!("A0"), g1)]
+    );
     // Its confirmation changes nothing.
     m1.down("A0", g1, 100, 5, true).await;
     m1.drain().await;
@@ -195,7 +199,7 @@ async fn restart_holds_running_needs_for_their_master_and_adopts_its_inventory()
     let lm = Lm::start(dir.path(), &[]);
     let mut m2 = FakeMaster::connect(&lm.addr, "m2", &["svc"]).await;
     let snapshot = m2.drain().await;
-    let offered: Vec<String> = snapshot
+    let offered: Vec<InstanceName> = snapshot
         .iter()
         .filter_map(|x| match x {
             LanToMaster::Needs { needs } => Some(
@@ -409,7 +413,7 @@ async fn reports_on_other_masters_services_or_stale_generations_change_nothing()
     })
     .await;
     m2.send(&MasterToLan::SpawnFailed {
-        instancename: "A0".into(),
+        instancename: allex_protocol::instance!("A0"),
         generation: g,
         reason: "x".into(),
     })

@@ -2,6 +2,7 @@
 
 mod common;
 
+use allex_protocol::InstanceName;
 use allex_protocol::{LanToMaster, NeedState, NeedsFile, Protocol};
 use common::*;
 
@@ -72,7 +73,7 @@ async fn need_add_and_remove_are_on_disk_when_acknowledged_and_survive_restart()
 
     let out = lm.cli(&["need", "remove", "B"]);
     assert!(out.status.success(), "{out:?}");
-    let names: Vec<String> = NeedsFile::load(&lm.needs_path())
+    let names: Vec<InstanceName> = NeedsFile::load(&lm.needs_path())
         .unwrap()
         .0
         .into_iter()
@@ -156,7 +157,7 @@ async fn added_need_is_offered_to_masters_that_serve_it_and_address_is_honoured(
     lm.need_add("svc", "Far", &["--ipaddress", "10.0.0.0/8"]);
     lm.need_add("svc", "Near", &["--ipaddress", "127.0.0.1"]);
     let seen = m.drain().await;
-    let opened: Vec<String> = seen
+    let opened: Vec<InstanceName> = seen
         .iter()
         .filter_map(|x| match x {
             LanToMaster::NeedOpen { need } => Some(need.instancename.clone()),
@@ -207,7 +208,7 @@ async fn concurrent_admin_changes_all_land_on_disk() {
         let out = a.join().unwrap();
         assert!(out.status.success(), "{out:?}");
     }
-    let mut on_disk: Vec<String> = NeedsFile::load(&lm.needs_path())
+    let mut on_disk: Vec<InstanceName> = NeedsFile::load(&lm.needs_path())
         .unwrap()
         .0
         .into_iter()

@@ -2,6 +2,7 @@
 
 mod common;
 
+use allex_protocol::InstanceName;
 use allex_protocol::{LanToMaster, MasterToLan, Ports};
 use common::*;
 use std::time::{Duration, Instant};
@@ -43,7 +44,7 @@ async fn run_all(masters: usize, k: usize, race: bool) -> Duration {
             else {
                 unreachable!()
             };
-            let mine: Vec<String> = needs
+            let mine: Vec<InstanceName> = needs
                 .into_iter()
                 .map(|n| n.instancename)
                 .filter(|i| race || i[1..].parse::<usize>().unwrap() % masters == idx)

@@ -3,13 +3,15 @@
 //! ```no_run
 //! let mut master = allex_protocol::client::MasterClient::from_env()?;
 //! master.ready()?;
-//! let peer = master.lookup("Time")?;
-//! # Ok::<(), allex_protocol::client::ClientError>(())
+//! let time: allex_protocol::InstanceName = "Time".parse()?;
+//! let peer = master.lookup(&time)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use crate::frame::{decode_bytes, encode, MAX_LOCAL_REPLY};
 use crate::lan::ErrorCode;
 use crate::local::{LocalReply, LocalRequest};
+use crate::names::InstanceName;
 use crate::spawn::ENV_MASTER_SOCKET;
 use crate::types::{MasterStatus, ServiceLocation};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -118,9 +120,12 @@ impl MasterClient {
     }
 
     /// Asks where a running service is; `None` when it does not run.
-    pub fn lookup(&mut self, instancename: &str) -> Result<Option<ServiceLocation>, ClientError> {
+    pub fn lookup(
+        &mut self,
+        instancename: &InstanceName,
+    ) -> Result<Option<ServiceLocation>, ClientError> {
         match self.call(&LocalRequest::Lookup {
-            instancename: instancename.to_string(),
+            instancename: instancename.clone(),
         })? {
             LocalReply::Location { location } => Ok(location),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),

@@ -5,6 +5,7 @@
 //! CLI's `admin_hello`; both carry the protocol version and the token.
 
 use crate::generation::Generation;
+use crate::names::InstanceName;
 use crate::need::Need;
 use crate::types::{Capacity, ExitInfo, InventoryEntry, LanStatus, Ports, ServiceLocation};
 use crate::version::ProtocolVersion;
@@ -61,12 +62,12 @@ pub enum MasterToLan {
     /// Asks to satisfy an open need; answered by `grant` or `claim_refused`.
     Claim {
         /// The need's instance name.
-        instancename: String,
+        instancename: InstanceName,
     },
     /// The child for a grant is spawned; the lan manager port-checks it next.
     Spawned {
         /// Instance name.
-        instancename: String,
+        instancename: InstanceName,
         /// The grant's generation.
         generation: Generation,
         /// The child's pid.
@@ -77,7 +78,7 @@ pub enum MasterToLan {
     /// A grant could not be acted on (ports gone, exec failed); the need reopens.
     SpawnFailed {
         /// Instance name.
-        instancename: String,
+        instancename: InstanceName,
         /// The grant's generation.
         generation: Generation,
         /// Why, for the log.
@@ -86,7 +87,7 @@ pub enum MasterToLan {
     /// A child ended: by itself, or because a stop was ordered (`ordered`).
     Down {
         /// Instance name.
-        instancename: String,
+        instancename: InstanceName,
         /// The generation it ran under.
         generation: Generation,
         /// Its pid.
@@ -105,7 +106,7 @@ pub enum MasterToLan {
         /// Correlates the answer.
         id: u64,
         /// The service's instance name.
-        instancename: String,
+        instancename: InstanceName,
     },
     /// Liveness; the lan manager echoes it.
     Heartbeat {
@@ -154,7 +155,7 @@ pub enum LanToMaster {
     /// A need is no longer open (claimed by someone, or removed).
     NeedTaken {
         /// Instance name.
-        instancename: String,
+        instancename: InstanceName,
     },
     /// The claim is granted: spawn within the deadline and report `spawned`.
     Grant {
@@ -168,21 +169,21 @@ pub enum LanToMaster {
     /// The claim lost (someone else holds the need, or it is gone).
     ClaimRefused {
         /// Instance name.
-        instancename: String,
+        instancename: InstanceName,
         /// Why.
         reason: String,
     },
     /// The port check passed: the service is listed as running.
     Running {
         /// Instance name.
-        instancename: String,
+        instancename: InstanceName,
         /// Generation.
         generation: Generation,
     },
     /// The port check failed; the master stops the child and frees its ports.
     Rejected {
         /// Instance name.
-        instancename: String,
+        instancename: InstanceName,
         /// Generation.
         generation: Generation,
         /// Why (which port did not accept).
@@ -191,7 +192,7 @@ pub enum LanToMaster {
     /// Stop this child (need removed, or the need belongs to someone else now).
     Stop {
         /// Instance name.
-        instancename: String,
+        instancename: InstanceName,
         /// The generation to stop; a different generation is left alone.
         generation: Generation,
         /// Why.
@@ -240,7 +241,7 @@ pub enum AdminToLan {
     /// Removes a need and stops its service; acknowledged once on disk.
     NeedRemove {
         /// Instance name.
-        instancename: String,
+        instancename: InstanceName,
     },
     /// Asks for needs, running services and masters.
     Status,

@@ -31,6 +31,7 @@ pub use error::{DecodeError, FileError};
 pub use generation::Generation;
 pub use lan::{AdminToLan, ErrorCode, LanToAdmin, LanToMaster, MasterHello, MasterToLan, Opening};
 pub use local::{LocalReply, LocalRequest};
+pub use names::InstanceName;
 pub use need::{Need, NeedsFile};
 pub use per_protocol::PerProtocol;
 pub use types::{

@@ -5,6 +5,7 @@
 //! the socket's peer credentials, never by what it claims to be.
 
 use crate::lan::ErrorCode;
+use crate::names::InstanceName;
 use crate::types::{MasterStatus, ServiceLocation};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -22,7 +23,7 @@ pub enum LocalRequest {
     /// Where does the service with this instance name run?
     Lookup {
         /// Instance name.
-        instancename: String,
+        instancename: InstanceName,
     },
     /// What the master holds, for `allexmaster status`.
     Status,

@@ -105,6 +105,16 @@ pub(crate) fn parse_array<T: DeserializeOwned>(
                 out.push((pos, value));
                 pos = skip_ws(text, end);
             }
+            // A bad instance name fails while the value decodes, where
+            // serde points past the value: point at its key instead, as
+            // the checks after decoding do.
+            Some(Err(err))
+                if err.classify() == serde_json::error::Category::Data
+                    && err.to_string().starts_with("instancename ") =>
+            {
+                let at = find_key(text, pos, "instancename");
+                return Err(error_at(path, text, at, strip_position(&err.to_string())));
+            }
             Some(Err(err)) => return Err(json_error(path, text, pos, &err)),
             None => {
                 return Err(error_at(

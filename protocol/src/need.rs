@@ -3,6 +3,7 @@
 use crate::error::FileError;
 use crate::located::{error_at, find_key, parse_array};
 use crate::names::validate_name;
+use crate::names::InstanceName;
 use crate::types::Protocol;
 use ipnet::IpNet;
 use schemars::JsonSchema;
@@ -21,7 +22,7 @@ pub struct Need {
     /// The module to run; a master only runs modules from its own catalogue.
     pub modulename: String,
     /// The unique name of this instance.
-    pub instancename: String,
+    pub instancename: InstanceName,
     /// Free-form properties handed to the service in `ALLEX_SPAWN`.
     #[serde(default)]
     #[cfg_attr(test, proptest(strategy = "arb::property_hash()"))]
@@ -50,10 +51,10 @@ pub enum NeedError {
 
 impl Need {
     /// A need with no properties, no address restriction and all protocols.
-    pub fn new(modulename: impl Into<String>, instancename: impl Into<String>) -> Self {
+    pub fn new(modulename: impl Into<String>, instancename: InstanceName) -> Self {
         Need {
             modulename: modulename.into(),
-            instancename: instancename.into(),
+            instancename,
             propertyhash: serde_json::Map::new(),
             ipaddress: None,
             protocols: None,
@@ -63,7 +64,6 @@ impl Need {
     /// Checks names, address and protocols; every need is checked before it is stored.
     pub fn validate(&self) -> Result<(), NeedError> {
         validate_name("modulename", &self.modulename)?;
-        validate_name("instancename", &self.instancename)?;
         if let Some(a) = &self.ipaddress {
             parse_ipaddress(a)?;
         }
@@ -146,7 +146,7 @@ impl NeedsFile {
                     at,
                     format!(
                         "duplicate instancename {:?} (first defined on line {line})",
-                        need.instancename
+                        need.instancename.as_str()
                     ),
                 ));
             }
@@ -172,6 +172,7 @@ impl NeedsFile {
 /// proptest strategies for types whose fields need a hand-written one.
 #[cfg(test)]
 pub(crate) mod arb {
+    use super::InstanceName;
     use proptest::prelude::*;
     use serde_json::{Map, Value};
 
@@ -200,7 +201,7 @@ pub(crate) mod arb {
     pub fn valid_need() -> impl Strategy<Value = super::Need> {
         (
             "[a-z][a-z0-9_]{0,10}",
-            "[A-Z][A-Za-z0-9_.-]{0,10}",
+            any::<InstanceName>(),
             property_hash(),
             prop::option::of(prop_oneof![
                 Just("10.1.2.3".to_string()),
@@ -233,7 +234,10 @@ mod tests {
         let text =
             r#"[{"modulename":"allex_timeservice","instancename":"Time","propertyhash":{}}]"#;
         let f = NeedsFile::parse(Path::new("needs"), text).unwrap();
-        assert_eq!(f.0, vec![Need::new("allex_timeservice", "Time")]);
+        assert_eq!(
+            f.0,
+            vec![Need::new("allex_timeservice", crate::instance!("Time"))]
+        );
         assert_eq!(f.0[0].protocols(), Protocol::ALL.to_vec());
     }
 
@@ -264,7 +268,7 @@ mod tests {
 
     #[test]
     fn cidr_and_address_restrict() {
-        let mut n = Need::new("m", "A");
+        let mut n = Need::new("m", crate::instance!("A"));
         n.ipaddress = Some("10.1.0.0/16".into());
         assert!(n.allows("10.1.2.3".parse().unwrap()));
         assert!(!n.allows("10.2.0.1".parse().unwrap()));
@@ -277,7 +281,7 @@ mod tests {
 
     #[test]
     fn protocols_subset_in_canonical_order() {
-        let mut n = Need::new("m", "A");
+        let mut n = Need::new("m", crate::instance!("A"));
         n.protocols = Some(vec![Protocol::Ws, Protocol::Tcp]);
         assert_eq!(n.protocols(), vec![Protocol::Tcp, Protocol::Ws]);
         n.protocols = Some(vec![]);

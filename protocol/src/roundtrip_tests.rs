@@ -49,7 +49,7 @@ proptest! {
     #[test]
     fn needs_file_through_its_reader(
         needs in proptest::collection::btree_map(
-            "[A-Z][a-z0-9]{0,6}",
+            any::<crate::InstanceName>(),
             crate::need::arb::valid_need(),
             0..5,
         )

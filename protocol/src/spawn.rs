@@ -1,5 +1,6 @@
 //! The environment a spawned service sees.
 
+use crate::names::InstanceName;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -27,7 +28,7 @@ pub struct SpawnInfo {
     /// Module name.
     pub modulename: String,
     /// Instance name.
-    pub instancename: String,
+    pub instancename: InstanceName,
     /// The need's properties.
     #[cfg_attr(test, proptest(strategy = "crate::need::arb::property_hash()"))]
     pub propertyhash: serde_json::Map<String, serde_json::Value>,

@@ -1,6 +1,7 @@
 //! Small value types that several messages and status reports share.
 
 use crate::generation::Generation;
+use crate::names::InstanceName;
 use crate::need::Need;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -132,7 +133,7 @@ pub struct Capacity {
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct InventoryEntry {
     /// The need's instance name.
-    pub instancename: String,
+    pub instancename: InstanceName,
     /// The module the child runs.
     pub modulename: String,
     /// The generation of the grant the child was spawned under.
@@ -148,7 +149,7 @@ pub struct InventoryEntry {
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct ServiceLocation {
     /// The service's instance name.
-    pub instancename: String,
+    pub instancename: InstanceName,
     /// The module it runs.
     pub modulename: String,
     /// The address its master advertises.
@@ -177,7 +178,7 @@ pub enum ChildState {
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct ChildStatus {
     /// Instance name.
-    pub instancename: String,
+    pub instancename: InstanceName,
     /// Module name.
     pub modulename: String,
     /// Pid (also its process group).
@@ -270,7 +271,7 @@ pub struct NeedStatus {
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct RunningService {
     /// Instance name.
-    pub instancename: String,
+    pub instancename: InstanceName,
     /// Module name.
     pub modulename: String,
     /// The master that runs it.

@@ -18,7 +18,7 @@ fn ports() -> Ports {
 }
 
 fn need() -> Need {
-    let mut n = Need::new("allex_timeservice", "Time");
+    let mut n = Need::new("allex_timeservice", allex_protocol::instance!("Time"));
     n.propertyhash
         .insert("tick".into(), serde_json::json!(1000));
     n
@@ -41,7 +41,7 @@ fn hello() -> MasterHello {
             },
         },
         inventory: vec![InventoryEntry {
-            instancename: "Time".into(),
+            instancename: allex_protocol::instance!("Time"),
             modulename: "allex_timeservice".into(),
             generation: Generation(7),
             pid: 4343,
@@ -64,21 +64,21 @@ fn master_to_lan_examples() {
     let msgs = vec![
         MasterToLan::Hello(hello()),
         MasterToLan::Claim {
-            instancename: "Time".into(),
+            instancename: allex_protocol::instance!("Time"),
         },
         MasterToLan::Spawned {
-            instancename: "Time".into(),
+            instancename: allex_protocol::instance!("Time"),
             generation: Generation(7),
             pid: 4343,
             ports: ports(),
         },
         MasterToLan::SpawnFailed {
-            instancename: "Time".into(),
+            instancename: allex_protocol::instance!("Time"),
             generation: Generation(7),
             reason: "tcp range exhausted".into(),
         },
         MasterToLan::Down {
-            instancename: "Time".into(),
+            instancename: allex_protocol::instance!("Time"),
             generation: Generation(7),
             pid: 4343,
             exit: ExitInfo {
@@ -98,7 +98,7 @@ fn master_to_lan_examples() {
         }),
         MasterToLan::Lookup {
             id: 1,
-            instancename: "Time".into(),
+            instancename: allex_protocol::instance!("Time"),
         },
         MasterToLan::Heartbeat { seq: 3 },
         MasterToLan::Leaving,
@@ -120,7 +120,7 @@ fn lan_to_master_examples() {
         },
         LanToMaster::NeedOpen { need: need() },
         LanToMaster::NeedTaken {
-            instancename: "Time".into(),
+            instancename: allex_protocol::instance!("Time"),
         },
         LanToMaster::Grant {
             need: need(),
@@ -128,27 +128,27 @@ fn lan_to_master_examples() {
             deadline_ms: 5000,
         },
         LanToMaster::ClaimRefused {
-            instancename: "Time".into(),
+            instancename: allex_protocol::instance!("Time"),
             reason: "held by host2:/tmp".into(),
         },
         LanToMaster::Running {
-            instancename: "Time".into(),
+            instancename: allex_protocol::instance!("Time"),
             generation: Generation(7),
         },
         LanToMaster::Rejected {
-            instancename: "Time".into(),
+            instancename: allex_protocol::instance!("Time"),
             generation: Generation(7),
             reason: "tcp port 15000 refused".into(),
         },
         LanToMaster::Stop {
-            instancename: "Time".into(),
+            instancename: allex_protocol::instance!("Time"),
             generation: Generation(7),
             reason: "need removed".into(),
         },
         LanToMaster::LookupResult {
             id: 1,
             location: Some(ServiceLocation {
-                instancename: "Time".into(),
+                instancename: allex_protocol::instance!("Time"),
                 modulename: "allex_timeservice".into(),
                 address: "192.168.1.10".into(),
                 ports: ports(),
@@ -172,7 +172,7 @@ fn admin_examples() {
         },
         AdminToLan::NeedAdd { need: need() },
         AdminToLan::NeedRemove {
-            instancename: "Time".into(),
+            instancename: allex_protocol::instance!("Time"),
         },
         AdminToLan::Status,
         AdminToLan::MasterForget {
@@ -196,7 +196,7 @@ fn admin_examples() {
                     failures: 0,
                 }],
                 running: vec![RunningService {
-                    instancename: "Time".into(),
+                    instancename: allex_protocol::instance!("Time"),
                     modulename: "allex_timeservice".into(),
                     master: "host1:/tmp".into(),
                     address: "192.168.1.10".into(),
@@ -228,7 +228,7 @@ fn local_examples() {
     let reqs = vec![
         LocalRequest::Ready,
         LocalRequest::Lookup {
-            instancename: "Time".into(),
+            instancename: allex_protocol::instance!("Time"),
         },
         LocalRequest::Status,
     ];
@@ -246,7 +246,7 @@ fn local_examples() {
                 fdlimit: 1024,
                 fd_exhausted: false,
                 children: vec![ChildStatus {
-                    instancename: "Time".into(),
+                    instancename: allex_protocol::instance!("Time"),
                     modulename: "allex_timeservice".into(),
                     pid: 4343,
                     ports: ports(),
@@ -335,5 +335,11 @@ fn malformed_input_gets_typed_errors() {
 fn allexjs_needs_file_parses() {
     let text = r#"[{"modulename":"allex_timeservice","instancename":"Time","propertyhash":{}}]"#;
     let f = NeedsFile::parse(std::path::Path::new(".allexlanmanager/needs"), text).unwrap();
-    assert_eq!(f.0, vec![Need::new("allex_timeservice", "Time")]);
+    assert_eq!(
+        f.0,
+        vec![Need::new(
+            "allex_timeservice",
+            allex_protocol::instance!("Time")
+        )]
+    );
 }

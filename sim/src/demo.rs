@@ -10,6 +10,7 @@ use crate::bins::{binary, BinaryNotFound};
 use crate::harness::{HarnessError, LanManager, LanOptions, Master, MasterOptions, Timings};
 use crate::wait::{read_port_banner, wait_until};
 use allex_protocol::config::PortStarts;
+use allex_protocol::InstanceName;
 use allex_protocol::{LanStatus, Need, RunningService};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use std::collections::BTreeMap;
@@ -23,6 +24,11 @@ use std::time::Duration;
 pub const DEMO_MODULE: &str = "allex_testsvc";
 /// The instance the demo adds.
 pub const DEMO_INSTANCE: &str = "Demo";
+
+/// [`DEMO_INSTANCE`] as the instance name it is.
+fn demo_instance() -> InstanceName {
+    allex_protocol::instance!("Demo")
+}
 /// How long the demo waits for any one step.
 const STEP_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -166,7 +172,7 @@ fn show(lan: &LanManager, master: &Master, bins: &Bins, once: bool) -> Result<()
     if connected.is_none() {
         return Ok(());
     }
-    lan.need_add(&Need::new(DEMO_MODULE, DEMO_INSTANCE))?;
+    lan.need_add(&Need::new(DEMO_MODULE, demo_instance()))?;
     println!(
         "need added   {{\"modulename\":\"{DEMO_MODULE}\",\"instancename\":\"{DEMO_INSTANCE}\"}}"
     );
@@ -256,7 +262,7 @@ fn install_stop_handlers() -> Result<(), DemoError> {
 fn running(st: &LanStatus) -> BTreeMap<String, RunningService> {
     st.running
         .iter()
-        .map(|r| (r.instancename.clone(), r.clone()))
+        .map(|r| (r.instancename.to_string(), r.clone()))
         .collect()
 }
 
@@ -297,7 +303,7 @@ fn follow(lan: &LanManager) {
                 let now: BTreeMap<String, (u32, String)> = st
                     .running
                     .iter()
-                    .map(|r| (r.instancename.clone(), (r.pid, r.master.clone())))
+                    .map(|r| (r.instancename.to_string(), (r.pid, r.master.clone())))
                     .collect();
                 for (name, (pid, master)) in &now {
                     match last.get(name) {

@@ -161,7 +161,7 @@ fn check_lan(obs: &Observation, v: &mut Vec<Violation>) {
         match need {
             Some(n) if n.state == NeedState::Running && n.master.as_deref() == Some(&r.master) => {}
             other => v.push(Violation::RecordWithoutNeed {
-                instance: r.instancename.clone(),
+                instance: r.instancename.to_string(),
                 need: format!("{:?}", other.map(|n| (n.state, &n.master))),
             }),
         }
@@ -177,7 +177,7 @@ fn check_lan(obs: &Observation, v: &mut Vec<Violation>) {
         }
         if !crate::procscan::is_alive(r.pid) {
             v.push(Violation::DeadPid {
-                instance: r.instancename.clone(),
+                instance: r.instancename.to_string(),
                 pid: r.pid,
             });
             continue;
@@ -186,7 +186,7 @@ fn check_lan(obs: &Observation, v: &mut Vec<Violation>) {
             if let Some(st) = &m.status {
                 if !st.children.iter().any(|c| c.pid == r.pid) {
                     v.push(Violation::UnknownToMaster {
-                        instance: r.instancename.clone(),
+                        instance: r.instancename.to_string(),
                         master: r.master.clone(),
                         pid: r.pid,
                     });
@@ -201,7 +201,7 @@ fn check_lan(obs: &Observation, v: &mut Vec<Violation>) {
             match read_port_banner(addr) {
                 Some(b) if b.pid == r.pid && b.instance == r.instancename => {}
                 Some(banner) => v.push(Violation::PortOwnedByOther {
-                    instance: r.instancename.clone(),
+                    instance: r.instancename.to_string(),
                     protocol,
                     addr,
                     pid: r.pid,
@@ -216,7 +216,7 @@ fn check_lan(obs: &Observation, v: &mut Vec<Violation>) {
                     .is_err()
                     {
                         v.push(Violation::PortSilent {
-                            instance: r.instancename.clone(),
+                            instance: r.instancename.to_string(),
                             protocol,
                             addr,
                         });
@@ -247,12 +247,12 @@ fn check_master(
             holders
                 .entry(port)
                 .or_default()
-                .push(c.instancename.clone());
+                .push(c.instancename.to_string());
             if let Some(r) = ranges.and_then(|r| r.get(&protocol)) {
                 if !r.contains(&u32::from(port)) {
                     v.push(Violation::PortOutOfRange {
                         master: m.name.clone(),
-                        instance: c.instancename.clone(),
+                        instance: c.instancename.to_string(),
                         protocol,
                         port,
                     });

@@ -10,6 +10,7 @@
 use crate::harness::{HarnessError, LanManager, LanOptions, Master, MasterOptions, Timings};
 use crate::netns::{Host, NetnsError, TestLan};
 use crate::wait::{read_port_banner, wait_until, WaitError};
+use allex_protocol::InstanceName;
 use allex_protocol::{LanStatus, Need, RunningService, ServiceLocation};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -119,10 +120,10 @@ pub struct LanSetup {
 }
 
 /// A need for the test service, optionally restricted to `ipaddress`.
-pub fn testsvc_need(instance: &str, ipaddress: Option<String>) -> Need {
+pub fn testsvc_need(instance: InstanceName, ipaddress: Option<String>) -> Need {
     Need {
         modulename: MODULE.into(),
-        instancename: instance.into(),
+        instancename: instance,
         propertyhash: serde_json::Map::new(),
         ipaddress,
         protocols: None,
@@ -298,15 +299,36 @@ impl LanSetup {
         let a = |i: usize| self.master_host(i).address;
         vec![
             // A bare address, a /32 and a /31 covering two hosts.
-            (testsvc_need("PinA", Some(a(0).to_string())), vec![0]),
-            (testsvc_need("PinB", Some(format!("{}/32", a(1)))), vec![1]),
-            (testsvc_need("PinC", Some(a(2).to_string())), vec![2]),
             (
-                testsvc_need("Pair", Some(format!("{}/31", a(0)))),
+                testsvc_need(allex_protocol::instance!("PinA"), Some(a(0).to_string())),
+                vec![0],
+            ),
+            (
+                testsvc_need(
+                    allex_protocol::instance!("PinB"),
+                    Some(format!("{}/32", a(1))),
+                ),
+                vec![1],
+            ),
+            (
+                testsvc_need(allex_protocol::instance!("PinC"), Some(a(2).to_string())),
+                vec![2],
+            ),
+            (
+                testsvc_need(
+                    allex_protocol::instance!("Pair"),
+                    Some(format!("{}/31", a(0))),
+                ),
                 vec![0, 1],
             ),
-            (testsvc_need("FreeA", None), vec![0, 1, 2]),
-            (testsvc_need("FreeB", None), vec![0, 1, 2]),
+            (
+                testsvc_need(allex_protocol::instance!("FreeA"), None),
+                vec![0, 1, 2],
+            ),
+            (
+                testsvc_need(allex_protocol::instance!("FreeB"), None),
+                vec![0, 1, 2],
+            ),
         ]
     }
 
@@ -317,7 +339,10 @@ impl LanSetup {
     pub fn check_placement(&self) -> Result<(), LanModeError> {
         let needs = self.placement_needs();
         // 198.18.x.128/25 holds none of the hosts (.1 to .4).
-        let nowhere = testsvc_need("Nowhere", Some(format!("{}/25", self.net.address(128))));
+        let nowhere = testsvc_need(
+            allex_protocol::instance!("Nowhere"),
+            Some(format!("{}/25", self.net.address(128))),
+        );
         for (need, _) in &needs {
             self.lanmanager.need_add(need)?;
         }
@@ -420,7 +445,7 @@ impl LanSetup {
         let cut = self
             .master_index(&cut_name)
             .ok_or_else(|| LanModeError::Broken(format!("unknown master {cut_name}")))?;
-        let allowed: BTreeMap<String, Vec<usize>> = self
+        let allowed: BTreeMap<InstanceName, Vec<usize>> = self
             .placement_needs()
             .into_iter()
             .map(|(n, a)| (n.instancename, a))
@@ -429,12 +454,12 @@ impl LanSetup {
         let mut pinned = Vec::new();
         for r in before.running.iter().filter(|r| r.master == cut_name) {
             let others = allowed
-                .get(&r.instancename)
+                .get(r.instancename.as_str())
                 .is_some_and(|a| a.iter().any(|i| *i != cut));
             if others {
-                movable.insert(r.instancename.clone(), r.pid);
+                movable.insert(r.instancename.to_string(), r.pid);
             } else {
-                pinned.push(r.instancename.clone());
+                pinned.push(r.instancename.to_string());
             }
         }
         let stop = AtomicBool::new(false);
@@ -650,11 +675,16 @@ impl LanSetup {
     pub fn check_lookup(&self) -> Result<(), LanModeError> {
         let target_host = self.master_host(0).address;
         let finder_host = self.master_host(2);
-        self.lanmanager
-            .need_add(&testsvc_need("Target", Some(format!("{target_host}/32"))))?;
+        self.lanmanager.need_add(&testsvc_need(
+            allex_protocol::instance!("Target"),
+            Some(format!("{target_host}/32")),
+        ))?;
         let status = self.wait_running(&["Target"])?;
         let target = running(&status, "Target")[0].clone();
-        let mut finder = testsvc_need("Finder", Some(finder_host.address.to_string()));
+        let mut finder = testsvc_need(
+            allex_protocol::instance!("Finder"),
+            Some(finder_host.address.to_string()),
+        );
         finder
             .propertyhash
             .insert("lookup".into(), serde_json::Value::from("Target"));

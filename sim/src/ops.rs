@@ -5,6 +5,7 @@
 
 use crate::harness::{Cluster, HarnessError, Timings};
 use crate::virtual_master::{impostor_hello_blocking, ImpostorOutcome};
+use allex_protocol::InstanceName;
 use allex_protocol::{LanStatus, Need};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -195,8 +196,12 @@ impl Model {
 
     /// [`Model::check`] over one status of the lan manager.
     pub fn check_status(&self, st: &LanStatus, timings: &Timings) -> Result<(), String> {
-        let listed: BTreeSet<&String> = st.needs.iter().map(|n| &n.need.instancename).collect();
-        let wanted: BTreeSet<&String> = self.needs.keys().collect();
+        let listed: BTreeSet<&str> = st
+            .needs
+            .iter()
+            .map(|n| n.need.instancename.as_str())
+            .collect();
+        let wanted: BTreeSet<&str> = self.needs.keys().map(String::as_str).collect();
         if listed != wanted {
             return Err(format!(
                 "NeedsDiffer: the lan manager lists needs {listed:?}, the acknowledged operations left {wanted:?}"
@@ -205,7 +210,7 @@ impl Model {
         for n in &st.needs {
             let name = &n.need.instancename;
             let (Some(Some(crash_ms)), Some((added, kills))) =
-                (self.needs.get(name), self.loops.get(name))
+                (self.needs.get(name.as_str()), self.loops.get(name.as_str()))
             else {
                 continue;
             };
@@ -263,7 +268,7 @@ pub fn apply(cluster: &mut Cluster, model: &mut Model, op: &Op) -> Result<(), Ha
             if model.needs.contains_key(instance) {
                 return Ok(());
             }
-            let mut need = Need::new("testsvc", instance.clone());
+            let mut need = Need::new("testsvc", InstanceName::new(instance.as_str())?);
             if let Some(ms) = crash_after_ms {
                 need.propertyhash
                     .insert("crash_after_ms".into(), (*ms).into());
@@ -545,7 +550,7 @@ mod tests {
             needs: needs
                 .iter()
                 .map(|(name, failures)| allex_protocol::NeedStatus {
-                    need: Need::new("testsvc", *name),
+                    need: Need::new("testsvc", InstanceName::new(*name).unwrap()),
                     state: allex_protocol::NeedState::Backoff,
                     master: None,
                     retry_in_ms: None,

@@ -11,6 +11,7 @@ use allex_protocol::spawn::{
     SpawnInfo, ENV_HTTP_PORT, ENV_MASTER_SOCKET, ENV_TCP_PORT, ENV_WS_PORT,
 };
 use allex_protocol::types::Protocol;
+use allex_protocol::InstanceName;
 use serde_json::{Map, Value};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -79,7 +80,7 @@ pub struct Knobs {
     /// Bytes written to stdout and to stderr at start.
     pub spam_bytes: u64,
     /// Instance to look up through the master, printing the answer.
-    pub lookup: Option<String>,
+    pub lookup: Option<InstanceName>,
     /// Do not tell the master we are ready.
     pub no_ready: bool,
     /// Start a `sleep` that leaves our process group and session (`setsid`)
@@ -122,8 +123,10 @@ impl Knobs {
         };
         let lookup = match ph.get("lookup") {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => return Err(wrong("lookup", "a string")),
+            Some(Value::String(s)) => Some(
+                InstanceName::new(s.as_str()).map_err(|_| wrong("lookup", "an instance name"))?,
+            ),
+            Some(_) => return Err(wrong("lookup", "an instance name")),
         };
         Ok(Knobs {
             crash_after_ms: uint("crash_after_ms")?,

@@ -7,6 +7,7 @@
 //! the lan manager's port check does its real work; only the child is missing.
 
 use allex_protocol::frame::{decode_text, encode, MAX_FROM_LAN_FRAME};
+use allex_protocol::InstanceName;
 use allex_protocol::{
     Capacity, LanToMaster, MasterHello, MasterToLan, Need, PortCounts, Ports, PROTOCOL_VERSION,
 };
@@ -296,12 +297,12 @@ impl VirtualMaster {
 
     async fn claim(
         &mut self,
-        instancename: &str,
+        instancename: &InstanceName,
         stats: &mut ServeStats,
     ) -> Result<(), VirtualMasterError> {
         stats.claimed += 1;
         self.send(&MasterToLan::Claim {
-            instancename: instancename.to_string(),
+            instancename: instancename.clone(),
         })
         .await
     }

@@ -14,7 +14,7 @@ const T: Duration = Duration::from_secs(20);
 #[test]
 fn lan_manager_keeps_needs_across_a_restart() {
     let mut lan = LanManager::start(LanOptions::default()).unwrap();
-    let mut need = Need::new("testsvc", "Keep");
+    let mut need = Need::new("testsvc", allex_protocol::instance!("Keep"));
     need.propertyhash
         .insert("crash_after_ms".into(), 5000.into());
     need.protocols = Some(vec![Protocol::Tcp, Protocol::Ws]);
@@ -64,7 +64,9 @@ fn a_master_starts_in_its_own_directory_and_reports_status() {
 #[test]
 fn a_need_runs_on_testsvc_and_its_ports_name_the_pid() {
     let cluster = Cluster::start(ClusterOptions::default()).unwrap();
-    cluster.need_add(&Need::new("testsvc", "Svc")).unwrap();
+    cluster
+        .need_add(&Need::new("testsvc", allex_protocol::instance!("Svc")))
+        .unwrap();
     let run = cluster.wait_running("Svc", T).unwrap();
     assert_eq!(run.master, cluster.master(0).name());
     let ip: std::net::IpAddr = run.address.parse().unwrap();
@@ -85,7 +87,9 @@ fn a_need_runs_on_testsvc_and_its_ports_name_the_pid() {
 #[test]
 fn a_killed_master_leaves_no_child_and_drop_cleans_up() {
     let mut cluster = Cluster::start(ClusterOptions::default()).unwrap();
-    cluster.need_add(&Need::new("testsvc", "Orphan")).unwrap();
+    cluster
+        .need_add(&Need::new("testsvc", allex_protocol::instance!("Orphan")))
+        .unwrap();
     let run = cluster.wait_running("Orphan", T).unwrap();
     cluster.master_mut(0).kill().unwrap();
     wait_until("the master's children to die", T, || {
@@ -151,7 +155,9 @@ fn a_token_reaches_masters_and_cli_calls() {
     let mut opts = ClusterOptions::default();
     opts.lan.token = Some("s3cret-token".into());
     let cluster = Cluster::start(opts).unwrap();
-    cluster.need_add(&Need::new("testsvc", "Tok")).unwrap();
+    cluster
+        .need_add(&Need::new("testsvc", allex_protocol::instance!("Tok")))
+        .unwrap();
     cluster.wait_running("Tok", T).unwrap();
 
     let mut bare = std::process::Command::new(allex_sim::binary("allexlanmanager").unwrap());

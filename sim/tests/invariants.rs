@@ -36,7 +36,7 @@ fn svc(instance: &str) -> (Proc, u16) {
 
 fn record(instance: &str, master: &str, pid: u32, port: u16) -> RunningService {
     RunningService {
-        instancename: instance.into(),
+        instancename: allex_protocol::InstanceName::new(instance).unwrap(),
         modulename: "testsvc".into(),
         master: master.into(),
         address: "127.0.0.1".into(),
@@ -53,7 +53,10 @@ fn record(instance: &str, master: &str, pid: u32, port: u16) -> RunningService {
 
 fn need(instance: &str, master: &str) -> NeedStatus {
     NeedStatus {
-        need: Need::new("testsvc", instance),
+        need: Need::new(
+            "testsvc",
+            allex_protocol::InstanceName::new(instance).unwrap(),
+        ),
         state: NeedState::Running,
         master: Some(master.into()),
         retry_in_ms: None,
@@ -63,7 +66,7 @@ fn need(instance: &str, master: &str) -> NeedStatus {
 
 fn child(instance: &str, pid: u32, port: u16) -> ChildStatus {
     ChildStatus {
-        instancename: instance.into(),
+        instancename: allex_protocol::InstanceName::new(instance).unwrap(),
         modulename: "testsvc".into(),
         pid,
         ports: Ports {
@@ -212,7 +215,10 @@ fn a_cluster_running_needs_on_two_masters_keeps_the_invariants() {
     .unwrap();
     for i in 0..4 {
         cluster
-            .need_add(&Need::new("testsvc", format!("N{i}")))
+            .need_add(&Need::new(
+                "testsvc",
+                allex_protocol::InstanceName::new(format!("N{i}")).unwrap(),
+            ))
             .unwrap();
     }
     for i in 0..4 {

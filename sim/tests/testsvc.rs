@@ -21,7 +21,7 @@ const T: Duration = Duration::from_secs(10);
 fn testsvc(instance: &str, props: Value, ports: [Option<u16>; 3]) -> Command {
     let info = SpawnInfo {
         modulename: "testsvc".into(),
-        instancename: instance.into(),
+        instancename: allex_protocol::InstanceName::new(instance).unwrap(),
         propertyhash: props.as_object().cloned().unwrap_or_default(),
         tcpport: ports[0],
         httpport: ports[1],
@@ -318,7 +318,7 @@ fn fake_master(
 
 fn time_location() -> ServiceLocation {
     ServiceLocation {
-        instancename: "Time".into(),
+        instancename: allex_protocol::instance!("Time"),
         modulename: "timesvc".into(),
         address: "10.0.0.7".into(),
         ports: Ports {
@@ -348,7 +348,7 @@ fn says_ready_and_prints_lookups_over_the_master_socket() {
         vec![
             LocalRequest::Ready,
             LocalRequest::Lookup {
-                instancename: "Time".into()
+                instancename: allex_protocol::instance!("Time")
             }
         ]
     );
@@ -371,7 +371,7 @@ fn no_ready_keeps_quiet_but_still_looks_up() {
     assert_eq!(
         master.join().unwrap(),
         vec![LocalRequest::Lookup {
-            instancename: "Time".into()
+            instancename: allex_protocol::instance!("Time")
         }]
     );
     assert!(!p.lines().iter().any(|l| l == "ready"));

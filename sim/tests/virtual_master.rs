@@ -19,9 +19,16 @@ fn racing_virtual_masters_run_each_need_once_on_their_real_ports() {
     let lan = LanManager::start(LanOptions::default()).unwrap();
     let addr = lan.addr();
     let k = 30;
-    let mut needs: Vec<Need> = (0..k).map(|i| Need::new("svc", format!("n{i}"))).collect();
+    let mut needs: Vec<Need> = (0..k)
+        .map(|i| {
+            Need::new(
+                "svc",
+                allex_protocol::InstanceName::new(format!("n{i}")).unwrap(),
+            )
+        })
+        .collect();
     // Nobody serves this module: it must stay open.
-    needs.push(Need::new("elsewhere", "orphan"));
+    needs.push(Need::new("elsewhere", allex_protocol::instance!("orphan")));
     rt.block_on(add_all(addr, needs, 4)).unwrap();
 
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);

@@ -37,9 +37,14 @@ pub fn cluster(masters: usize, proxies: bool, ports: u16, timings: Timings) -> C
     Cluster::start(opts).unwrap_or_else(|e| panic!("cluster did not start: {e}"))
 }
 
+/// `s` as an instance name; a test's names are its own, so a bad one is the test's bug.
+pub fn name(s: &str) -> allex_protocol::InstanceName {
+    allex_protocol::InstanceName::new(s).unwrap_or_else(|e| panic!("test instance name: {e}"))
+}
+
 /// A `testsvc` need with these properties (a JSON object).
 pub fn need(instance: &str, props: serde_json::Value) -> Need {
-    let mut n = Need::new(MODULE, instance);
+    let mut n = Need::new(MODULE, name(instance));
     if let serde_json::Value::Object(m) = props {
         n.propertyhash = m;
     }
@@ -62,7 +67,7 @@ pub fn add_needs(c: &Cluster, prefix: &str, n: usize) -> Vec<String> {
 pub fn running_map(st: &LanStatus) -> BTreeMap<String, RunningService> {
     st.running
         .iter()
-        .map(|r| (r.instancename.clone(), r.clone()))
+        .map(|r| (r.instancename.to_string(), r.clone()))
         .collect()
 }
 
@@ -178,7 +183,7 @@ pub fn assert_serves(rec: &RunningService) {
     for (protocol, port) in declared {
         let addr = SocketAddr::new(ip, port);
         let want = Banner {
-            instance: rec.instancename.clone(),
+            instance: rec.instancename.to_string(),
             pid: rec.pid,
         };
         // The port check already passed, so one answer is expected at once;

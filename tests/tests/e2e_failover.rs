@@ -62,7 +62,7 @@ fn two_masters_racing_for_50_needs_run_each_exactly_once() {
             m.name()
         );
         for ch in &st.children {
-            held.entry(ch.instancename.clone())
+            held.entry(ch.instancename.to_string())
                 .or_default()
                 .push(m.name().to_string());
         }
@@ -117,7 +117,7 @@ fn lan_manager_restart_restarts_nothing_and_loses_no_need() {
     let needs: BTreeSet<_> = st
         .needs
         .iter()
-        .map(|n| n.need.instancename.clone())
+        .map(|n| n.need.instancename.to_string())
         .collect();
     assert_eq!(
         needs,

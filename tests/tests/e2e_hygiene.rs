@@ -102,7 +102,10 @@ fn the_processes_own_logs_stay_small_while_200_needs_crash_loop() {
     opts.master.services.insert("crasher".into(), crasher);
     let c = Cluster::start(opts).unwrap_or_else(|e| panic!("{e}"));
     for i in 0..200 {
-        let mut n = allex_protocol::Need::new("crasher", format!("loop{i:03}"));
+        let mut n = allex_protocol::Need::new(
+            "crasher",
+            allex_protocol::InstanceName::new(format!("loop{i:03}")).unwrap(),
+        );
         n.protocols = Some(vec![allex_protocol::Protocol::Tcp]);
         ok(c.need_add(&n));
     }

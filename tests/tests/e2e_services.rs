@@ -201,7 +201,8 @@ fn master_status_json_lists_exactly_what_runs() {
     assert!(out.status.success(), "{out:?}");
     for ch in &st.children {
         assert!(
-            out.stdout.contains(&ch.instancename) && out.stdout.contains(&ch.pid.to_string()),
+            out.stdout.contains(ch.instancename.as_str())
+                && out.stdout.contains(&ch.pid.to_string()),
             "{} / {} missing from:\n{}",
             ch.instancename,
             ch.pid,

@@ -76,7 +76,7 @@ fn names(file: &Path) -> BTreeSet<String> {
         .unwrap_or_else(|e| panic!("the needs file does not parse: {e}"))
         .0
         .into_iter()
-        .map(|n| n.instancename)
+        .map(|n| n.instancename.into_string())
         .collect()
 }
 

@@ -3,6 +3,7 @@
 use super::{Child, Effect, Phase, SpawnPlan, State, Timer};
 use allex_protocol::spawn::SpawnInfo;
 use allex_protocol::Generation;
+use allex_protocol::InstanceName;
 use allex_protocol::{ChildState, ExitInfo, MasterToLan, Need, Ports};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -121,7 +122,7 @@ impl State {
 
     pub(super) fn spawned(
         &mut self,
-        instance: String,
+        instance: InstanceName,
         generation: Generation,
         result: Result<u32, String>,
     ) {
@@ -131,7 +132,7 @@ impl State {
 
     pub(super) fn spawned_inner(
         &mut self,
-        instance: String,
+        instance: InstanceName,
         generation: Generation,
         result: Result<u32, String>,
     ) {
@@ -181,23 +182,23 @@ impl State {
     /// does not run here under that generation is confirmed stopped at
     /// once (a `down` with pid 0): the lan manager holds the need until it
     /// hears that, so it is never placed twice.
-    pub(super) fn order_stop(&mut self, instance: &str, generation: Generation) {
+    pub(super) fn order_stop(&mut self, instance: &InstanceName, generation: Generation) {
         match self.children.get(instance) {
             Some(c) if c.generation == generation => return self.stop_child(instance, true),
             Some(c) => tracing::info!(
-                instance,
+                %instance,
                 %generation,
                 running = %c.generation,
                 "stop for another generation: confirmed, nothing of it runs here"
             ),
             None => tracing::info!(
-                instance,
+                %instance,
                 %generation,
                 "stop for an instance not running here: confirmed"
             ),
         }
         self.send_report(MasterToLan::Down {
-            instancename: instance.to_string(),
+            instancename: instance.clone(),
             generation,
             pid: 0,
             exit: ExitInfo::default(),
@@ -206,7 +207,7 @@ impl State {
         });
     }
 
-    pub(super) fn stop_child(&mut self, instance: &str, ordered: bool) {
+    pub(super) fn stop_child(&mut self, instance: &InstanceName, ordered: bool) {
         let Some(c) = self.children.get_mut(instance) else {
             return;
         };
@@ -226,14 +227,14 @@ impl State {
         let (signal, wait) = (c.stopsignal, c.stoptimeout);
         self.signal(pid, signal);
         if signal != libc::SIGKILL {
-            let instance = instance.to_string();
+            let instance = instance.clone();
             self.after(wait, Timer::StopTimeout { instance, pid });
         }
     }
 
     pub(super) fn exited(
         &mut self,
-        instance: String,
+        instance: InstanceName,
         generation: Generation,
         pid: u32,
         exit: ExitInfo,
@@ -296,14 +297,14 @@ impl State {
     /// Keeps this master from claiming an instance it just failed to spawn,
     /// with a doubling delay, so a broken catalogue entry cannot turn
     /// grant -> spawn_failed -> reopen -> claim into a hot loop.
-    pub(super) fn hold_back(&mut self, instance: &str) {
+    pub(super) fn hold_back(&mut self, instance: &InstanceName) {
         let failures = self.spawn_failures.get(instance).map_or(0, |f| f.0) + 1;
         let shift = failures.saturating_sub(1).min(16);
         let delay = SPAWN_RETRY_BASE
             .saturating_mul(1 << shift)
             .min(SPAWN_RETRY_CAP);
         self.spawn_failures
-            .insert(instance.to_string(), (failures, self.now + delay));
+            .insert(instance.clone(), (failures, self.now + delay));
         self.after(delay, Timer::RetryClaims);
     }
 }

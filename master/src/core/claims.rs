@@ -2,6 +2,7 @@
 //! meanwhile, and when it looks again after ports ran out or a spawn failed.
 
 use super::*;
+use allex_protocol::InstanceName;
 
 /// How often an exhausted master probes its ranges again.
 const EXHAUSTED_RETRY: Duration = Duration::from_secs(1);
@@ -17,7 +18,7 @@ impl State {
     /// meanwhile; returns the protocol whose range ran out, if one did.
     pub(super) fn try_claim(
         &mut self,
-        instance: &str,
+        instance: &InstanceName,
         blocked: &BTreeSet<Protocol>,
     ) -> Option<Protocol> {
         if self.shutting_down || !self.welcomed() {
@@ -62,9 +63,9 @@ impl State {
                         tracing::info!("{p} ports are free again");
                     }
                 }
-                self.claims.insert(instance.to_string(), ports);
+                self.claims.insert(instance.clone(), ports);
                 self.send(MasterToLan::Claim {
-                    instancename: instance.to_string(),
+                    instancename: instance.clone(),
                 });
                 None
             }
@@ -106,7 +107,7 @@ impl State {
     /// One pass over the open needs; once a protocol runs out in this pass,
     /// needs that want it are skipped instead of probing the range again.
     pub(super) fn claim_open_needs(&mut self) {
-        let names: Vec<String> = self.open.keys().cloned().collect();
+        let names: Vec<InstanceName> = self.open.keys().cloned().collect();
         let mut blocked = BTreeSet::new();
         for name in names {
             if let Some(p) = self.try_claim(&name, &blocked) {

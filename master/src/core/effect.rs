@@ -3,6 +3,7 @@
 use super::input::Timer;
 use allex_protocol::spawn::SpawnInfo;
 use allex_protocol::Generation;
+use allex_protocol::InstanceName;
 use allex_protocol::{LocalReply, MasterToLan, Ports, ServiceSpec};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -13,8 +14,8 @@ pub type ReqId = u64;
 /// Everything needed to start one child; built by the core.
 #[derive(Debug, Clone)]
 pub struct SpawnPlan {
-    /// Instance name (validated).
-    pub instance: String,
+    /// Instance name.
+    pub instance: InstanceName,
     /// The grant's generation.
     pub generation: Generation,
     /// The catalogue entry to run.
@@ -66,7 +67,7 @@ pub enum Effect {
         /// The runtime directory.
         runtimedir: PathBuf,
         /// Instances that run here now.
-        live: Vec<String>,
+        live: Vec<InstanceName>,
         /// How long a stale log is kept.
         keep: Duration,
         /// Most bytes of stale logs kept.

@@ -2,6 +2,7 @@
 
 use super::effect::ReqId;
 use allex_protocol::Generation;
+use allex_protocol::InstanceName;
 use allex_protocol::{ExitInfo, LanToMaster, LocalRequest, MasterToLan};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -15,7 +16,7 @@ pub enum Timer {
     /// A stopped child's grace ran out: SIGKILL it if it is still that pid.
     StopTimeout {
         /// Instance name.
-        instance: String,
+        instance: InstanceName,
         /// Its pid.
         pid: u32,
     },
@@ -65,7 +66,7 @@ pub enum Input {
     /// The spawner started a child (its pid), or could not.
     Spawned {
         /// Instance name.
-        instance: String,
+        instance: InstanceName,
         /// Grant generation.
         generation: Generation,
         /// The pid, or why it failed.
@@ -74,7 +75,7 @@ pub enum Input {
     /// A child ended (observed by its parent, at once).
     Exited {
         /// Instance name.
-        instance: String,
+        instance: InstanceName,
         /// Grant generation.
         generation: Generation,
         /// Its pid.

@@ -2,6 +2,7 @@
 
 use super::{ReqId, State, Timer, LOOKUP_TIMEOUT};
 use allex_protocol::lan::ErrorCode;
+use allex_protocol::InstanceName;
 use allex_protocol::{ChildState, LocalReply, LocalRequest, MasterToLan, ServiceLocation};
 
 fn not_yours(pid: Option<u32>) -> LocalReply {
@@ -16,7 +17,7 @@ fn not_yours(pid: Option<u32>) -> LocalReply {
 
 impl State {
     /// The child that is `pid` or leads its process group `group`.
-    pub(super) fn find_child_of(&self, pid: u32, group: Option<u32>) -> Option<String> {
+    pub(super) fn find_child_of(&self, pid: u32, group: Option<u32>) -> Option<InstanceName> {
         if let Some(name) = self.by_pid.get(&pid) {
             return Some(name.clone());
         }
@@ -45,18 +46,6 @@ impl State {
                 _ => self.reply(req, not_yours(peer_pid)),
             },
             LocalRequest::Lookup { instancename } => {
-                if let Err(e) = allex_protocol::names::validate_name("instancename", &instancename)
-                {
-                    let message = e.to_string();
-                    self.reply(
-                        req,
-                        LocalReply::Error {
-                            code: ErrorCode::Invalid,
-                            message,
-                        },
-                    );
-                    return;
-                }
                 if self.welcomed() {
                     let id = self.next_lookup;
                     self.next_lookup += 1;
@@ -109,13 +98,13 @@ impl State {
         }
     }
 
-    pub(super) fn local_location(&self, instance: &str) -> Option<ServiceLocation> {
+    pub(super) fn local_location(&self, instance: &InstanceName) -> Option<ServiceLocation> {
         let c = self.children.get(instance)?;
         if c.pid().is_none() || c.state == ChildState::Stopping {
             return None;
         }
         Some(ServiceLocation {
-            instancename: instance.to_string(),
+            instancename: instance.clone(),
             modulename: c.module.clone(),
             address: self.advertise?.to_string(),
             ports: c.ports,

@@ -21,6 +21,7 @@ pub use input::{Input, Timer};
 
 use crate::ports::{PortError, PortOffice};
 use allex_protocol::Generation;
+use allex_protocol::InstanceName;
 use allex_protocol::{
     Capacity, ChildState, ChildStatus, InventoryEntry, LanToMaster, LocalReply, MasterConfig,
     MasterHello, MasterStatus, MasterToLan, Need, PerProtocol, PortCounts, Ports, Protocol,
@@ -105,8 +106,8 @@ pub struct State {
     now: Instant,
     /// Effects of the input being handled, in order.
     fx: Vec<Effect>,
-    children: HashMap<String, Child>,
-    by_pid: HashMap<u32, String>,
+    children: HashMap<InstanceName, Child>,
+    by_pid: HashMap<u32, InstanceName>,
     link: Option<Link>,
     advertise: Option<IpAddr>,
     /// This master's secret, presented in every hello.
@@ -132,9 +133,9 @@ pub struct State {
     /// When the next log sweep is due, if one is armed.
     sweep_at: Option<Instant>,
     /// Quick deaths in a row per instance, to summarise crash loops in the log.
-    quick_deaths: HashMap<String, u32>,
-    open: BTreeMap<String, Need>,
-    claims: HashMap<String, Ports>,
+    quick_deaths: HashMap<InstanceName, u32>,
+    open: BTreeMap<InstanceName, Need>,
+    claims: HashMap<InstanceName, Ports>,
     lookups: HashMap<u64, ReqId>,
     next_lookup: u64,
     exhausted: BTreeSet<Protocol>,
@@ -148,7 +149,7 @@ pub struct State {
     /// spawner's report of its pid has reached this task.
     early_ready: Vec<(u32, Option<u32>, ReqId)>,
     /// Instances whose spawn failed: failures in a row, and not claimed before when.
-    spawn_failures: HashMap<String, (u32, Instant)>,
+    spawn_failures: HashMap<InstanceName, (u32, Instant)>,
     shutting_down: bool,
 }
 
@@ -354,7 +355,7 @@ impl State {
         // Said first, so the lan manager takes the downs that follow for
         // what they are: our own stops, not a crash loop.
         self.send(MasterToLan::Leaving);
-        let names: Vec<String> = self.children.keys().cloned().collect();
+        let names: Vec<InstanceName> = self.children.keys().cloned().collect();
         for name in names {
             self.stop_child(&name, true);
         }

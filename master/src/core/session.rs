@@ -3,6 +3,7 @@
 //! offers, and fencing when it falls silent.
 
 use super::*;
+use allex_protocol::InstanceName;
 
 impl State {
     pub(super) fn welcomed(&self) -> bool {
@@ -147,7 +148,7 @@ impl State {
                     .map(|n| (n.instancename.clone(), n))
                     .collect();
                 // A snapshot replaces what we knew: claims on needs it no longer lists are moot.
-                let moot: Vec<String> = self
+                let moot: Vec<InstanceName> = self
                     .claims
                     .keys()
                     .filter(|k| !self.open.contains_key(*k))
@@ -245,7 +246,7 @@ impl State {
             children = self.children.len(),
             "fenced: no word from the lan manager for the fence time; stopping every child"
         );
-        let names: Vec<String> = self.children.keys().cloned().collect();
+        let names: Vec<InstanceName> = self.children.keys().cloned().collect();
         for name in names {
             self.stop_child(&name, true);
         }

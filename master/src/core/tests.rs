@@ -105,7 +105,7 @@ fn grant(st: &mut State, now: Instant, instance: &str, generation: u64) -> Vec<E
     st.handle(
         now,
         Input::LinkMessage(LanToMaster::Grant {
-            need: Need::new("svc", instance),
+            need: Need::new("svc", allex_protocol::InstanceName::new(instance).unwrap()),
             generation: Generation(generation),
             deadline_ms: 1000,
         }),
@@ -116,7 +116,7 @@ fn spawned(st: &mut State, now: Instant, instance: &str, generation: u64, pid: u
     st.handle(
         now,
         Input::Spawned {
-            instance: instance.into(),
+            instance: allex_protocol::InstanceName::new(instance).unwrap(),
             generation: Generation(generation),
             result: Ok(pid),
         },
@@ -226,7 +226,7 @@ fn a_stale_exit_report_changes_nothing() {
         let fx = st.handle(
             t0,
             Input::Exited {
-                instance: "Solo".into(),
+                instance: allex_protocol::instance!("Solo"),
                 generation: Generation(generation),
                 pid,
                 exit: ExitInfo::default(),
@@ -238,7 +238,7 @@ fn a_stale_exit_report_changes_nothing() {
     let fx = st.handle(
         ms(t0, 20),
         Input::Exited {
-            instance: "Solo".into(),
+            instance: allex_protocol::instance!("Solo"),
             generation: Generation(2),
             pid: 4_300_010,
             exit: ExitInfo {
@@ -263,7 +263,7 @@ fn a_stale_exit_report_changes_nothing() {
     assert_eq!(
         msgs[1],
         &MasterToLan::Claim {
-            instancename: "Solo".into()
+            instancename: allex_protocol::instance!("Solo")
         }
     );
     assert_eq!(st.status().free.tcp, 3);
@@ -278,7 +278,7 @@ fn a_stop_signals_the_group_and_sigkills_it_after_the_stop_timeout() {
     let fx = st.handle(
         t0,
         Input::LinkMessage(LanToMaster::Stop {
-            instancename: "S".into(),
+            instancename: allex_protocol::instance!("S"),
             generation: Generation(1),
             reason: "test".into(),
         }),
@@ -328,7 +328,7 @@ fn a_stop_decided_while_spawning_waits_for_the_pid() {
     st.handle(
         t0,
         Input::Exited {
-            instance: "W".into(),
+            instance: allex_protocol::instance!("W"),
             generation: Generation(1),
             pid: 4_300_040,
             exit: ExitInfo::default(),
@@ -348,7 +348,7 @@ fn reports_made_while_the_link_is_down_go_out_right_after_the_next_welcome() {
     st.handle(
         t0,
         Input::Exited {
-            instance: "R".into(),
+            instance: allex_protocol::instance!("R"),
             generation: Generation(1),
             pid: 4_300_050,
             exit: ExitInfo::default(),
@@ -392,7 +392,7 @@ fn a_report_the_link_could_not_take_is_kept_for_the_next_welcome() {
     let t0 = Instant::now();
     let (mut st, _) = state(t0);
     let down = MasterToLan::Down {
-        instancename: "X".into(),
+        instancename: allex_protocol::instance!("X"),
         generation: Generation(9),
         pid: 4_300_060,
         exit: ExitInfo::default(),

@@ -4,6 +4,7 @@
 
 use allex_protocol::frame::encode;
 use allex_protocol::Generation;
+use allex_protocol::InstanceName;
 use allex_protocol::{LanToMaster, MasterToLan, Need, PROTOCOL_VERSION};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::{HashMap, HashSet};
@@ -55,7 +56,8 @@ impl Default for Options {
 
 enum Cmd {
     Send(LanToMaster),
-    Reopen(String),
+    SendRaw(String),
+    Reopen(InstanceName),
     DropLink,
     Unlisten,
     Listen,
@@ -68,7 +70,7 @@ pub struct FakeLan {
     pub addr: SocketAddr,
     seen: Receiver<Seen>,
     cmds: tokio::sync::mpsc::UnboundedSender<Cmd>,
-    needs: Arc<Mutex<HashMap<String, Need>>>,
+    needs: Arc<Mutex<HashMap<InstanceName, Need>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -111,6 +113,11 @@ impl FakeLan {
     /// Sends a message to the connected master.
     pub fn send(&self, msg: LanToMaster) {
         let _ = self.cmds.send(Cmd::Send(msg));
+    }
+
+    /// Sends a text frame as it is: what a typed message cannot hold.
+    pub fn send_raw(&self, text: String) {
+        let _ = self.cmds.send(Cmd::SendRaw(text));
     }
 
     /// Makes needs known (for auto grants) and sends them as the open-needs snapshot.
@@ -205,8 +212,8 @@ struct Server {
     opts: Options,
     addr: SocketAddr,
     seen: Sender<Seen>,
-    needs: Arc<Mutex<HashMap<String, Need>>>,
-    granted: HashSet<String>,
+    needs: Arc<Mutex<HashMap<InstanceName, Need>>>,
+    granted: HashSet<InstanceName>,
     generation: Generation,
 }
 
@@ -275,6 +282,11 @@ impl Server {
                         Some(Cmd::Send(m)) => {
                             if let Some(ws) = &mut conn {
                                 let _ = ws.send(Message::text(encode(&m))).await;
+                            }
+                        }
+                        Some(Cmd::SendRaw(t)) => {
+                            if let Some(ws) = &mut conn {
+                                let _ = ws.send(Message::text(t)).await;
                             }
                         }
                         Some(Cmd::Reopen(name)) => {

@@ -3,7 +3,7 @@
 
 pub mod fake_lan;
 
-use allex_protocol::Generation;
+use allex_protocol::{Generation, InstanceName};
 use allex_protocol::{MasterStatus, Need, Protocol};
 use allex_sim::{Proc, Stderr};
 use serde_json::{json, Value};
@@ -29,7 +29,10 @@ pub fn testsvc() -> PathBuf {
 
 /// A need for the `testsvc` module with knobs in its propertyhash.
 pub fn need(instance: &str, knobs: Value) -> Need {
-    let mut n = Need::new("testsvc", instance);
+    let mut n = Need::new(
+        "testsvc",
+        allex_protocol::InstanceName::new(instance).unwrap(),
+    );
     if let Value::Object(map) = knobs {
         n.propertyhash = map;
     }
@@ -234,7 +237,7 @@ pub fn spawned(
 pub fn spawned_all(
     lan: &fake_lan::FakeLan,
     names: &[&str],
-) -> std::collections::HashMap<String, (Generation, u32, allex_protocol::Ports)> {
+) -> std::collections::HashMap<InstanceName, (Generation, u32, allex_protocol::Ports)> {
     let mut got = std::collections::HashMap::new();
     while got.len() < names.len() {
         let (name, v) = lan.wait_msg("the next spawned", SOON, |m| match m {

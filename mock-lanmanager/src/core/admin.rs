@@ -2,11 +2,12 @@
 //! acknowledged, concurrent ones in one write), master forget and status.
 
 use super::*;
+use allex_protocol::InstanceName;
 
 #[derive(Debug)]
 pub(super) enum AdminChange {
     Add(Need, ReqId),
-    Remove(String, ReqId),
+    Remove(InstanceName, ReqId),
 }
 
 impl AdminChange {
@@ -66,7 +67,7 @@ impl State {
     }
 
     /// Whether the need exists once the writes under way and queued are done.
-    pub(super) fn will_exist(&self, instance: &str) -> bool {
+    pub(super) fn will_exist(&self, instance: &InstanceName) -> bool {
         let mut exists = self.needs.contains_key(instance);
         for change in self.inflight.iter().chain(self.pending.iter()) {
             if change.instance() == instance {
@@ -114,7 +115,7 @@ impl State {
                 }
                 (AdminChange::Add(need, req), Ok(())) => {
                     let instance = need.instancename.clone();
-                    tracing::info!(instance, module = %need.modulename, "need added");
+                    tracing::info!(%instance, module = %need.modulename, "need added");
                     self.order.push(instance.clone());
                     self.needs.insert(
                         instance.clone(),
@@ -146,12 +147,12 @@ impl State {
         self.start_write();
     }
 
-    pub(super) fn remove_need(&mut self, instance: &str) {
+    pub(super) fn remove_need(&mut self, instance: &InstanceName) {
         self.snapshot_cache.clear();
         let Some(e) = self.needs.get(instance) else {
             return;
         };
-        tracing::info!(instance, "need removed");
+        tracing::info!(%instance, "need removed");
         let holder = e.slot.holder().map(|(m, g)| (m.to_string(), g));
         match &e.slot {
             Slot::Open => self.broadcast_taken(instance, None),

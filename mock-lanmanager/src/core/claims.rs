@@ -3,13 +3,14 @@
 
 use super::*;
 use allex_protocol::Generation;
+use allex_protocol::InstanceName;
 use allex_protocol::Protocol;
 
 impl State {
     pub(super) fn start_check(
         &mut self,
         master: &str,
-        instance: &str,
+        instance: &InstanceName,
         generation: Generation,
         pid: u32,
         ports: Ports,
@@ -31,7 +32,7 @@ impl State {
             },
         );
         self.fx.push(Effect::CheckPorts {
-            instance: instance.to_string(),
+            instance: instance.clone(),
             generation,
             address,
             protocols,
@@ -40,7 +41,7 @@ impl State {
         });
     }
 
-    pub(super) fn on_claim(&mut self, master: &str, instance: &str) {
+    pub(super) fn on_claim(&mut self, master: &str, instance: &InstanceName) {
         let ip = self.masters.get(master).and_then(|m| m.ip);
         let refusal = match self.needs.get(instance) {
             None => Some("no such need".to_string()),
@@ -76,7 +77,7 @@ impl State {
                 self.send_to(
                     master,
                     &LanToMaster::ClaimRefused {
-                        instancename: instance.to_string(),
+                        instancename: instance.clone(),
                         reason,
                     },
                 );
@@ -102,7 +103,7 @@ impl State {
         self.after(
             deadline,
             Timer::ClaimDeadline {
-                instance: instance.to_string(),
+                instance: instance.clone(),
                 generation,
             },
         );
@@ -112,7 +113,7 @@ impl State {
     pub(super) fn refuse_report(
         &mut self,
         master: &str,
-        instance: &str,
+        instance: &InstanceName,
         generation: Generation,
         stop_it: bool,
     ) {
@@ -145,7 +146,7 @@ impl State {
     pub(super) fn on_spawned(
         &mut self,
         master: &str,
-        instance: &str,
+        instance: &InstanceName,
         generation: Generation,
         pid: u32,
         ports: Ports,
@@ -198,7 +199,7 @@ impl State {
             } if m == master && *g == generation => {
                 tracing::debug!(
                     master,
-                    instance,
+                    %instance,
                     %generation,
                     "spawned after its stop was sent"
                 );
@@ -220,7 +221,7 @@ impl State {
     pub(super) fn on_spawn_failed(
         &mut self,
         master: &str,
-        instance: &str,
+        instance: &InstanceName,
         generation: Generation,
         reason: &str,
     ) {
@@ -242,7 +243,7 @@ impl State {
                 n,
                 warn,
                 master,
-                instance,
+                %instance,
                 %generation,
                 "spawn failed: {reason}"
             );
@@ -255,7 +256,7 @@ impl State {
     pub(super) fn on_down(
         &mut self,
         master: &str,
-        instance: &str,
+        instance: &InstanceName,
         generation: Generation,
         pid: u32,
         ordered: bool,
@@ -321,7 +322,7 @@ impl State {
             }
             // The confirmation of a stop we ordered, for a generation already gone.
             _ if ordered => {
-                tracing::debug!(master, instance, %generation, "ordered stop confirmed");
+                tracing::debug!(master, %instance, %generation, "ordered stop confirmed");
             }
             _ => self.refuse_report(master, instance, generation, false),
         }
@@ -329,7 +330,7 @@ impl State {
 
     // ----- timers and checks -----
 
-    pub(super) fn on_claim_deadline(&mut self, instance: &str, generation: Generation) {
+    pub(super) fn on_claim_deadline(&mut self, instance: &InstanceName, generation: Generation) {
         let lapsed = match self.needs.get(instance).map(|e| &e.slot) {
             Some(Slot::Claimed {
                 master,
@@ -347,7 +348,7 @@ impl State {
             if away {
                 tracing::info!(
                     master,
-                    instance,
+                    %instance,
                     %generation,
                     "claim deadline passed while its master is away: left to the grace"
                 );
@@ -355,7 +356,7 @@ impl State {
             }
             tracing::warn!(
                 master,
-                instance,
+                %instance,
                 %generation,
                 "claim lapsed: no spawned report in time"
             );
@@ -372,7 +373,7 @@ impl State {
 
     pub(super) fn on_check_done(
         &mut self,
-        instance: &str,
+        instance: &InstanceName,
         generation: Generation,
         result: Result<(), String>,
     ) {
@@ -397,7 +398,7 @@ impl State {
         match result {
             Ok(()) => {
                 let n = failures + 1;
-                allex_protocol::log_repeated!(n, info, master, instance, %generation, "running");
+                allex_protocol::log_repeated!(n, info, master, %instance, %generation, "running");
                 self.set_slot(
                     instance,
                     Slot::Running(Record {
@@ -412,7 +413,7 @@ impl State {
                 self.send_to(
                     &master,
                     &LanToMaster::Running {
-                        instancename: instance.to_string(),
+                        instancename: instance.clone(),
                         generation,
                     },
                 );
@@ -423,7 +424,7 @@ impl State {
                     n,
                     warn,
                     master,
-                    instance,
+                    %instance,
                     %generation,
                     "port check failed: {reason}"
                 );
@@ -431,7 +432,7 @@ impl State {
                 self.send_to(
                     &master,
                     &LanToMaster::Rejected {
-                        instancename: instance.to_string(),
+                        instancename: instance.clone(),
                         generation,
                         reason,
                     },
@@ -453,7 +454,7 @@ impl State {
     pub(super) fn stop_and_hold(
         &mut self,
         master: &str,
-        instance: &str,
+        instance: &InstanceName,
         generation: Generation,
         why: Release,
         reason: &str,
@@ -469,7 +470,7 @@ impl State {
         );
     }
 
-    pub(super) fn on_backoff_over(&mut self, instance: &str, epoch: u64) {
+    pub(super) fn on_backoff_over(&mut self, instance: &InstanceName, epoch: u64) {
         let due = matches!(self.needs.get(instance).map(|e| &e.slot), Some(Slot::Backoff { epoch: e, .. }) if *e == epoch);
         if due {
             self.set_slot(instance, Slot::Open);

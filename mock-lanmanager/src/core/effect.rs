@@ -7,6 +7,7 @@
 use super::input::Timer;
 use crate::needs_store::RunningHint;
 use allex_protocol::Generation;
+use allex_protocol::InstanceName;
 use allex_protocol::{ErrorCode, LanToAdmin, Need, Ports, Protocol};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -33,7 +34,7 @@ pub enum Liveness {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LivenessTarget {
     /// Instance name.
-    pub instance: String,
+    pub instance: InstanceName,
     /// The generation it holds.
     pub generation: Generation,
     /// Where it serves.
@@ -67,7 +68,7 @@ pub enum Write {
     /// `ack` is set the driver answers that waiter once it is done.
     Running {
         /// Which need runs (or is awaited) on which master.
-        hints: HashMap<String, RunningHint>,
+        hints: HashMap<InstanceName, RunningHint>,
         /// The flush waiter to answer afterwards.
         ack: Option<u64>,
     },
@@ -137,7 +138,7 @@ pub enum Effect {
     /// answered by `Input::CheckDone`.
     CheckPorts {
         /// Instance name.
-        instance: String,
+        instance: InstanceName,
         /// The generation checked.
         generation: Generation,
         /// Where.

@@ -3,6 +3,7 @@
 use super::effect::{ConnId, ReqId};
 use crate::core::Liveness;
 use allex_protocol::Generation;
+use allex_protocol::InstanceName;
 use allex_protocol::{AdminToLan, MasterHello, MasterToLan};
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -25,14 +26,14 @@ pub enum Timer {
     /// A grant's deadline passed.
     ClaimDeadline {
         /// Instance name.
-        instance: String,
+        instance: InstanceName,
         /// The grant it was set for.
         generation: Generation,
     },
     /// A need's retry delay is over.
     BackoffOver {
         /// Instance name.
-        instance: String,
+        instance: InstanceName,
         /// The backoff it was set for.
         epoch: u64,
     },
@@ -94,7 +95,7 @@ pub enum Input {
     /// A port check ended.
     CheckDone {
         /// Instance name.
-        instance: String,
+        instance: InstanceName,
         /// The generation checked.
         generation: Generation,
         /// Ok, or which port did not accept.
@@ -107,7 +108,7 @@ pub enum Input {
         /// The disconnection it was started for.
         epoch: u64,
         /// Instance, generation and what its ports said.
-        results: Vec<(String, Generation, Liveness)>,
+        results: Vec<(InstanceName, Generation, Liveness)>,
     },
     /// The needs file asked for by the oldest pending [`super::Write::Needs`] was written (or not).
     NeedsWritten {

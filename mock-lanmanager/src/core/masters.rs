@@ -4,6 +4,7 @@
 
 use super::*;
 use allex_protocol::Generation;
+use allex_protocol::InstanceName;
 use sha2::{Digest, Sha256};
 
 /// How long a connected master's old link has to answer a ping before a
@@ -322,7 +323,7 @@ impl State {
         // was away, a grant before a restart, a stop it has not confirmed)
         // may still be spawning, which no inventory shows: it is stopped
         // and held until the master confirms.
-        let mut gone: Vec<(String, Option<Generation>)> = self
+        let mut gone: Vec<(InstanceName, Option<Generation>)> = self
             .needs
             .iter()
             .filter(|(i, _)| !reported.contains(i.as_str()))
@@ -351,7 +352,7 @@ impl State {
                 None => {
                     tracing::info!(
                         master,
-                        instance,
+                        %instance,
                         "service missing from the master's inventory: released"
                     );
                     self.release(&instance, Release::Neutral);
@@ -368,7 +369,7 @@ impl State {
     }
 
     pub(super) fn reconcile_one(&mut self, master: &str, item: &InventoryEntry) {
-        let instance = item.instancename.as_str();
+        let instance = &item.instancename;
         let ip = self.masters.get(master).and_then(|m| m.ip);
         let Some(e) = self.needs.get(instance) else {
             self.stop(master, instance, item.generation, "the need was removed");
@@ -419,7 +420,7 @@ impl State {
                 // real process is checked in its place (never two).
                 tracing::info!(
                     master,
-                    instance,
+                    %instance,
                     generation = %g,
                     pid = p,
                     "the master runs another generation than recorded: adopting what it runs"
@@ -462,12 +463,12 @@ impl State {
     pub(super) fn adopt(
         &mut self,
         master: &str,
-        instance: &str,
+        instance: &InstanceName,
         generation: Generation,
         pid: u32,
         ports: Ports,
     ) {
-        tracing::info!(master, instance, %generation, "adopting a running service");
+        tracing::info!(master, %instance, %generation, "adopting a running service");
         self.start_check(master, instance, generation, pid, ports);
     }
 
@@ -551,7 +552,7 @@ impl State {
         &mut self,
         master: &str,
         epoch: u64,
-        results: Vec<(String, Generation, Liveness)>,
+        results: Vec<(InstanceName, Generation, Liveness)>,
     ) {
         let grace_over = match self.masters.get(master) {
             Some(m) if m.conn.is_none() && m.epoch == epoch => m.grace_over,
@@ -585,7 +586,7 @@ impl State {
             if verdict == Liveness::Refused && listened {
                 tracing::info!(
                     master,
-                    instance,
+                    %instance,
                     %generation,
                     "every port of a disconnected master's service refuses: released"
                 );
@@ -593,7 +594,7 @@ impl State {
             } else if grace_over && !answers {
                 tracing::info!(
                     master,
-                    instance,
+                    %instance,
                     %generation,
                     "a disconnected master's service stopped answering: handing it to others"
                 );
@@ -636,7 +637,7 @@ impl State {
             }
             _ => return,
         };
-        let held: Vec<String> = self
+        let held: Vec<InstanceName> = self
             .order
             .iter()
             .filter(|i| {
@@ -647,7 +648,7 @@ impl State {
             })
             .cloned()
             .collect();
-        let (kept, moved): (Vec<String>, Vec<String>) =
+        let (kept, moved): (Vec<InstanceName>, Vec<InstanceName>) =
             held.into_iter().partition(|i| answering.contains(i));
         tracing::info!(
             master,
@@ -662,7 +663,7 @@ impl State {
     }
 
     pub(super) fn on_settle_over(&mut self) {
-        let settling: Vec<String> = self
+        let settling: Vec<InstanceName> = self
             .order
             .iter()
             .filter(|i| {
@@ -728,11 +729,11 @@ impl State {
         }
     }
 
-    pub(super) fn lookup(&self, instance: &str) -> Option<ServiceLocation> {
+    pub(super) fn lookup(&self, instance: &InstanceName) -> Option<ServiceLocation> {
         let e = self.needs.get(instance)?;
         match &e.slot {
             Slot::Running(r) => Some(ServiceLocation {
-                instancename: instance.to_string(),
+                instancename: instance.clone(),
                 modulename: e.need.modulename.clone(),
                 address: r.address.clone(),
                 ports: r.ports,

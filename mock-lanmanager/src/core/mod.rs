@@ -19,6 +19,7 @@ mod slot;
 mod status;
 
 use allex_protocol::Generation;
+use allex_protocol::InstanceName;
 pub use effect::{ConnId, Effect, Liveness, LivenessTarget, ReqId, Write};
 pub use input::{Input, Now, Timer};
 use slot::{Record, Slot};
@@ -76,7 +77,7 @@ struct MasterEntry {
     /// Disconnected past its grace; kept only for services that still answer.
     grace_over: bool,
     /// While disconnected: services whose last liveness round got an answer.
-    answering: HashSet<String>,
+    answering: HashSet<InstanceName>,
     /// It said it is shutting down: its children's exits are not failures.
     leaving: bool,
 }
@@ -116,7 +117,7 @@ pub struct Startup {
     /// The needs, in file order.
     pub needs: Vec<Need>,
     /// Which needs ran on which master before the restart.
-    pub hints: std::collections::HashMap<String, RunningHint>,
+    pub hints: std::collections::HashMap<InstanceName, RunningHint>,
     /// The first generation to hand out.
     pub next_generation: u64,
     /// Generations below this are reserved on disk.
@@ -132,8 +133,8 @@ pub struct State {
     now: Now,
     /// Effects of the input being handled, in order.
     fx: Vec<Effect>,
-    needs: HashMap<String, NeedEntry>,
-    order: Vec<String>,
+    needs: HashMap<InstanceName, NeedEntry>,
+    order: Vec<InstanceName>,
     masters: HashMap<String, MasterEntry>,
     conns: HashMap<ConnId, String>,
     /// Name -> hash of its secret, as on disk in `masters`.
@@ -299,13 +300,19 @@ impl State {
         self.send_to(master, &LanToMaster::Error { code, message });
     }
 
-    fn stop(&mut self, master: &str, instance: &str, generation: Generation, reason: &str) {
+    fn stop(
+        &mut self,
+        master: &str,
+        instance: &InstanceName,
+        generation: Generation,
+        reason: &str,
+    ) {
         let n = self.needs.get(instance).map_or(0, |e| e.failures) + 1;
-        allex_protocol::log_repeated!(n, info, master, instance, %generation, "stop: {reason}");
+        allex_protocol::log_repeated!(n, info, master, %instance, %generation, "stop: {reason}");
         self.send_to(
             master,
             &LanToMaster::Stop {
-                instancename: instance.to_string(),
+                instancename: instance.clone(),
                 generation,
                 reason: reason.to_string(),
             },
@@ -313,7 +320,7 @@ impl State {
     }
 
     /// Tells every connected master that can serve the need, except `except`.
-    fn broadcast(&mut self, instance: &str, msg: &LanToMaster, except: Option<&str>) {
+    fn broadcast(&mut self, instance: &InstanceName, msg: &LanToMaster, except: Option<&str>) {
         let Some(entry) = self.needs.get(instance) else {
             return;
         };
@@ -331,7 +338,7 @@ impl State {
         }
     }
 
-    fn broadcast_open(&mut self, instance: &str) {
+    fn broadcast_open(&mut self, instance: &InstanceName) {
         let Some(entry) = self.needs.get(instance) else {
             return;
         };
@@ -341,9 +348,9 @@ impl State {
         self.broadcast(instance, &msg, None);
     }
 
-    fn broadcast_taken(&mut self, instance: &str, except: Option<&str>) {
+    fn broadcast_taken(&mut self, instance: &InstanceName, except: Option<&str>) {
         let msg = LanToMaster::NeedTaken {
-            instancename: instance.to_string(),
+            instancename: instance.clone(),
         };
         self.broadcast(instance, &msg, except);
     }
@@ -377,7 +384,7 @@ impl State {
     // ----- need transitions -----
 
     /// Frees a need from its holder; it reopens now or after its retry delay.
-    fn release(&mut self, instance: &str, why: Release) {
+    fn release(&mut self, instance: &InstanceName, why: Release) {
         let settings = self.settings.clone();
         let epoch = self.next_epoch();
         let Some(e) = self.needs.get_mut(instance) else {
@@ -399,7 +406,7 @@ impl State {
             allex_protocol::log_repeated!(
                 e.failures,
                 info,
-                instance,
+                %instance,
                 delay_ms = delay.as_millis() as u64,
                 "crash loop: delaying the need"
             );
@@ -408,7 +415,7 @@ impl State {
             self.after(
                 delay,
                 Timer::BackoffOver {
-                    instance: instance.to_string(),
+                    instance: instance.clone(),
                     epoch,
                 },
             );

@@ -12,6 +12,7 @@ use super::slot::{slot_hint, Slot};
 use super::{Effect, Release, State, Write};
 use crate::needs_store::{RunningHint, Store};
 use allex_protocol::Generation;
+use allex_protocol::InstanceName;
 use allex_protocol::{LanToMaster, Need};
 use std::collections::{HashMap, VecDeque};
 
@@ -23,7 +24,7 @@ pub(super) struct RunningJournal {
     /// A flush timer is set.
     flush_armed: bool,
     /// Instances whose hint changed during this input.
-    changed: Vec<String>,
+    changed: Vec<InstanceName>,
     /// The number of the last journal append asked for.
     seq: u64,
     /// Grants waiting for their journal append, oldest first.
@@ -43,9 +44,9 @@ struct HeldGrant {
 
 impl RunningJournal {
     /// Notes that `instance`'s hint changed.
-    pub(super) fn changed(&mut self, instance: &str) {
+    pub(super) fn changed(&mut self, instance: &InstanceName) {
         self.dirty = true;
-        self.changed.push(instance.to_string());
+        self.changed.push(instance.clone());
     }
 
     /// Keeps the grant of `need` to `master` until this input's journal
@@ -78,7 +79,7 @@ impl RunningJournal {
 
 impl State {
     /// Which need runs (or is held) for which master, for the `running` file.
-    fn running_hints(&self) -> HashMap<String, RunningHint> {
+    fn running_hints(&self) -> HashMap<InstanceName, RunningHint> {
         self.needs
             .iter()
             .filter_map(|(i, e)| slot_hint(&e.slot).map(|h| (i.clone(), h)))
@@ -150,7 +151,7 @@ impl State {
                     },
                 ),
                 Err(e) => {
-                    tracing::error!(master, instance, %generation, "cannot journal a grant: {e}");
+                    tracing::error!(master, %instance, %generation, "cannot journal a grant: {e}");
                     self.send_to(
                         &master,
                         &LanToMaster::ClaimRefused {

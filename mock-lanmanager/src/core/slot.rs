@@ -7,6 +7,7 @@
 use super::{Release, State};
 use crate::needs_store::RunningHint;
 use allex_protocol::Generation;
+use allex_protocol::InstanceName;
 use allex_protocol::Ports;
 use std::time::Instant;
 
@@ -113,7 +114,7 @@ impl State {
     /// journal gets a line when who runs it (or is awaited to) changes, a
     /// need that opens is offered to every master that can serve it, and
     /// one that leaves `Open` for a holder is withdrawn from the others.
-    pub(super) fn set_slot(&mut self, instance: &str, slot: Slot) -> Option<Slot> {
+    pub(super) fn set_slot(&mut self, instance: &InstanceName, slot: Slot) -> Option<Slot> {
         let e = self.needs.get_mut(instance)?;
         let old = std::mem::replace(&mut e.slot, slot);
         let was_open = matches!(old, Slot::Open);

@@ -3,6 +3,7 @@
 
 use super::*;
 use allex_protocol::Generation;
+use allex_protocol::InstanceName;
 
 impl State {
     pub(super) fn status(&self) -> LanStatus {
@@ -99,7 +100,7 @@ pub enum Holding<'a> {
 
 impl State {
     /// Every need and who holds it, in file order: what invariants are checked on.
-    pub fn holdings(&self) -> impl Iterator<Item = (&str, Holding<'_>)> {
+    pub fn holdings(&self) -> impl Iterator<Item = (&InstanceName, Holding<'_>)> {
         self.order.iter().filter_map(|i| {
             let e = self.needs.get(i)?;
             let h = match &e.slot {
@@ -121,7 +122,7 @@ impl State {
                     None => Holding::Free,
                 },
             };
-            Some((i.as_str(), h))
+            Some((i, h))
         })
     }
 }

@@ -23,7 +23,7 @@ fn later(now: Now, ms: u64) -> Now {
 fn need(instance: &str) -> Need {
     Need {
         modulename: "m".into(),
-        instancename: instance.into(),
+        instancename: allex_protocol::InstanceName::new(instance).unwrap(),
         propertyhash: Default::default(),
         ipaddress: None,
         protocols: Some(vec![Protocol::Tcp]),
@@ -132,7 +132,7 @@ fn claim_unjournaled(st: &mut State, now: Now, conn: ConnId, instance: &str) -> 
         Input::FromMaster {
             conn,
             msg: MasterToLan::Claim {
-                instancename: instance.into(),
+                instancename: allex_protocol::InstanceName::new(instance).unwrap(),
             },
         },
     )
@@ -151,7 +151,7 @@ fn spawned(st: &mut State, now: Now, conn: ConnId, instance: &str, g: Generation
         Input::FromMaster {
             conn,
             msg: MasterToLan::Spawned {
-                instancename: instance.into(),
+                instancename: allex_protocol::InstanceName::new(instance).unwrap(),
                 generation: g,
                 pid: 42,
                 ports: Ports {
@@ -270,7 +270,7 @@ fn a_service_is_listed_only_after_its_port_check_passes() {
     let fx = st.handle(
         later(now, 3),
         Input::CheckDone {
-            instance: "a".into(),
+            instance: allex_protocol::instance!("a"),
             generation: g,
             result: Ok(()),
         },
@@ -294,7 +294,7 @@ fn run_and_crash(
     st.handle(
         now,
         Input::CheckDone {
-            instance: instance.into(),
+            instance: allex_protocol::InstanceName::new(instance).unwrap(),
             generation: g,
             result: Ok(()),
         },
@@ -304,7 +304,7 @@ fn run_and_crash(
         Input::FromMaster {
             conn,
             msg: MasterToLan::Down {
-                instancename: instance.into(),
+                instancename: allex_protocol::InstanceName::new(instance).unwrap(),
                 generation: g,
                 pid: 42,
                 exit: allex_protocol::ExitInfo {
@@ -342,7 +342,7 @@ fn one_quick_crash_reopens_at_once_and_the_second_waits_out_the_backoff() {
     let fx = st.handle(
         later(now, 10 + base.as_millis() as u64),
         Input::Timer(Timer::BackoffOver {
-            instance: "a".into(),
+            instance: allex_protocol::instance!("a"),
             epoch,
         }),
     );
@@ -370,7 +370,7 @@ fn a_timer_for_an_older_grant_changes_nothing() {
     let fx = st.handle(
         now,
         Input::Timer(Timer::ClaimDeadline {
-            instance: "a".into(),
+            instance: allex_protocol::instance!("a"),
             generation: Generation(g.0 + 7),
         }),
     );
@@ -497,7 +497,7 @@ fn a_disconnected_master_gets_a_grace_timer_and_liveness_rounds() {
     st.handle(
         now,
         Input::CheckDone {
-            instance: "a".into(),
+            instance: allex_protocol::instance!("a"),
             generation: g,
             result: Ok(()),
         },
@@ -524,7 +524,7 @@ fn a_disconnected_master_gets_a_grace_timer_and_liveness_rounds() {
         Input::Liveness {
             master: "m1".into(),
             epoch,
-            results: vec![("a".into(), g, Liveness::Refused)],
+            results: vec![(allex_protocol::instance!("a"), g, Liveness::Refused)],
         },
     );
     assert_eq!(st.status().needs[0].state, NeedState::Open);
@@ -580,7 +580,7 @@ fn a_rejected_service_holds_its_need_until_its_master_confirms_the_stop() {
     let fx = st.handle(
         now,
         Input::CheckDone {
-            instance: "a".into(),
+            instance: allex_protocol::instance!("a"),
             generation: g,
             result: Err("tcp port 5000 did not accept".into()),
         },
@@ -604,7 +604,7 @@ fn a_rejected_service_holds_its_need_until_its_master_confirms_the_stop() {
         Input::FromMaster {
             conn: 1,
             msg: MasterToLan::Down {
-                instancename: "a".into(),
+                instancename: allex_protocol::instance!("a"),
                 generation: g,
                 pid: 42,
                 exit: Default::default(),
@@ -625,7 +625,7 @@ fn a_rejected_service_holds_its_need_until_its_master_confirms_the_stop() {
 fn after_a_restart_a_need_held_for_one_master_is_not_adopted_from_another() {
     let mut hints = std::collections::HashMap::new();
     hints.insert(
-        "a".to_string(),
+        allex_protocol::instance!("a"),
         RunningHint {
             master: "m1".into(),
             generation: Generation(7),
@@ -644,7 +644,7 @@ fn after_a_restart_a_need_held_for_one_master_is_not_adopted_from_another() {
     // seed 1250: it was adopted and ran beside m1's).
     let mut h = hello("m2", "s");
     h.inventory = vec![InventoryEntry {
-        instancename: "a".into(),
+        instancename: allex_protocol::instance!("a"),
         modulename: "m".into(),
         generation: Generation(3),
         pid: 33,

@@ -239,7 +239,12 @@ pub fn write_needs(dir: &Path, needs: &[Need]) {
 /// `n` needs of module `m` named `<prefix>0..`.
 pub fn needs(m: &str, prefix: &str, n: usize) -> Vec<Need> {
     (0..n)
-        .map(|i| Need::new(m, format!("{prefix}{i}")))
+        .map(|i| {
+            Need::new(
+                m,
+                allex_protocol::InstanceName::new(format!("{prefix}{i}")).unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -419,7 +424,7 @@ impl FakeMaster {
         self.next_lookup += 1;
         self.send(&MasterToLan::Lookup {
             id,
-            instancename: "barrier".into(),
+            instancename: allex_protocol::instance!("barrier"),
         })
         .await;
         let mut seen = Vec::new();
@@ -435,7 +440,7 @@ impl FakeMaster {
     /// Claims a need and returns the answer (grant or claim_refused).
     pub async fn claim(&mut self, instance: &str) -> LanToMaster {
         self.send(&MasterToLan::Claim {
-            instancename: instance.into(),
+            instancename: allex_protocol::InstanceName::new(instance).unwrap(),
         })
         .await;
         let inst = instance.to_string();
@@ -464,7 +469,7 @@ impl FakeMaster {
         ports: Ports,
     ) {
         self.send(&MasterToLan::Spawned {
-            instancename: instance.into(),
+            instancename: allex_protocol::InstanceName::new(instance).unwrap(),
             generation,
             pid,
             ports,
@@ -494,7 +499,7 @@ impl FakeMaster {
         ordered: bool,
     ) {
         self.send(&MasterToLan::Down {
-            instancename: instance.into(),
+            instancename: allex_protocol::InstanceName::new(instance).unwrap(),
             generation,
             pid,
             exit: ExitInfo {

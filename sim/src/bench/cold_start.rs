@@ -5,6 +5,7 @@ use super::admin_link::add_all;
 use super::probe::{accepts, SWEEP_PAUSE};
 use super::system::{System, SYSTEM_DEADLINE};
 use super::{ms, BenchError};
+use allex_protocol::InstanceName;
 use allex_protocol::Need;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -91,9 +92,14 @@ pub struct ColdStart {
 /// port accepts and every need is listed as running: the cold start without
 /// the disk writes of the additions. Returns the system for further figures.
 pub fn run_stored(rt: &Runtime, n: usize, prefix: &str) -> Result<(ColdStart, System), BenchError> {
-    let needs: Vec<Need> = (0..n)
-        .map(|i| Need::new("testsvc", format!("{prefix}{i}")))
-        .collect();
+    let needs = (0..n)
+        .map(|i| {
+            Ok(Need::new(
+                "testsvc",
+                InstanceName::new(format!("{prefix}{i}"))?,
+            ))
+        })
+        .collect::<Result<Vec<Need>, BenchError>>()?;
     let before = Instant::now();
     let (mut sys, t0, ports) = System::start_with_needs(rt, needs)?;
     let stored = t0 - before;
@@ -130,9 +136,14 @@ pub fn run(
             ports.len()
         )));
     }
-    let needs: Vec<Need> = (0..n)
-        .map(|i| Need::new("testsvc", format!("{prefix}{i}")))
-        .collect();
+    let needs = (0..n)
+        .map(|i| {
+            Ok(Need::new(
+                "testsvc",
+                InstanceName::new(format!("{prefix}{i}"))?,
+            ))
+        })
+        .collect::<Result<Vec<Need>, BenchError>>()?;
     let addr = sys.lan.addr();
     let t0 = Instant::now();
     let adding = rt.spawn(async move {

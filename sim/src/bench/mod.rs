@@ -49,6 +49,9 @@ pub enum BenchError {
         /// The fault.
         source: std::io::Error,
     },
+    /// A generated instance name failed the name check.
+    #[error(transparent)]
+    Name(#[from] allex_protocol::names::NameError),
     /// Anything else.
     #[error("{0}")]
     Other(String),

@@ -10,6 +10,7 @@ use allex_protocol::spawn::{
     SpawnInfo, ENV_HTTP_PORT, ENV_INSTANCE, ENV_MASTER_SOCKET, ENV_MODULE, ENV_SPAWN, ENV_TCP_PORT,
     ENV_WS_PORT,
 };
+use allex_protocol::InstanceName;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::os::unix::process::CommandExt;
@@ -38,7 +39,12 @@ impl RawServices {
     }
 
     fn spawn(&mut self, i: usize, ports: [u16; 3]) -> Result<(), BenchError> {
-        let child = spawn_testsvc(&self.testsvc, &format!("raw{i}"), ports, self.fork)?;
+        let child = spawn_testsvc(
+            &self.testsvc,
+            &InstanceName::new(format!("raw{i}"))?,
+            ports,
+            self.fork,
+        )?;
         self.children.push((child, ports));
         Ok(())
     }
@@ -50,7 +56,12 @@ impl RawServices {
         let _ = kill(Pid::from_raw(old as i32), Signal::SIGKILL);
         let _ = child.wait();
         wait_dead(old, RAW_DEADLINE)?;
-        *child = spawn_testsvc(&self.testsvc, &format!("raw{i}"), *ports, self.fork)?;
+        *child = spawn_testsvc(
+            &self.testsvc,
+            &InstanceName::new(format!("raw{i}"))?,
+            *ports,
+            self.fork,
+        )?;
         Ok(old)
     }
 }
@@ -69,13 +80,13 @@ impl Drop for RawServices {
 /// posix_spawn, which clones without copying the parent's page tables.
 fn spawn_testsvc(
     testsvc: &Path,
-    instance: &str,
+    instance: &InstanceName,
     ports: [u16; 3],
     fork: bool,
 ) -> Result<Child, BenchError> {
     let info = SpawnInfo {
         modulename: "testsvc".into(),
-        instancename: instance.into(),
+        instancename: instance.clone(),
         propertyhash: serde_json::Map::new(),
         tcpport: Some(ports[0]),
         httpport: Some(ports[1]),
@@ -92,7 +103,7 @@ fn spawn_testsvc(
     }
     cmd.env(ENV_SPAWN, spawn)
         .env(ENV_MODULE, "testsvc")
-        .env(ENV_INSTANCE, instance)
+        .env(ENV_INSTANCE, instance.as_str())
         .env(ENV_TCP_PORT, ports[0].to_string())
         .env(ENV_HTTP_PORT, ports[1].to_string())
         .env(ENV_WS_PORT, ports[2].to_string())

@@ -6,6 +6,7 @@ use super::footprint::memory;
 use super::{ms, BenchError};
 use crate::harness::{LanManager, LanOptions, Timings};
 use crate::virtual_master::{hello, AcceptingPorts, Progress, VirtualMaster};
+use allex_protocol::InstanceName;
 use allex_protocol::Need;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -62,9 +63,9 @@ pub fn run(rt: &Runtime, masters: usize, needs: usize, racing: bool) -> Result<S
         .proc()
         .map(|p| p.pid())
         .ok_or_else(|| BenchError::Other("the lan manager is not running".into()))?;
-    let list: Vec<Need> = (0..needs)
-        .map(|i| Need::new("testsvc", format!("v{i}")))
-        .collect();
+    let list = (0..needs)
+        .map(|i| Ok(Need::new("testsvc", InstanceName::new(format!("v{i}"))?)))
+        .collect::<Result<Vec<Need>, BenchError>>()?;
     rt.block_on(add_all(addr, list, 128))?;
     let masters = masters.max(1);
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);

@@ -15,6 +15,7 @@ use allex_lanmanager::Settings;
 use allex_master::core as mcore;
 use allex_master::ports::PortOffice;
 use allex_protocol::Generation;
+use allex_protocol::InstanceName;
 use allex_protocol::{
     ExitInfo, InventoryEntry, LanToMaster, MasterConfig, MasterHello, MasterToLan, Need, Ports,
     Protocol, PROTOCOL_VERSION,
@@ -129,9 +130,14 @@ impl Ev {
     }
 }
 
+/// The name of need `i`: `n` and digits, which always pass the name check.
+fn need_name(i: usize) -> InstanceName {
+    InstanceName::new(format!("n{i}")).unwrap_or_else(|_| allex_protocol::instance!("n"))
+}
+
 #[derive(Debug)]
 struct PortCheck {
-    instance: String,
+    instance: InstanceName,
     generation: Generation,
     ip: Option<IpAddr>,
     ports: Ports,
@@ -182,7 +188,7 @@ struct SimMaster {
     /// Connections it opened so far (keys each one's chance).
     conns_opened: u64,
     /// Spawns so far per instance (keys each child's chance).
-    spawns: BTreeMap<String, u64>,
+    spawns: BTreeMap<InstanceName, u64>,
     name: String,
     secret: String,
     ip: IpAddr,
@@ -205,7 +211,7 @@ struct SimMaster {
 #[derive(Debug)]
 struct Proc {
     master: usize,
-    instance: String,
+    instance: InstanceName,
     generation: Generation,
     ip: IpAddr,
     ports: Ports,
@@ -224,7 +230,7 @@ struct Disk {
     needs: Vec<Need>,
     masters: BTreeMap<String, String>,
     generation: u64,
-    running: HashMap<String, RunningHint>,
+    running: HashMap<InstanceName, RunningHint>,
     journal: String,
     /// The two writers: the store's fsynced files, and the running journal.
     queue: [VecDeque<lan::Write>; 2],
@@ -261,7 +267,7 @@ pub struct World {
     listeners: BTreeMap<(IpAddr, u16), u32>,
     next_pid: u32,
     disk: Disk,
-    crash_loop: BTreeMap<String, u32>,
+    crash_loop: BTreeMap<InstanceName, u32>,
     granted: BTreeSet<Generation>,
     ops: Vec<TimedOp>,
     /// Replaying a fixed list of faults (shrinking) rather than drawing them.
@@ -351,7 +357,7 @@ impl World {
         }
         let needs = (0..cfg.needs)
             .map(|i| {
-                let mut n = Need::new("svc", format!("n{i}"));
+                let mut n = Need::new("svc", need_name(i));
                 n.protocols = Some(if i % 3 == 2 {
                     vec![Protocol::Tcp, Protocol::Http]
                 } else {
@@ -605,7 +611,7 @@ impl World {
                 }
             }
             Op::CrashLoop(n, count) => {
-                *self.crash_loop.entry(format!("n{n}")).or_insert(0) += count;
+                *self.crash_loop.entry(need_name(n)).or_insert(0) += count;
             }
             Op::Impostor(m) => self.impostor(m),
             Op::Twin(m) => self.twin(m),
@@ -633,7 +639,7 @@ impl World {
                     if master == name {
                         let ports = self.procs.get(&pid).map(|p| p.ports).unwrap_or_default();
                         inventory.push(InventoryEntry {
-                            instancename: instance.to_string(),
+                            instancename: instance.clone(),
                             modulename: "svc".into(),
                             generation,
                             pid: pid + 1_000_000,
@@ -1559,7 +1565,7 @@ impl World {
                 match self.procs.get(&pid) {
                     Some(p)
                         if self.masters[p.master].name == master
-                            && p.instance == instance
+                            && p.instance == *instance
                             && p.generation == generation =>
                     {
                         // A frozen lan manager cannot learn anything: the

@@ -20,6 +20,9 @@ pub enum HarnessError {
     /// The link proxy could not start.
     #[error(transparent)]
     Proxy(#[from] ProxyError),
+    /// A generated instance name failed the name check.
+    #[error(transparent)]
+    Name(#[from] allex_protocol::names::NameError),
     /// A file or directory operation failed.
     #[error("{what}: {source}")]
     Io {

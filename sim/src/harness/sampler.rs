@@ -184,12 +184,12 @@ fn sample_into(
                 let mut still = HashMap::new();
                 for r in &st.running {
                     let backed = live
-                        .get(&r.instancename)
+                        .get(r.instancename.as_str())
                         .is_some_and(|ps| ps.iter().any(|(m, p)| *m == r.master && *p == r.pid));
                     if backed || !judged.contains(&r.master) {
                         continue;
                     }
-                    let key = (r.instancename.clone(), r.master.clone(), r.pid);
+                    let key = (r.instancename.to_string(), r.master.clone(), r.pid);
                     let since = missing.get(&key).copied().unwrap_or_else(Instant::now);
                     if since.elapsed() >= PHANTOM_AFTER
                         && !log

@@ -18,10 +18,10 @@ pub fn ipaddress() -> Scenario {
         cluster: cluster_options,
         run: |r| {
             r.step("add a need for 10.255.255.1 and one for 127.0.0.0/8", |r| {
-                let mut far = Need::new("testsvc", "far");
+                let mut far = Need::new("testsvc", allex_protocol::instance!("far"));
                 far.ipaddress = Some("10.255.255.1".into());
                 r.cluster.need_add(&far)?;
-                let mut near = Need::new("testsvc", "near");
+                let mut near = Need::new("testsvc", allex_protocol::instance!("near"));
                 near.ipaddress = Some("127.0.0.0/8".into());
                 r.cluster.need_add(&near)
             })?;

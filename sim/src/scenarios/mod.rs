@@ -13,6 +13,7 @@ mod services;
 pub use random::{run_ops, run_seed};
 
 use crate::harness::{Cluster, ClusterOptions, HarnessError, Timings};
+use allex_protocol::InstanceName;
 use allex_protocol::{LanStatus, Need, RunningService};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -222,12 +223,13 @@ impl Run {
     ) -> Result<Vec<String>, HarnessError> {
         let mut names = Vec::new();
         for i in 0..n {
-            let mut need = Need::new("testsvc", format!("{prefix}{i}"));
+            let name = InstanceName::new(format!("{prefix}{i}"))?;
+            let mut need = Need::new("testsvc", name);
             if let serde_json::Value::Object(m) = &props {
                 need.propertyhash = m.clone();
             }
             self.cluster.need_add(&need)?;
-            names.push(need.instancename);
+            names.push(need.instancename.into_string());
         }
         Ok(names)
     }
@@ -255,7 +257,7 @@ impl Run {
 pub fn running_map(st: &LanStatus) -> BTreeMap<String, RunningService> {
     st.running
         .iter()
-        .map(|r| (r.instancename.clone(), r.clone()))
+        .map(|r| (r.instancename.to_string(), r.clone()))
         .collect()
 }
 

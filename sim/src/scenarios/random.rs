@@ -59,8 +59,12 @@ fn converge(r: &mut Run, model: &Model) -> Result<(), HarnessError> {
     let stable = model.stable_needs();
     r.wait_all_running(&stable)?;
     let st = r.cluster.lan_status()?;
-    let listed: Vec<&String> = st.needs.iter().map(|n| &n.need.instancename).collect();
-    let wanted: Vec<&String> = model.needs.keys().collect();
+    let listed: Vec<&str> = st
+        .needs
+        .iter()
+        .map(|n| n.need.instancename.as_str())
+        .collect();
+    let wanted: Vec<&str> = model.needs.keys().map(String::as_str).collect();
     model.check(&r.cluster, &r.opts.timings)?;
     expect(
         listed.len() == wanted.len() && wanted.iter().all(|w| listed.contains(w)),
