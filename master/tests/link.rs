@@ -10,6 +10,14 @@ use common::{need, spawned, spawned_all, TestMaster, SOON};
 use serde_json::json;
 use std::time::Duration;
 
+/// The instance names of the children a status lists, in its order.
+fn child_names(st: &allex_protocol::MasterStatus) -> Vec<&str> {
+    st.children
+        .iter()
+        .map(|c| c.instancename.as_str())
+        .collect()
+}
+
 #[test]
 fn down_during_a_link_outage_is_queued_and_the_hello_omits_the_dead_child() {
     let lan = FakeLan::start(Options::default());
@@ -40,11 +48,7 @@ fn down_during_a_link_outage_is_queued_and_the_hello_omits_the_dead_child() {
         SOON,
         || {
             let st = m.status();
-            let names: Vec<&str> = st
-                .children
-                .iter()
-                .map(|c| c.instancename.as_str())
-                .collect();
+            let names = child_names(&st);
             if names == ["B"] && st.children[0].pid == pid_b {
                 Ok(())
             } else {
@@ -309,12 +313,7 @@ fn a_grant_with_a_hostile_name_is_dropped_without_touching_the_disk() {
     );
     assert!(!m.dir.path().join("escape.log").exists());
     let st = m.status();
-    let names: Vec<&str> = st
-        .children
-        .iter()
-        .map(|c| c.instancename.as_str())
-        .collect();
-    assert_eq!(names, vec!["x"]);
+    assert_eq!(child_names(&st), vec!["x"]);
 }
 
 #[test]

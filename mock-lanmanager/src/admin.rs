@@ -205,30 +205,14 @@ mod tests {
         .unwrap();
         assert_eq!(n.protocols, Some(vec![Protocol::Tcp, Protocol::Ws]));
         assert_eq!(n.propertyhash["x"], 1);
-        assert!(build_need(
-            "m",
-            &allex_protocol::instance!("A"),
-            Some("[1]"),
-            None,
-            None
-        )
-        .is_err());
-        assert!(build_need(
-            "m",
-            &allex_protocol::instance!("A"),
-            None,
-            Some("nope"),
-            None
-        )
-        .is_err());
-        assert!(build_need(
-            "m",
-            &allex_protocol::instance!("A"),
-            None,
-            None,
-            Some("udp")
-        )
-        .is_err());
+        let a = allex_protocol::instance!("A");
+        for (props, address, protocols) in [
+            (Some("[1]"), None, None),
+            (None, Some("nope"), None),
+            (None, None, Some("udp")),
+        ] {
+            assert!(build_need("m", &a, props, address, protocols).is_err());
+        }
     }
 
     #[test]

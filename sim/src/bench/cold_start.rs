@@ -87,19 +87,22 @@ pub struct ColdStart {
     pub running_ms: f64,
 }
 
+/// `testsvc` needs `<prefix>0..<prefix>n`.
+fn numbered_needs(n: usize, prefix: &str) -> Result<Vec<Need>, BenchError> {
+    (0..n)
+        .map(|i| {
+            let name = InstanceName::new(format!("{prefix}{i}"))?;
+            Ok(Need::new("testsvc", name))
+        })
+        .collect()
+}
+
 /// Stores `n` needs in a fresh lan manager with no master, then starts the
 /// master and times from its start (its own start-up included) until every
 /// port accepts and every need is listed as running: the cold start without
 /// the disk writes of the additions. Returns the system for further figures.
 pub fn run_stored(rt: &Runtime, n: usize, prefix: &str) -> Result<(ColdStart, System), BenchError> {
-    let needs = (0..n)
-        .map(|i| {
-            Ok(Need::new(
-                "testsvc",
-                InstanceName::new(format!("{prefix}{i}"))?,
-            ))
-        })
-        .collect::<Result<Vec<Need>, BenchError>>()?;
+    let needs = numbered_needs(n, prefix)?;
     let before = Instant::now();
     let (mut sys, t0, ports) = System::start_with_needs(rt, needs)?;
     let stored = t0 - before;
@@ -136,14 +139,7 @@ pub fn run(
             ports.len()
         )));
     }
-    let needs = (0..n)
-        .map(|i| {
-            Ok(Need::new(
-                "testsvc",
-                InstanceName::new(format!("{prefix}{i}"))?,
-            ))
-        })
-        .collect::<Result<Vec<Need>, BenchError>>()?;
+    let needs = numbered_needs(n, prefix)?;
     let addr = sys.lan.addr();
     let t0 = Instant::now();
     let adding = rt.spawn(async move {
