@@ -110,9 +110,12 @@ pub(crate) fn parse_array<T: DeserializeOwned>(
             // the checks after decoding do.
             Some(Err(err))
                 if err.classify() == serde_json::error::Category::Data
-                    && err.to_string().starts_with("instancename ") =>
+                    && err
+                        .to_string()
+                        .strip_prefix(crate::names::INSTANCE)
+                        .is_some_and(|rest| rest.starts_with(' ')) =>
             {
-                let at = find_key(text, pos, "instancename");
+                let at = find_key(text, pos, crate::names::INSTANCE);
                 return Err(error_at(path, text, at, strip_position(&err.to_string())));
             }
             Some(Err(err)) => return Err(json_error(path, text, pos, &err)),

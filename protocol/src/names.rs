@@ -117,7 +117,7 @@ macro_rules! instance {
 }
 
 /// What an instance name is called in errors (the field's wire name).
-const INSTANCE: &str = "instancename";
+pub(crate) const INSTANCE: &str = "instancename";
 
 /// An instance name that passed [`validate_name`]: safe in a file name and a log line.
 ///
