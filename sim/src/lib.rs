@@ -10,7 +10,6 @@
 #![warn(missing_docs)]
 
 pub mod bench;
-pub mod bins;
 pub mod cli;
 pub mod demo;
 pub mod dst;
@@ -20,20 +19,14 @@ pub mod lan_mode;
 pub mod logging;
 pub mod netns;
 pub mod ops;
-pub mod ports;
-pub mod process;
-pub mod procscan;
-pub mod proxy;
 pub mod scenarios;
-pub mod skip;
 pub mod strategy;
 pub mod testsvc;
 pub mod virtual_master;
-pub mod wait;
 
-pub use bins::binary;
-pub use ports::port_block;
-pub use process::{Proc, Stderr};
-pub use proxy::Proxy;
-pub use skip::skip;
-pub use wait::{read_port_banner, wait_port_accepts, wait_until, Banner};
+// The kit's pieces under the paths scenarios and tests have always used.
+pub use allex_testkit::{
+    binary, port_block, read_port_banner, wait_port_accepts, wait_until, Banner, Proc, Proxy,
+    Stderr,
+};
+pub use allex_testkit::{bins, ports, process, procscan, proxy, skip, wait};

@@ -57,8 +57,8 @@ pub enum TestsvcError {
     Signal(nix::errno::Errno),
 }
 
-/// First word of the banner every connection gets.
-pub const BANNER_PREFIX: &str = "allex-testsvc";
+/// First word of the banner every connection gets (the kit reads it back).
+pub use allex_testkit::wait::BANNER_PREFIX;
 
 /// The behaviour knobs read from the propertyhash.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

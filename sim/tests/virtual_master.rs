@@ -2,9 +2,8 @@
 //! ends up running exactly once, on the ports one of them really listens on.
 
 use allex_protocol::{Need, NeedState};
-use allex_sim::bench::admin_link::add_all;
-use allex_sim::harness::{LanManager, LanOptions};
-use allex_sim::virtual_master::{hello, AcceptingPorts, Progress, VirtualMaster};
+use allex_sim::harness::{AdminClient, LanManager, LanOptions};
+use allex_sim::virtual_master::{hello, serve, AcceptingPorts, FakeMaster, Progress};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -29,7 +28,7 @@ fn racing_virtual_masters_run_each_need_once_on_their_real_ports() {
         .collect();
     // Nobody serves this module: it must stay open.
     needs.push(Need::new("elsewhere", allex_protocol::instance!("orphan")));
-    rt.block_on(add_all(addr, needs, 4)).unwrap();
+    AdminClient::add_all(addr, None, needs, 4).unwrap();
 
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let (ports, stats) = rt.block_on(async {
@@ -40,11 +39,11 @@ fn racing_virtual_masters_run_each_need_once_on_their_real_ports() {
             let p = AcceptingPorts::bind(ip).await.unwrap();
             let served = p.ports;
             ports.push(p);
-            let vm = VirtualMaster::connect(addr, hello(&format!("vm{i}"), &["svc"], ip))
-                .await
-                .unwrap();
+            let mut h = hello(&format!("vm{i}"), &["svc"], Vec::new());
+            h.advertiseaddress = ip.to_string();
+            let vm = FakeMaster::try_connect(addr, h).await.unwrap();
             let progress = progress.clone();
-            tasks.push(tokio::spawn(vm.serve(served, |_| true, progress)));
+            tasks.push(tokio::spawn(serve(vm, served, |_| true, progress)));
         }
         let mut stats = Vec::new();
         for t in tasks {

@@ -1,16 +1,15 @@
 //! Figure 1, cold start: N needs added to a lan manager with one master;
 //! time until all their ports accept, and until all are listed as running.
 
-use super::admin_link::add_all;
 use super::probe::{accepts, SWEEP_PAUSE};
 use super::system::{System, SYSTEM_DEADLINE};
 use super::{ms, BenchError};
+use crate::harness::AdminClient;
 use allex_protocol::InstanceName;
 use allex_protocol::Need;
 use std::collections::BTreeSet;
 use std::time::Duration;
 use std::time::Instant;
-use tokio::runtime::Runtime;
 
 /// How long the sweep may stay at one refusing port before it asks the
 /// master whether the port was handed out at all.
@@ -101,13 +100,13 @@ fn numbered_needs(n: usize, prefix: &str) -> Result<Vec<Need>, BenchError> {
 /// master and times from its start (its own start-up included) until every
 /// port accepts and every need is listed as running: the cold start without
 /// the disk writes of the additions. Returns the system for further figures.
-pub fn run_stored(rt: &Runtime, n: usize, prefix: &str) -> Result<(ColdStart, System), BenchError> {
+pub fn run_stored(n: usize, prefix: &str) -> Result<(ColdStart, System), BenchError> {
     let needs = numbered_needs(n, prefix)?;
     let before = Instant::now();
-    let (mut sys, t0, ports) = System::start_with_needs(rt, needs)?;
+    let (mut sys, t0, ports) = System::start_with_needs(needs)?;
     let stored = t0 - before;
     let accepted = wait_children_accept(&sys, ports, n)?;
-    let (_, running) = sys.poll_status(rt, "all stored needs running", |st| {
+    let (_, running) = sys.poll_status("all stored needs running", |st| {
         st.running
             .iter()
             .filter(|r| r.instancename.starts_with(prefix))
@@ -126,12 +125,7 @@ pub fn run_stored(rt: &Runtime, n: usize, prefix: &str) -> Result<(ColdStart, Sy
 }
 
 /// Adds `n` needs `<prefix>0..` and times them to accepting and to running.
-pub fn run(
-    rt: &Runtime,
-    sys: &mut System,
-    n: usize,
-    prefix: &str,
-) -> Result<ColdStart, BenchError> {
+pub fn run(sys: &mut System, n: usize, prefix: &str) -> Result<ColdStart, BenchError> {
     let ports = sys.expected_ports(n);
     if ports.len() < 3 * n {
         return Err(BenchError::Other(format!(
@@ -142,21 +136,21 @@ pub fn run(
     let needs = numbered_needs(n, prefix)?;
     let addr = sys.lan.addr();
     let t0 = Instant::now();
-    let adding = rt.spawn(async move {
-        add_all(addr, needs, ADD_LINKS).await?;
+    let adding = std::thread::spawn(move || {
+        AdminClient::add_all(addr, None, needs, ADD_LINKS)?;
         Ok::<Instant, BenchError>(Instant::now())
     });
     let accepted = wait_children_accept(sys, ports, n)?;
-    let (_, running) = sys.poll_status(rt, "all needs running", |st| {
+    let (_, running) = sys.poll_status("all needs running", |st| {
         st.running
             .iter()
             .filter(|r| r.instancename.starts_with(prefix))
             .count()
             >= n
     })?;
-    let acked = rt
-        .block_on(adding)
-        .map_err(|e| BenchError::Other(format!("adding needs: {e}")))??;
+    let acked = adding
+        .join()
+        .map_err(|_| BenchError::Other("the need-adding thread panicked".into()))??;
     Ok(ColdStart {
         n,
         acked_ms: ms(acked - t0),

@@ -6,7 +6,6 @@
 //! raw limit from [`raw`]. [`run_bench`] runs them and builds a [`Report`];
 //! [`command`] is the `allex-sim bench` subcommand.
 
-pub mod admin_link;
 pub mod cold_start;
 pub mod command;
 pub mod footprint;
@@ -34,7 +33,7 @@ pub enum BenchError {
     Binary(#[from] crate::bins::BinaryNotFound),
     /// A virtual master failed.
     #[error(transparent)]
-    VirtualMaster(#[from] crate::virtual_master::VirtualMasterError),
+    VirtualMaster(#[from] crate::virtual_master::FakeMasterError),
     /// The admin link to the lan manager failed.
     #[error("admin link: {0}")]
     Admin(String),
@@ -177,13 +176,13 @@ pub fn run_bench(cfg: &BenchConfig, command: String) -> Result<Report, BenchErro
             .raw(raw_n),
         );
         let started = Instant::now();
-        let mut sys = System::start(&rt, n)?;
+        let mut sys = System::start(n)?;
         tracing::info!(n, took = ?started.elapsed(), "system up");
-        let cs = cold_start::run(&rt, &mut sys, n, "cs")?;
+        let cs = cold_start::run(&mut sys, n, "cs")?;
         tracing::info!(?cs, "cold start");
         let at200 = on_target && n == 200;
         drop(sys);
-        let (stored, sys) = cold_start::run_stored(&rt, n, "st")?;
+        let (stored, sys) = cold_start::run_stored(n, "st")?;
         tracing::info!(?stored, "cold start, needs stored");
         let mut sys = sys;
         rows.push(
@@ -289,7 +288,7 @@ pub fn run_bench(cfg: &BenchConfig, command: String) -> Result<Report, BenchErro
                 .target(on_target, 2.0),
         );
 
-        let kills = recovery::single(&rt, &mut sys, cfg.kills)?;
+        let kills = recovery::single(&mut sys, cfg.kills)?;
         tracing::info!(?kills, "single kills");
         let k = kills.accept_ms.len();
         let (rm, rp) = (quantile(&raw_single, 0.5), quantile(&raw_single, 0.99));
@@ -333,7 +332,7 @@ pub fn run_bench(cfg: &BenchConfig, command: String) -> Result<Report, BenchErro
             .target(on, 10.0)
             .raw(rp),
         );
-        let all = recovery::all(&rt, &mut sys, n)?;
+        let all = recovery::all(&mut sys, n)?;
         tracing::info!(?all, "kill all");
         rows.push(
             Row::new(

@@ -13,7 +13,6 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::runtime::Runtime;
 
 /// How long a child must have run before it is killed, per the issue.
 pub const MIN_UPTIME: Duration = Duration::from_millis(1100);
@@ -54,8 +53,8 @@ fn sigkill(pid: u32) -> Result<(), BenchError> {
 /// Kills `kills` children one after another, each one that has run over a
 /// second and a different one each time (round robin), and times each
 /// recovery.
-pub fn single(rt: &Runtime, sys: &mut System, kills: usize) -> Result<SingleKills, BenchError> {
-    let (st, _) = sys.poll_status(rt, "services to kill", |st| !st.running.is_empty())?;
+pub fn single(sys: &mut System, kills: usize) -> Result<SingleKills, BenchError> {
+    let (st, _) = sys.poll_status("services to kill", |st| !st.running.is_empty())?;
     let mut victims: Vec<RunningService> = st.running.clone();
     victims.sort_by(|a, b| a.instancename.cmp(&b.instancename));
     let_age(&st, MIN_UPTIME);
@@ -63,7 +62,7 @@ pub fn single(rt: &Runtime, sys: &mut System, kills: usize) -> Result<SingleKill
     for k in 0..kills {
         let instance = victims[k % victims.len()].instancename.clone();
         // The current record: an earlier round may have restarted it.
-        let (st, _) = sys.poll_status(rt, "the victim listed", |st| {
+        let (st, _) = sys.poll_status("the victim listed", |st| {
             st.running.iter().any(|r| r.instancename == instance)
         })?;
         let Some(victim) = st
@@ -88,7 +87,7 @@ pub fn single(rt: &Runtime, sys: &mut System, kills: usize) -> Result<SingleKill
         // successful connect mean the replacement.
         wait_dead(victim.pid, SYSTEM_DEADLINE)?;
         let accepted = wait_all_accept(&[port], SYSTEM_DEADLINE)?;
-        let (_, running) = sys.poll_status(rt, "the replacement running", |st| {
+        let (_, running) = sys.poll_status("the replacement running", |st| {
             st.running
                 .iter()
                 .any(|r| r.instancename == instance && r.pid != victim.pid)
@@ -112,8 +111,8 @@ pub struct KillAll {
 /// running. The replacements get the same set of ports (the port office
 /// hands out the lowest free ones), possibly shuffled among them, so "every
 /// port accepts" is watched on the old set once every old child is gone.
-pub fn all(rt: &Runtime, sys: &mut System, n: usize) -> Result<KillAll, BenchError> {
-    let (st, _) = sys.poll_status(rt, "every service running", |st| st.running.len() >= n)?;
+pub fn all(sys: &mut System, n: usize) -> Result<KillAll, BenchError> {
+    let (st, _) = sys.poll_status("every service running", |st| st.running.len() >= n)?;
     // Over --stable-ms, so no death counts towards a crash loop.
     let_age(&st, STABLE.max(MIN_UPTIME));
     let old: BTreeSet<u32> = st.running.iter().map(|r| r.pid).collect();
@@ -131,7 +130,7 @@ pub fn all(rt: &Runtime, sys: &mut System, n: usize) -> Result<KillAll, BenchErr
         wait_dead(*pid, SYSTEM_DEADLINE)?;
     }
     let accepted = wait_all_accept(&ports, SYSTEM_DEADLINE)?;
-    let (_, running) = sys.poll_status(rt, "every service running again", |st| {
+    let (_, running) = sys.poll_status("every service running again", |st| {
         st.running.len() >= n && st.running.iter().all(|r| !old.contains(&r.pid))
     })?;
     Ok(KillAll {

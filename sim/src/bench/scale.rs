@@ -1,11 +1,11 @@
 //! Figure 4, lan manager scale: V virtual masters (the real protocol over
 //! real WebSockets, real listening ports, no processes) and K needs.
 
-use super::admin_link::add_all;
 use super::footprint::memory;
 use super::{ms, BenchError};
+use crate::harness::AdminClient;
 use crate::harness::{LanManager, LanOptions, Timings};
-use crate::virtual_master::{hello, AcceptingPorts, Progress, VirtualMaster};
+use crate::virtual_master::{hello, serve, AcceptingPorts, FakeMaster, Progress};
 use allex_protocol::InstanceName;
 use allex_protocol::Need;
 use std::net::{IpAddr, Ipv4Addr};
@@ -66,13 +66,20 @@ pub fn run(rt: &Runtime, masters: usize, needs: usize, racing: bool) -> Result<S
     let list = (0..needs)
         .map(|i| Ok(Need::new("testsvc", InstanceName::new(format!("v{i}"))?)))
         .collect::<Result<Vec<Need>, BenchError>>()?;
-    rt.block_on(add_all(addr, list, 128))?;
+    AdminClient::add_all(addr, None, list, 128)?;
     let masters = masters.max(1);
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let result = rt.block_on(async move {
         let mut ports = Vec::with_capacity(masters);
         for _ in 0..masters {
-            ports.push(AcceptingPorts::bind(ip).await.map_err(BenchError::from)?);
+            ports.push(
+                AcceptingPorts::bind(ip)
+                    .await
+                    .map_err(|source| BenchError::Io {
+                        what: format!("binding service ports on {ip}"),
+                        source,
+                    })?,
+            );
         }
         let progress = Progress::new(needs);
         let t0 = Instant::now();
@@ -81,10 +88,16 @@ pub fn run(rt: &Runtime, masters: usize, needs: usize, racing: bool) -> Result<S
             let progress = progress.clone();
             let served = p.ports;
             tasks.push(tokio::spawn(async move {
-                let vm = VirtualMaster::connect(addr, hello(&format!("vm{idx}"), &["testsvc"], ip))
-                    .await?;
-                vm.serve(served, move |n| racing || share(n, idx, masters), progress)
-                    .await
+                let mut h = hello(&format!("vm{idx}"), &["testsvc"], Vec::new());
+                h.advertiseaddress = ip.to_string();
+                let vm = FakeMaster::try_connect(addr, h).await?;
+                serve(
+                    vm,
+                    served,
+                    move |n| racing || share(n, idx, masters),
+                    progress,
+                )
+                .await
             }));
         }
         let mut messages = 0;

@@ -3,16 +3,16 @@
 //! except a short `--stable-ms`, so a child that ran over a second and is
 //! killed counts as a stable service and is restarted at once.
 
-use super::admin_link::{add_all, AdminLink};
 use super::probe::first_free;
 use super::BenchError;
-use crate::harness::{LanManager, LanOptions, Master, MasterOptions, Timings};
+use crate::harness::{
+    AdminClient, LanManager, LanOptions, Master, MasterOptions, Timings, START_DEADLINE,
+};
 use crate::ports::port_block;
 use allex_protocol::config::PortStarts;
 use allex_protocol::{LanStatus, Need, Protocol};
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
-use tokio::runtime::Runtime;
 
 /// How long a system may take to come up or to answer.
 pub const SYSTEM_DEADLINE: Duration = Duration::from_secs(120);
@@ -31,31 +31,28 @@ pub struct System {
     /// The master process.
     pub master: Master,
     /// An admin session for status polling.
-    pub admin: AdminLink,
+    pub admin: AdminClient,
 }
 
 impl System {
     /// Starts both with room for `capacity` children and waits until the
     /// lan manager lists the master as connected.
-    pub fn start(rt: &Runtime, capacity: usize) -> Result<System, BenchError> {
-        let (lan, admin) = start_lan(rt)?;
+    pub fn start(capacity: usize) -> Result<System, BenchError> {
+        let (lan, admin) = start_lan()?;
         let (opts, _) = master_options(&lan, capacity)?;
         let master = Master::start(&opts)?;
         let mut sys = System { lan, master, admin };
-        sys.wait_connected(rt)?;
+        sys.wait_connected()?;
         Ok(sys)
     }
 
     /// Starts the lan manager, stores `needs` in it while no master is
     /// there, then starts the master. Returns the system, the moment the
     /// master was started and the ports it will hand out, child by child.
-    pub fn start_with_needs(
-        rt: &Runtime,
-        needs: Vec<Need>,
-    ) -> Result<(System, Instant, Vec<u16>), BenchError> {
+    pub fn start_with_needs(needs: Vec<Need>) -> Result<(System, Instant, Vec<u16>), BenchError> {
         let n = needs.len();
-        let (lan, admin) = start_lan(rt)?;
-        rt.block_on(add_all(lan.addr(), needs, 32))?;
+        let (lan, admin) = start_lan()?;
+        AdminClient::add_all(lan.addr(), None, needs, 32)?;
         let (opts, ranges) = master_options(&lan, n)?;
         let ports = interleave(&ranges, n);
         let t0 = Instant::now();
@@ -63,9 +60,9 @@ impl System {
         Ok((System { lan, master, admin }, t0, ports))
     }
 
-    fn wait_connected(&mut self, rt: &Runtime) -> Result<(), BenchError> {
+    fn wait_connected(&mut self) -> Result<(), BenchError> {
         let name = self.master.name().to_string();
-        self.poll_status(rt, &format!("master {name} connected"), |st| {
+        self.poll_status(&format!("master {name} connected"), |st| {
             st.masters.iter().any(|m| m.name == name && m.connected)
         })
         .map(drop)
@@ -82,20 +79,19 @@ impl System {
     /// status and the moment it was answered.
     pub fn poll_status(
         &mut self,
-        rt: &Runtime,
         what: &str,
         mut done: impl FnMut(&LanStatus) -> bool,
     ) -> Result<(LanStatus, Instant), BenchError> {
         let start = Instant::now();
         loop {
-            let st = match rt.block_on(self.admin.status()) {
+            let st = match self.admin.status() {
                 Ok(st) => st,
                 // The lan manager drops an admin session idle for a minute
                 // (a long --idle-secs window): open a fresh one.
                 Err(e) => {
                     tracing::debug!(error = %e, "admin session lost; reconnecting");
-                    self.admin = rt.block_on(AdminLink::connect(self.lan.addr()))?;
-                    rt.block_on(self.admin.status())?
+                    self.admin = AdminClient::connect(self.lan.addr(), None, START_DEADLINE)?;
+                    self.admin.status()?
                 }
             };
             let now = Instant::now();
@@ -131,7 +127,7 @@ impl System {
 }
 
 /// The lan manager with the bench's timings, and an admin session to it.
-fn start_lan(rt: &Runtime) -> Result<(LanManager, AdminLink), BenchError> {
+fn start_lan() -> Result<(LanManager, AdminClient), BenchError> {
     let timings = Timings {
         stable: STABLE,
         ..Timings::production()
@@ -140,7 +136,7 @@ fn start_lan(rt: &Runtime) -> Result<(LanManager, AdminLink), BenchError> {
         timings,
         ..LanOptions::default()
     })?;
-    let admin = rt.block_on(AdminLink::connect(lan.addr()))?;
+    let admin = AdminClient::connect(lan.addr(), None, START_DEADLINE)?;
     Ok((lan, admin))
 }
 

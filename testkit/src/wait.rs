@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 /// How long to pause between two checks of a condition.
 pub const POLL: Duration = Duration::from_millis(25);
 
+/// Generous deadline for one event that normally takes milliseconds: long
+/// enough for a loaded 2-core CI machine, short enough to fail a hung test.
+pub const SOON: Duration = Duration::from_secs(10);
+
 /// A condition that did not come true in time.
 #[derive(Debug, thiserror::Error)]
 #[error("timed out after {waited:?} waiting for {what}; last observation: {last}")]
@@ -71,6 +75,29 @@ where
     }
 }
 
+/// Retries `check` until it returns `Some`, for [`SOON`]; panics naming
+/// `what` otherwise. For async tests, which have nothing to do with a miss.
+pub async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    eventually_async(what, || std::future::ready(check())).await
+}
+
+/// Like [`eventually`], with an async check.
+pub async fn eventually_async<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let found = wait_until_async(what, SOON, || {
+        let fut = check();
+        async move { fut.await.ok_or("not yet") }
+    })
+    .await;
+    match found {
+        Ok(v) => v,
+        Err(e) => panic!("{e}"),
+    }
+}
+
 /// Waits until a TCP connection to `addr` is accepted.
 pub fn wait_port_accepts(addr: SocketAddr, deadline: Duration) -> Result<(), WaitError> {
     wait_until(&format!("{addr} to accept"), deadline, || {
@@ -101,6 +128,9 @@ pub struct Banner {
     pub pid: u32,
 }
 
+/// First word of the banner `allex-testsvc` sends on every connection.
+pub const BANNER_PREFIX: &str = "allex-testsvc";
+
 /// Connects to `addr` and reads the testsvc banner, HTTP-wrapped or not;
 /// `None` when nothing answers or the answer is not a banner.
 pub fn read_port_banner(addr: SocketAddr) -> Option<Banner> {
@@ -116,7 +146,7 @@ pub fn read_port_banner(addr: SocketAddr) -> Option<Banner> {
 pub fn parse_banner(text: &str) -> Option<Banner> {
     text.lines().find_map(|line| {
         let mut parts = line.trim_end().split(' ');
-        if parts.next()? != crate::testsvc::BANNER_PREFIX {
+        if parts.next()? != BANNER_PREFIX {
             return None;
         }
         let instance = parts.next()?.to_string();

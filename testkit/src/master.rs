@@ -1,9 +1,10 @@
 //! [`Master`]: a real `allexmaster` process with its own runtime directory and ports.
 
-use super::{log_tail, maybe_keep, stderr_for, temp_dir, HarnessError, START_DEADLINE};
 use crate::bins::binary;
+use crate::error::HarnessError;
 use crate::ports::port_block;
 use crate::process::{run_with_deadline, Output, Proc};
+use crate::workdir::{log_tail, maybe_keep, stderr_for, temp_dir, START_DEADLINE};
 use allex_protocol::config::{MasterConfig, PortStarts, ServiceSpec, StopSignal, CONFIG_FILE_NAME};
 use allex_protocol::types::Protocol;
 use allex_protocol::MasterStatus;
@@ -56,6 +57,19 @@ pub struct MasterOptions {
     pub logmaxbytes: Option<u64>,
     /// Network namespace to run it in, via `ip netns exec`.
     pub netns: Option<String>,
+    /// `RUST_LOG` for the process; inherited when `None`.
+    pub log_filter: Option<String>,
+    /// Signal dispositions and limits it inherits from whoever starts it.
+    pub inherited: Inherited,
+}
+
+/// What a master inherits from whoever starts it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Inherited {
+    /// Signals set to SIG_IGN, as `nohup` or a shell's `trap '' SIG` do.
+    pub ignored: &'static [Signal],
+    /// RLIMIT_NOFILE (soft, hard).
+    pub nofile: Option<(u64, u64)>,
 }
 
 impl MasterOptions {
@@ -74,6 +88,8 @@ impl MasterOptions {
             reconnectmaxms: 500,
             logmaxbytes: None,
             netns: None,
+            log_filter: None,
+            inherited: Inherited::default(),
         }
     }
 
@@ -129,10 +145,14 @@ impl MasterOptions {
 pub struct Master {
     proc: Option<Proc>,
     config: MasterConfig,
+    /// The file as written, which an edit may have taken beyond `config`.
+    config_text: String,
     config_path: PathBuf,
     socket: PathBuf,
     log: PathBuf,
     netns: Option<String>,
+    log_filter: Option<String>,
+    inherited: Inherited,
     // Declared last so the process dies before its directory goes.
     dir: Option<tempfile::TempDir>,
 }
@@ -140,33 +160,67 @@ pub struct Master {
 impl Master {
     /// Writes the config and starts the master, waiting for its ready line.
     pub fn start(opts: &MasterOptions) -> Result<Master, HarnessError> {
+        Master::start_edited(opts, |_| {})
+    }
+
+    /// Like [`start`](Self::start), with the config file's JSON edited
+    /// first, for fields and values the options do not cover (including
+    /// ones the master must refuse or ignore).
+    pub fn start_edited(
+        opts: &MasterOptions,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> Result<Master, HarnessError> {
         let dir = temp_dir("allexm")?;
         let config = opts.config(dir.path())?;
         let mut m = Master {
             proc: None,
+            config_text: String::new(),
             config_path: dir.path().join(CONFIG_FILE_NAME),
             socket: dir.path().join(allex_protocol::local::MASTER_SOCKET_NAME),
             log: dir.path().join("allexmaster.log"),
             netns: opts.netns.clone(),
+            log_filter: opts.log_filter.clone(),
+            inherited: opts.inherited,
             config,
             dir: Some(dir),
         };
-        m.write_config()?;
+        let mut json = serde_json::to_value(&m.config).map_err(|source| HarnessError::Parse {
+            command: "serialising the master config".into(),
+            source,
+            stdout: String::new(),
+        })?;
+        edit(&mut json);
+        // The edited file is what the master reads; `config` follows it
+        // when it still is a config.
+        if let Ok(edited) = serde_json::from_value::<MasterConfig>(json.clone()) {
+            m.config = edited;
+        }
+        m.write_text(&json)?;
         m.spawn()?;
         Ok(m)
     }
 
-    fn write_config(&self) -> Result<(), HarnessError> {
-        let text =
-            serde_json::to_string_pretty(&self.config).map_err(|source| HarnessError::Parse {
-                command: "serialising the master config".into(),
-                source,
-                stdout: String::new(),
-            })?;
-        std::fs::write(&self.config_path, text).map_err(|source| HarnessError::Io {
+    fn write_config(&mut self) -> Result<(), HarnessError> {
+        let json = serde_json::to_value(&self.config).map_err(|source| HarnessError::Parse {
+            command: "serialising the master config".into(),
+            source,
+            stdout: String::new(),
+        })?;
+        self.write_text(&json)
+    }
+
+    fn write_text(&mut self, json: &serde_json::Value) -> Result<(), HarnessError> {
+        let text = serde_json::to_string_pretty(json).map_err(|source| HarnessError::Parse {
+            command: "serialising the master config".into(),
+            source,
+            stdout: String::new(),
+        })?;
+        std::fs::write(&self.config_path, &text).map_err(|source| HarnessError::Io {
             what: format!("writing {}", self.config_path.display()),
             source,
-        })
+        })?;
+        self.config_text = text;
+        Ok(())
     }
 
     fn spawn(&mut self) -> Result<(), HarnessError> {
@@ -182,6 +236,10 @@ impl Master {
             .arg("--config")
             .arg(&self.config_path)
             .current_dir(self.runtime_dir());
+        if let Some(f) = &self.log_filter {
+            cmd.env("RUST_LOG", f);
+        }
+        inherit(&mut cmd, self.inherited);
         let proc = Proc::spawn("allexmaster", cmd, stderr_for(&self.log))?;
         match proc.wait_for_line(
             |l| l.starts_with("allexmaster ready socket="),
@@ -210,6 +268,11 @@ impl Master {
         &self.config
     }
 
+    /// Its config file's text, as written.
+    pub fn config_text(&self) -> &str {
+        &self.config_text
+    }
+
     /// Its config file.
     pub fn config_path(&self) -> &Path {
         &self.config_path
@@ -233,9 +296,19 @@ impl Master {
         &self.log
     }
 
+    /// What it logged so far (empty when logs are inherited).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The inclusive port range of one protocol.
     pub fn port_range(&self, p: Protocol) -> std::ops::RangeInclusive<u32> {
         self.config.port_range(p)
+    }
+
+    /// Whether `port` of protocol `p` lies in its range.
+    pub fn in_range(&self, p: Protocol, port: u16) -> bool {
+        self.port_range(p).contains(&u32::from(port))
     }
 
     /// The running process, if any.
@@ -264,10 +337,12 @@ impl Master {
         Ok(run_with_deadline("allexmaster", cmd, START_DEADLINE)?)
     }
 
-    /// Asks `allexmaster status --json --socket <socket>`.
-    pub fn status(&self) -> Result<MasterStatus, HarnessError> {
+    /// Runs `allexmaster <args> --socket <socket>`; its output, which must
+    /// say success.
+    fn cli_socket_ok(&self, args: &[&str]) -> Result<Output, HarnessError> {
         let socket = self.socket.display().to_string();
-        let args = ["status", "--json", "--socket", socket.as_str()];
+        let mut args = args.to_vec();
+        args.extend(["--socket", socket.as_str()]);
         let out = self.cli(&args)?;
         if !out.status.success() {
             return Err(HarnessError::Cli {
@@ -276,6 +351,17 @@ impl Master {
                 stderr: out.stderr,
             });
         }
+        Ok(out)
+    }
+
+    /// `allexmaster status` as the table an operator reads.
+    pub fn status_text(&self) -> Result<String, HarnessError> {
+        Ok(self.cli_socket_ok(&["status"])?.stdout)
+    }
+
+    /// Asks `allexmaster status --json --socket <socket>`.
+    pub fn status(&self) -> Result<MasterStatus, HarnessError> {
+        let out = self.cli_socket_ok(&["status", "--json"])?;
         serde_json::from_str(out.stdout.trim()).map_err(|source| HarnessError::Parse {
             command: "allexmaster status --json".into(),
             source,
@@ -353,9 +439,45 @@ impl Master {
     }
 }
 
+/// Sets up `cmd` to start with what `inherited` says.
+fn inherit(cmd: &mut Command, inherited: Inherited) {
+    use std::os::unix::process::CommandExt;
+    let Inherited { ignored, nofile } = inherited;
+    if ignored.is_empty() && nofile.is_none() {
+        return;
+    }
+    // SAFETY: the hook runs between fork and exec, where only
+    // async-signal-safe calls are allowed: sigaction(2) and setrlimit(2)
+    // are, and nothing here allocates.
+    unsafe {
+        cmd.pre_exec(move || {
+            for s in ignored {
+                nix::sys::signal::signal(*s, nix::sys::signal::SigHandler::SigIgn)
+                    .map_err(std::io::Error::from)?;
+            }
+            if let Some((soft, hard)) = nofile {
+                nix::sys::resource::setrlimit(
+                    nix::sys::resource::Resource::RLIMIT_NOFILE,
+                    soft,
+                    hard,
+                )
+                .map_err(std::io::Error::from)?;
+            }
+            Ok(())
+        });
+    }
+}
+
 impl Drop for Master {
     fn drop(&mut self) {
         self.proc.take();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- allexmaster {} log ---\n{}",
+                self.name(),
+                log_tail(&self.log, 60)
+            );
+        }
         // The master should take its children down with it; make sure anyway,
         // so a faulty master cannot leak processes out of a test.
         crate::procscan::kill_all(&self.children_alive());

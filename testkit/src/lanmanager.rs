@@ -1,8 +1,10 @@
 //! [`LanManager`]: a real `allexlanmanager` process in its own directory.
 
-use super::{log_tail, maybe_keep, stderr_for, temp_dir, HarnessError, Timings, START_DEADLINE};
 use crate::bins::binary;
+use crate::error::HarnessError;
 use crate::process::{run_with_deadline, Output, Proc};
+use crate::timings::Timings;
+use crate::workdir::{log_tail, maybe_keep, stderr_for, temp_dir, START_DEADLINE};
 use allex_protocol::{LanStatus, Need};
 use nix::sys::signal::Signal;
 use std::net::SocketAddr;
@@ -25,6 +27,30 @@ pub struct LanOptions {
     pub listen_ip: Option<std::net::IpAddr>,
     /// Network namespace to run it (and its CLI calls) in, via `ip netns exec`.
     pub netns: Option<String>,
+    /// Its directory, for tests that write its files first; it is kept when
+    /// the lan manager is dropped. A fresh temporary directory when `None`.
+    pub dir: Option<PathBuf>,
+    /// `RUST_LOG` for the process; inherited when `None`.
+    pub log_filter: Option<String>,
+}
+
+impl LanOptions {
+    /// A lan manager in `dir` whose timers do not fire during a test
+    /// ([`Timings::patient`]), for tests that drive every step themselves.
+    pub fn patient(dir: &Path) -> LanOptions {
+        LanOptions {
+            timings: Timings::patient(),
+            dir: Some(dir.to_path_buf()),
+            ..LanOptions::default()
+        }
+    }
+}
+
+/// Where a lan manager's files live: its own temporary directory, removed
+/// when it is dropped, or one a test gave it.
+enum Dir {
+    Temp(tempfile::TempDir),
+    Given(PathBuf),
 }
 
 /// A running `allexlanmanager run` over a temporary directory.
@@ -34,14 +60,20 @@ pub struct LanManager {
     opts: LanOptions,
     log: PathBuf,
     // Declared last so the process dies before its directory goes.
-    dir: Option<tempfile::TempDir>,
+    dir: Option<Dir>,
 }
 
 impl LanManager {
     /// Starts a lan manager and waits for its `listening on` line.
     pub fn start(opts: LanOptions) -> Result<LanManager, HarnessError> {
-        let dir = temp_dir("allexlan")?;
-        let log = dir.path().join("allexlanmanager.log");
+        let dir = match &opts.dir {
+            Some(d) => Dir::Given(d.clone()),
+            None => Dir::Temp(temp_dir("allexlan")?),
+        };
+        let log = match &dir {
+            Dir::Temp(t) => t.path().join("allexlanmanager.log"),
+            Dir::Given(d) => d.join(format!("allexlanmanager-{}.log", std::process::id())),
+        };
         let mut lan = LanManager {
             proc: None,
             addr: SocketAddr::new(
@@ -68,10 +100,23 @@ impl LanManager {
                 .arg(self.dir())
                 .args(self.opts.timings.args())
                 .args(&self.opts.extra_args)
-                .current_dir(self.dir())
                 .env_remove("ALLEX_TOKEN");
+            if let Some(Dir::Temp(t)) = &self.dir {
+                cmd.current_dir(t.path());
+            }
+            if let Some(f) = &self.opts.log_filter {
+                cmd.env("RUST_LOG", f);
+            }
             if let Some(t) = &self.opts.token {
                 cmd.arg("--token").arg(t);
+            }
+            if let Some(Dir::Given(d)) = &self.dir {
+                // The log lives in the given directory, which a first run may
+                // be about to create.
+                std::fs::create_dir_all(d).map_err(|source| HarnessError::Io {
+                    what: format!("creating {}", d.display()),
+                    source,
+                })?;
             }
             let proc = Proc::spawn("allexlanmanager", cmd, stderr_for(&self.log))?;
             let remaining = START_DEADLINE.saturating_sub(started.elapsed());
@@ -134,7 +179,8 @@ impl LanManager {
     /// Its working directory (needs live in `.allexlanmanager/needs` under it).
     pub fn dir(&self) -> &Path {
         match &self.dir {
-            Some(d) => d.path(),
+            Some(Dir::Temp(t)) => t.path(),
+            Some(Dir::Given(d)) => d,
             None => Path::new("/nonexistent"),
         }
     }
@@ -149,9 +195,41 @@ impl LanManager {
         &self.log
     }
 
+    /// What it logged so far (empty when logs are inherited).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The running process, if any.
     pub fn proc(&self) -> Option<&Proc> {
         self.proc.as_ref()
+    }
+
+    /// Its pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(Proc::pid)
+    }
+
+    /// CPU time the process used so far, in milliseconds (0 once it is gone).
+    pub fn cpu_ms(&self) -> u64 {
+        self.pid().map_or(0, crate::procscan::cpu_ms)
+    }
+
+    /// Waits for it to exit on its own; SIGKILL after `deadline`.
+    pub fn wait_exit(
+        &mut self,
+        deadline: Duration,
+    ) -> Result<std::process::ExitStatus, HarnessError> {
+        let Some(p) = self.proc.take() else {
+            return Err(HarnessError::NotRunning("allexlanmanager".into()));
+        };
+        match p.wait_exit(deadline) {
+            Ok(status) => Ok(status),
+            Err(e) => {
+                p.kill_now()?;
+                Err(e.into())
+            }
+        }
     }
 
     /// Whether the process runs.
@@ -233,7 +311,8 @@ impl LanManager {
         if self.opts.netns.is_some() {
             return self.status();
         }
-        super::AdminClient::connect(self.addr, self.opts.token.as_deref(), START_DEADLINE)?.status()
+        crate::admin::AdminClient::connect(self.addr, self.opts.token.as_deref(), START_DEADLINE)?
+            .status()
     }
 
     /// Sends `signal` to the lan manager's process group.
@@ -281,7 +360,10 @@ impl LanManager {
 impl Drop for LanManager {
     fn drop(&mut self) {
         self.proc.take();
-        if let Some(dir) = self.dir.take() {
+        if std::thread::panicking() {
+            eprintln!("--- allexlanmanager log ---\n{}", log_tail(&self.log, 60));
+        }
+        if let Some(Dir::Temp(dir)) = self.dir.take() {
             maybe_keep(dir);
         }
     }

@@ -1,5 +1,8 @@
-//! Port blocks for tests that run in parallel, in this process and in others.
+//! Ports for tests that run in parallel: blocks for masters' ranges, and
+//! real listening ports that stand in for a service's.
 
+use allex_protocol::Ports;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 
 /// Lowest port handed out.
@@ -66,6 +69,93 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
         .local_addr()?
         .port())
+}
+
+/// Three real listening ports on 127.0.0.1, one per protocol: the kernel
+/// accepts into the backlog, which is all a port check needs.
+pub struct Listening {
+    _listeners: Vec<std::net::TcpListener>,
+    /// The ports.
+    pub ports: Ports,
+}
+
+impl Listening {
+    /// Binds one kernel-chosen port per protocol on 127.0.0.1.
+    pub fn bind() -> std::io::Result<Listening> {
+        let listeners = (0..3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let ports = three(&listeners, |l| l.local_addr())?;
+        Ok(Listening {
+            _listeners: listeners,
+            ports,
+        })
+    }
+}
+
+/// [`Listening::bind`] for tests; panics when the kernel has no port to give.
+pub fn listening() -> Listening {
+    Listening::bind().unwrap_or_else(|e| panic!("binding three ports on 127.0.0.1: {e}"))
+}
+
+/// Three ports nobody listens on (bound, then released), for checks that must fail.
+pub fn dead_ports() -> Ports {
+    listening().ports
+}
+
+fn three<L>(
+    listeners: &[L],
+    addr: impl Fn(&L) -> std::io::Result<SocketAddr>,
+) -> std::io::Result<Ports> {
+    let mut p = [0u16; 3];
+    for (slot, l) in p.iter_mut().zip(listeners) {
+        *slot = addr(l)?.port();
+    }
+    Ok(Ports {
+        tcp: Some(p[0]),
+        http: Some(p[1]),
+        ws: Some(p[2]),
+    })
+}
+
+/// Real listening ports, one per protocol, that accept and drop every
+/// connection (so thousands of checks never fill a backlog); the accept
+/// loops end when this is dropped.
+pub struct AcceptingPorts {
+    /// The ports.
+    pub ports: Ports,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl AcceptingPorts {
+    /// Binds one kernel-chosen port per protocol on `ip` and accepts on each.
+    pub async fn bind(ip: IpAddr) -> std::io::Result<AcceptingPorts> {
+        let mut listeners = Vec::new();
+        for _ in 0..3 {
+            listeners.push(tokio::net::TcpListener::bind(SocketAddr::new(ip, 0)).await?);
+        }
+        let ports = three(&listeners, |l| l.local_addr())?;
+        let tasks = listeners
+            .into_iter()
+            .map(|l| {
+                tokio::spawn(async move {
+                    // An accept error (fd pressure) is transient: the checker retries.
+                    while let Ok((c, _)) = l.accept().await {
+                        drop(c);
+                    }
+                })
+            })
+            .collect();
+        Ok(AcceptingPorts { ports, tasks })
+    }
+}
+
+impl Drop for AcceptingPorts {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
 }
 
 #[cfg(test)]

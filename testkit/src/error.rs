@@ -6,7 +6,7 @@ use crate::proxy::ProxyError;
 use crate::wait::WaitError;
 
 /// Why a harness operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub enum HarnessError {
     /// A workspace binary is missing.
     #[error(transparent)]
@@ -77,4 +77,12 @@ pub enum HarnessError {
     /// The component is not running (it was killed and not restarted).
     #[error("{0} is not running")]
     NotRunning(String),
+}
+
+/// Debug prints the message, so that a test's `.unwrap()` shows the log
+/// tail and the command line readably instead of as one escaped string.
+impl std::fmt::Debug for HarnessError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }

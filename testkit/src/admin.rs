@@ -1,9 +1,10 @@
-//! A blocking admin client of the lan manager's WebSocket port, so polling
-//! loops need not start an `allexlanmanager status` process per poll.
+//! The one admin client of the lan manager's WebSocket port: blocking, so
+//! polling loops need not start an `allexlanmanager status` process per
+//! poll and benchmarks can add thousands of needs from plain threads.
 
-use super::HarnessError;
+use crate::error::HarnessError;
 use allex_protocol::frame::{decode_text, encode, MAX_FROM_LAN_FRAME};
-use allex_protocol::{AdminToLan, LanStatus, LanToAdmin, PROTOCOL_VERSION};
+use allex_protocol::{AdminToLan, InstanceName, LanStatus, LanToAdmin, Need, PROTOCOL_VERSION};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 use tungstenite::protocol::WebSocketConfig;
@@ -29,8 +30,10 @@ impl AdminClient {
         timeout: Duration,
     ) -> Result<AdminClient, HarnessError> {
         let stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| link(addr, e))?;
+        // One small frame per request: Nagle's delay would be most of a poll.
         stream
-            .set_read_timeout(Some(timeout))
+            .set_nodelay(true)
+            .and_then(|_| stream.set_read_timeout(Some(timeout)))
             .and_then(|_| stream.set_write_timeout(Some(timeout)))
             .map_err(|e| link(addr, e))?;
         let config = WebSocketConfig::default()
@@ -81,6 +84,59 @@ impl AdminClient {
         }
     }
 }
+
+impl AdminClient {
+    /// Adds a need; returns once the lan manager has it on disk.
+    pub fn need_add(&mut self, need: Need) -> Result<(), HarnessError> {
+        match self.call(&AdminToLan::NeedAdd { need })? {
+            LanToAdmin::Done { .. } => Ok(()),
+            other => Err(link(self.addr(), format!("need_add answered {other:?}"))),
+        }
+    }
+
+    /// Removes a need; returns once the removal is on disk.
+    pub fn need_remove(&mut self, instancename: InstanceName) -> Result<(), HarnessError> {
+        match self.call(&AdminToLan::NeedRemove { instancename })? {
+            LanToAdmin::Done { .. } => Ok(()),
+            other => Err(link(self.addr(), format!("need_remove answered {other:?}"))),
+        }
+    }
+
+    /// Adds `needs` over `links` parallel sessions, so that the lan manager
+    /// can put concurrent additions into one disk write, as it would for
+    /// many operators; returns when every one is acknowledged.
+    pub fn add_all(
+        addr: SocketAddr,
+        token: Option<&str>,
+        needs: Vec<Need>,
+        links: usize,
+    ) -> Result<(), HarnessError> {
+        let links = links.clamp(1, needs.len().max(1));
+        let mut shares: Vec<Vec<Need>> = vec![Vec::new(); links];
+        for (i, n) in needs.into_iter().enumerate() {
+            shares[i % links].push(n);
+        }
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = shares
+                .into_iter()
+                .map(|share| {
+                    scope.spawn(move || {
+                        let mut client = AdminClient::connect(addr, token, ADD_TIMEOUT)?;
+                        share.into_iter().try_for_each(|n| client.need_add(n))
+                    })
+                })
+                .collect();
+            workers.into_iter().try_for_each(|w| {
+                w.join()
+                    .map_err(|_| link(addr, "a need-adding thread panicked"))?
+            })
+        })
+    }
+}
+
+/// How long one admin request of [`AdminClient::add_all`] may take: a disk
+/// write under load.
+const ADD_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Drop for AdminClient {
     fn drop(&mut self) {

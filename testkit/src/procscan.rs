@@ -25,6 +25,24 @@ pub fn pgid(pid: u32) -> Option<u32> {
     rest.split_whitespace().nth(2)?.parse().ok()
 }
 
+/// CPU time `pid` has used, user and system, in milliseconds; 0 when it is
+/// gone. Tick-sampled (100 Hz), good for a report, not for a benchmark.
+pub fn cpu_ms(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    // After the name: state is field 3 of the line, utime 14 and stime 15.
+    let mut fields = rest.split_whitespace().skip(11);
+    let mut tick = || {
+        fields
+            .next()
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (tick() + tick()) * 10
+}
+
 /// Every process (readable by us, but ourselves) with its environment block.
 fn environments() -> impl Iterator<Item = (u32, Vec<u8>)> {
     std::fs::read_dir("/proc")

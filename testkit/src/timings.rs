@@ -24,6 +24,9 @@ pub struct Timings {
     /// `--fence-ms`: masters stop their children after this long without
     /// the lan manager; off when `None`.
     pub fence: Option<Duration>,
+    /// `--hello-timeout-ms`: how long a new link may stay silent; the
+    /// binary's default when `None`.
+    pub hello_timeout: Option<Duration>,
 }
 
 impl Default for Timings {
@@ -40,6 +43,7 @@ impl Default for Timings {
             // Three missed beats drop a link: 1.5 s rides out a loaded 2-core CI box.
             heartbeat: ms(500),
             fence: None,
+            hello_timeout: None,
         }
     }
 }
@@ -59,6 +63,26 @@ impl Timings {
             stable: ms(defaults::STABLE_MS),
             heartbeat: ms(defaults::HEARTBEAT_MS),
             fence: None,
+            hello_timeout: None,
+        }
+    }
+
+    /// Timers that do not fire within a test (a minute each), except the
+    /// port check and the first retry, for tests that drive every step
+    /// through fake masters and shorten the one timer they are about.
+    pub fn patient() -> Self {
+        let minute = Duration::from_secs(60);
+        Timings {
+            grace: minute,
+            settle: minute,
+            claim_timeout: minute,
+            check_timeout: Duration::from_secs(2),
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: minute,
+            stable: minute,
+            heartbeat: minute,
+            fence: None,
+            hello_timeout: Some(minute),
         }
     }
 
@@ -76,6 +100,7 @@ impl Timings {
         ]
         .into_iter()
         .chain(self.fence.map(|f| ("--fence-ms", f)))
+        .chain(self.hello_timeout.map(|h| ("--hello-timeout-ms", h)))
         .flat_map(|(flag, d)| [flag.to_string(), d.as_millis().to_string()])
         .collect()
     }
