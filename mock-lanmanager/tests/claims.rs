@@ -15,14 +15,14 @@ fn is_open(m: &LanToMaster, inst: &str) -> bool {
 async fn two_masters_racing_for_50_needs_each_need_is_granted_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "N", 50));
-    let lm = Lm::start(dir.path(), &[]);
+    let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
     // Both masters hold the full snapshot before either claims.
     let start = std::sync::Arc::new(tokio::sync::Barrier::new(2));
     let race = |name: &'static str| {
-        let addr = lm.addr.clone();
+        let addr = lm.addr();
         let start = start.clone();
         tokio::spawn(async move {
-            let mut m = FakeMaster::connect(&addr, name, &["svc"]).await;
+            let mut m = FakeMaster::connect(addr, name, &["svc"]).await;
             let snapshot = m
                 .expect("needs", |x| matches!(x, LanToMaster::Needs { .. }))
                 .await;
@@ -68,7 +68,7 @@ async fn two_masters_racing_for_50_needs_each_need_is_granted_exactly_once() {
     generations.sort();
     generations.dedup();
     assert_eq!(generations.len(), 50, "generations are never reused");
-    let st = lm.status();
+    let st = lm.status().unwrap();
     assert!(st.needs.iter().all(|n| n.state == NeedState::Claimed));
 }
 
@@ -76,9 +76,16 @@ async fn two_masters_racing_for_50_needs_each_need_is_granted_exactly_once() {
 async fn claim_deadline_lapse_stops_the_grant_and_reopens_only_once_the_master_confirms() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 1));
-    let lm = Lm::start(dir.path(), &[("--claim-timeout-ms", "200")]);
-    let mut m1 = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
-    let mut m2 = FakeMaster::connect(&lm.addr, "m2", &["svc"]).await;
+    let lm = LanManager::start(LanOptions {
+        timings: Timings {
+            claim_timeout: Duration::from_millis(200),
+            ..Timings::patient()
+        },
+        ..LanOptions::patient(dir.path())
+    })
+    .unwrap();
+    let mut m1 = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
+    let mut m2 = FakeMaster::connect(lm.addr(), "m2", &["svc"]).await;
     let g = m1.grant("A0").await;
     m2.expect(
         "need_taken",
@@ -98,11 +105,11 @@ async fn claim_deadline_lapse_stops_the_grant_and_reopens_only_once_the_master_c
         LanToMaster::ClaimRefused { reason, .. } => assert!(reason.contains("m1"), "{reason}"),
         other => panic!("a second master got a need whose first process may run: {other:?}"),
     }
-    assert!(lm.status().running.is_empty());
+    assert!(lm.status().unwrap().running.is_empty());
     m1.down("A0", g, 100, 50, true).await;
     m2.expect("need_open once m1 confirmed", |x| is_open(x, "A0"))
         .await;
-    let st = lm.status();
+    let st = lm.status().unwrap();
     assert!(st.running.is_empty());
     assert_eq!(st.needs[0].state, NeedState::Open);
 }
@@ -111,8 +118,15 @@ async fn claim_deadline_lapse_stops_the_grant_and_reopens_only_once_the_master_c
 async fn ports_that_do_not_accept_are_rejected_and_the_need_reopens_once_stopped() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 1));
-    let lm = Lm::start(dir.path(), &[("--check-timeout-ms", "300")]);
-    let mut m = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    let lm = LanManager::start(LanOptions {
+        timings: Timings {
+            check_timeout: Duration::from_millis(300),
+            ..Timings::patient()
+        },
+        ..LanOptions::patient(dir.path())
+    })
+    .unwrap();
+    let mut m = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
     let g = m.grant("A0").await;
     let half = listening();
     let dead = dead_ports();
@@ -143,10 +157,10 @@ async fn ports_that_do_not_accept_are_rejected_and_the_need_reopens_once_stopped
         "gave up before the deadline"
     );
     // Held until the master says the rejected process is gone.
-    assert_eq!(lm.status().needs[0].state, NeedState::Claimed);
+    assert_eq!(lm.status().unwrap().needs[0].state, NeedState::Claimed);
     m.down("A0", g, 100, 300, true).await;
     m.expect("need_open", |x| is_open(x, "A0")).await;
-    let st = lm.status();
+    let st = lm.status().unwrap();
     assert!(st.running.is_empty());
     assert_eq!(st.needs[0].state, NeedState::Open);
 }
@@ -160,9 +174,9 @@ async fn checked_service_runs_is_found_by_lookup_and_down_reopens_at_once() {
         dir.path(),
         &[Need::new("svc", allex_protocol::instance!("A")), tcp_only],
     );
-    let lm = Lm::start(dir.path(), &[]);
-    let mut m = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
-    let mut watcher = FakeMaster::connect(&lm.addr, "m2", &["svc"]).await;
+    let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
+    let mut m = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
+    let mut watcher = FakeMaster::connect(lm.addr(), "m2", &["svc"]).await;
     let svc = listening();
     let g = m.run_service("A", 4711, svc.ports).await;
     let t = listening();
@@ -172,7 +186,7 @@ async fn checked_service_runs_is_found_by_lookup_and_down_reopens_at_once() {
     };
     m.run_service("T", 4712, only_tcp).await;
 
-    let st = lm.status();
+    let st = lm.status().unwrap();
     let r = st.running.iter().find(|r| r.instancename == "A").unwrap();
     assert_eq!(
         (r.master.as_str(), r.address.as_str(), r.pid, r.generation),
@@ -222,18 +236,23 @@ async fn checked_service_runs_is_found_by_lookup_and_down_reopens_at_once() {
         LanToMaster::LookupResult { location, .. } => assert!(location.is_none()),
         _ => unreachable!(),
     }
-    assert_eq!(lm.status().running.len(), 1);
+    assert_eq!(lm.status().unwrap().running.len(), 1);
 }
 
 #[tokio::test]
 async fn crash_loop_is_retried_with_a_growing_delay_that_resets_after_a_stable_run() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 1));
-    let lm = Lm::start(
-        dir.path(),
-        &[("--backoff-base-ms", "300"), ("--stable-ms", "10000")],
-    );
-    let mut m = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    let lm = LanManager::start(LanOptions {
+        timings: Timings {
+            backoff_base: Duration::from_millis(300),
+            stable: Duration::from_millis(10000),
+            ..Timings::patient()
+        },
+        ..LanOptions::patient(dir.path())
+    })
+    .unwrap();
+    let mut m = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
     let svc = listening();
     let mut delays = Vec::new();
     for round in 0..3u32 {
@@ -245,7 +264,7 @@ async fn crash_loop_is_retried_with_a_growing_delay_that_resets_after_a_stable_r
             // is out before a round trip ends, and no delay is armed.
             let seen = m.drain().await;
             assert!(seen.iter().any(|x| is_open(x, "A0")), "{seen:?}");
-            let st = lm.status();
+            let st = lm.status().unwrap();
             assert_eq!(st.needs[0].state, NeedState::Open, "{st:?}");
             assert_eq!(st.needs[0].retry_in_ms, None);
             delays.push(t.elapsed());
@@ -253,7 +272,7 @@ async fn crash_loop_is_retried_with_a_growing_delay_that_resets_after_a_stable_r
         }
         if round == 1 {
             m.drain().await;
-            let st = lm.status();
+            let st = lm.status().unwrap();
             assert_eq!(st.needs[0].state, NeedState::Backoff, "{st:?}");
             assert_eq!(st.needs[0].failures, 2);
             assert!(st.needs[0].retry_in_ms.unwrap() <= 300);
@@ -273,7 +292,7 @@ async fn crash_loop_is_retried_with_a_growing_delay_that_resets_after_a_stable_r
     let g = m.run_service("A0", 200, svc.ports).await;
     m.down("A0", g, 200, 60_000, false).await;
     m.expect("need_open", |x| is_open(x, "A0")).await;
-    let st = lm.status();
+    let st = lm.status().unwrap();
     assert_eq!(
         (st.needs[0].state, st.needs[0].failures),
         (NeedState::Open, 0)
@@ -285,8 +304,8 @@ async fn crash_loop_is_retried_with_a_growing_delay_that_resets_after_a_stable_r
 async fn spawn_failed_reopens_the_need() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 1));
-    let lm = Lm::start(dir.path(), &[]);
-    let mut m = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
+    let mut m = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
     let g = m.grant("A0").await;
     m.send(&MasterToLan::SpawnFailed {
         instancename: allex_protocol::instance!("A0"),
@@ -295,25 +314,25 @@ async fn spawn_failed_reopens_the_need() {
     })
     .await;
     m.expect("need_open", |x| is_open(x, "A0")).await;
-    assert_eq!(lm.status().needs[0].failures, 1);
+    assert_eq!(lm.status().unwrap().needs[0].failures, 1);
 }
 
 #[tokio::test]
 async fn removing_a_need_stops_its_running_service() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 2));
-    let lm = Lm::start(dir.path(), &[]);
-    let mut m = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
+    let mut m = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
     let svc = listening();
     let g = m.run_service("A0", 100, svc.ports).await;
-    let out = lm.cli(&["need", "remove", "A0"]);
+    let out = lm.cli(&["need", "remove", "A0"]).unwrap();
     assert!(out.status.success(), "{out:?}");
     m.expect("stop", |x| {
         matches!(x, LanToMaster::Stop { instancename, generation, .. } if instancename == "A0" && *generation == g)
     })
     .await;
     // Removing an open need withdraws it from the masters' lists.
-    let out = lm.cli(&["need", "remove", "A1"]);
+    let out = lm.cli(&["need", "remove", "A1"]).unwrap();
     assert!(out.status.success(), "{out:?}");
     m.expect(
         "need_taken",
@@ -327,6 +346,6 @@ async fn removing_a_need_stops_its_running_service() {
         rest.iter().all(|x| !matches!(x, LanToMaster::Error { .. })),
         "{rest:?}"
     );
-    let st = lm.status();
+    let st = lm.status().unwrap();
     assert!(st.needs.is_empty() && st.running.is_empty(), "{st:?}");
 }

@@ -34,8 +34,8 @@ fn a_taken_port_and_a_bad_port_are_said_once() {
 #[test]
 fn the_log_has_no_colour_codes_when_stderr_is_a_file() {
     let dir = tempfile::tempdir().unwrap();
-    let lm = Lm::start(dir.path(), &[]);
-    lm.status();
+    let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
+    lm.status().unwrap();
     let log = lm.log();
     assert!(log.contains("needs loaded"), "{log}");
     assert!(
@@ -47,7 +47,7 @@ fn the_log_has_no_colour_codes_when_stderr_is_a_file() {
 #[test]
 fn listening_beyond_loopback_without_a_token_is_warned_about() {
     let dir = tempfile::tempdir().unwrap();
-    let lm = Lm::start(dir.path(), &[]);
+    let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
     assert!(
         !lm.log().contains("without a token"),
         "loopback warned about"
@@ -99,8 +99,8 @@ fn connect_needs_a_real_port_and_says_where_it_looked() {
 #[tokio::test]
 async fn a_request_before_admin_hello_is_told_to_say_hello() {
     let dir = tempfile::tempdir().unwrap();
-    let lm = Lm::start(dir.path(), &[]);
-    let mut ws = raw(&lm.addr).await;
+    let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
+    let mut ws = raw(lm.addr()).await;
     ws.send(Message::text(r#"{"type":"status"}"#))
         .await
         .unwrap();

@@ -10,7 +10,7 @@ use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Sends `h` on a fresh connection; returns the error it gets and the close reason.
-async fn refused_hello(addr: &str, h: &MasterHello) -> (ErrorCode, String, String) {
+async fn refused_hello(addr: std::net::SocketAddr, h: &MasterHello) -> (ErrorCode, String, String) {
     let mut ws = raw(addr).await;
     ws.send(Message::text(encode(&MasterToLan::Hello(h.clone()))))
         .await
@@ -40,14 +40,14 @@ fn impostor(name: &str) -> MasterHello {
 async fn an_impostor_with_another_secret_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 2));
-    let lm = Lm::start(dir.path(), &[]);
-    let mut real = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
+    let mut real = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
     let svc = listening();
     let g = real.run_service("A0", 100, svc.ports).await;
-    let before = lm.status();
+    let before = lm.status().unwrap();
 
     // No token is set: without identities, this hello would take over m1.
-    let (code, message, reason) = refused_hello(&lm.addr, &impostor("m1")).await;
+    let (code, message, reason) = refused_hello(lm.addr(), &impostor("m1")).await;
     assert_eq!(code, ErrorCode::IdentityMismatch);
     assert!(
         message.contains("allexlanmanager master forget m1"),
@@ -56,7 +56,7 @@ async fn an_impostor_with_another_secret_changes_nothing() {
     assert!(reason.contains("identity_mismatch"), "{reason}");
 
     // The real master's link, record and claims are untouched.
-    let st = lm.status();
+    let st = lm.status().unwrap();
     assert_eq!(st.running, before.running);
     assert!(st.masters.iter().any(|m| m.name == "m1" && m.connected));
     assert!(
@@ -65,7 +65,7 @@ async fn an_impostor_with_another_secret_changes_nothing() {
     );
     real.down("A0", g, 100, 5, true).await;
     eventually("A0 released by its real master", || {
-        lm.status().running.is_empty().then_some(())
+        lm.status().unwrap().running.is_empty().then_some(())
     })
     .await;
     let binding = std::fs::read_to_string(dir.path().join(".allexlanmanager/masters")).unwrap();
@@ -82,48 +82,44 @@ async fn an_impostor_with_another_secret_changes_nothing() {
 #[tokio::test]
 async fn the_binding_survives_a_restart_and_forget_releases_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut lm = Lm::start(dir.path(), &[]);
-    FakeMaster::connect(&lm.addr, "m1", &["svc"])
+    let mut lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
+    FakeMaster::connect(lm.addr(), "m1", &["svc"])
         .await
         .close()
         .await;
-    lm.kill();
-    let lm = Lm::start(dir.path(), &[]);
-    let (code, ..) = refused_hello(&lm.addr, &impostor("m1")).await;
+    lm.kill().unwrap();
+    let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
+    let (code, ..) = refused_hello(lm.addr(), &impostor("m1")).await;
     assert_eq!(
         code,
         ErrorCode::IdentityMismatch,
         "binding lost in a restart"
     );
 
-    let out = lm.cli(&["master", "forget", "m1"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("forgot master m1"));
+    let out = lm.cli(&["master", "forget", "m1"]).unwrap();
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(out.stdout.contains("forgot master m1"));
     // The next hello under the name binds the new secret, and the old one is refused.
-    FakeMaster::connect_with(&lm.addr, impostor("m1"))
+    FakeMaster::connect_with(lm.addr(), impostor("m1"))
         .await
         .close()
         .await;
-    let (code, ..) = refused_hello(&lm.addr, &hello("m1", &["svc"], Vec::new())).await;
+    let (code, ..) = refused_hello(lm.addr(), &hello("m1", &["svc"], Vec::new())).await;
     assert_eq!(code, ErrorCode::IdentityMismatch);
-    let out = lm.cli(&["master", "forget", "nobody"]);
+    let out = lm.cli(&["master", "forget", "nobody"]).unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no master nobody is bound"));
+    assert!(out.stderr.contains("no master nobody is bound"));
 }
 
 #[tokio::test]
 async fn a_second_live_connection_for_a_name_is_refused_and_the_first_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 1));
-    let lm = Lm::start(dir.path(), &[]);
-    let mut first = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
+    let mut first = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
     let svc = listening();
     first.run_service("A0", 100, svc.ports).await;
-    let before = lm.status();
+    let before = lm.status().unwrap();
     let from = before.masters[0]
         .peer
         .clone()
@@ -132,7 +128,7 @@ async fn a_second_live_connection_for_a_name_is_refused_and_the_first_keeps_ever
     // A clone: same name, same secret, and the first one still answers.
     // The first must be read meanwhile, or it could not answer the ping.
     let clone = hello("m1", &["svc"], Vec::new());
-    let (refusal, seen) = tokio::join!(refused_hello(&lm.addr, &clone), async {
+    let (refusal, seen) = tokio::join!(refused_hello(lm.addr(), &clone), async {
         let mut seen = Vec::new();
         while let Ok(m) =
             tokio::time::timeout(std::time::Duration::from_millis(2500), first.recv()).await
@@ -145,7 +141,7 @@ async fn a_second_live_connection_for_a_name_is_refused_and_the_first_keeps_ever
     assert_eq!(code, ErrorCode::NameInUse);
     assert!(message.contains(&from), "{message} does not name {from}");
     assert!(seen.is_empty(), "the first connection was told {seen:?}");
-    let st = lm.status();
+    let st = lm.status().unwrap();
     assert_eq!(
         st.running, before.running,
         "the first master's service changed"
@@ -161,8 +157,8 @@ async fn a_second_live_connection_for_a_name_is_refused_and_the_first_keeps_ever
 async fn a_connection_whose_old_link_does_not_answer_replaces_it() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 1));
-    let lm = Lm::start(dir.path(), &[]);
-    let mut old = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
+    let mut old = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
     let svc = listening();
     let g = old.run_service("A0", 100, svc.ports).await;
     // `old` is no longer read: its socket is open but nothing answers a ping,
@@ -174,13 +170,13 @@ async fn a_connection_whose_old_link_does_not_answer_replaces_it() {
         pid: 100,
         ports: svc.ports,
     }];
-    let mut back = FakeMaster::connect_with(&lm.addr, hello("m1", &["svc"], inventory)).await;
+    let mut back = FakeMaster::connect_with(lm.addr(), hello("m1", &["svc"], inventory)).await;
     assert!(back
         .drain()
         .await
         .iter()
         .all(|m| !matches!(m, LanToMaster::Stop { .. })));
-    let st = lm.status();
+    let st = lm.status().unwrap();
     assert_eq!(st.running.len(), 1);
     assert_eq!((st.running[0].pid, st.running[0].generation), (100, g));
     assert!(lm.log().contains("did not answer a ping"));
@@ -193,8 +189,8 @@ async fn a_record_the_inventory_does_not_confirm_is_released_and_what_runs_is_ad
     // the real master's reconnect.
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 2));
-    let lm = Lm::start(dir.path(), &[]);
-    let mut m = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
+    let mut m = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
     let svc = listening();
     let old_g = m.run_service("A0", 100, svc.ports).await;
     m.down("A0", old_g, 100, 5, false).await;
@@ -212,14 +208,14 @@ async fn a_record_the_inventory_does_not_confirm_is_released_and_what_runs_is_ad
         pid: 100,
         ports: svc.ports,
     }];
-    let mut m = FakeMaster::connect_with(&lm.addr, hello("m1", &["svc"], inventory)).await;
+    let mut m = FakeMaster::connect_with(lm.addr(), hello("m1", &["svc"], inventory)).await;
     let msgs = m.drain().await;
     assert!(
         msgs.iter().all(|x| !matches!(x, LanToMaster::Stop { .. })),
         "{msgs:?}"
     );
     let st = eventually("A0 adopted as it really runs", || {
-        let st = lm.status();
+        let st = lm.status().unwrap();
         (st.running.len() == 1).then_some(st)
     })
     .await;

@@ -43,16 +43,16 @@ fn opened(msgs: &[LanToMaster]) -> Vec<InstanceName> {
 async fn reconnect_within_grace_keeps_the_service_and_reconciles_the_inventory() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 2));
-    let lm = Lm::start(dir.path(), &[]);
-    let mut m1 = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
-    let mut m2 = FakeMaster::connect(&lm.addr, "m2", &["svc"]).await;
+    let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
+    let mut m1 = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
+    let mut m2 = FakeMaster::connect(lm.addr(), "m2", &["svc"]).await;
     let svc = listening();
     let g = m1.run_service("A0", 100, svc.ports).await;
     let other = listening();
     let g_other = m2.run_service("A1", 200, other.ports).await;
     m1.close().await;
     let st = eventually("m1 listed as disconnected", || {
-        let st = lm.status();
+        let st = lm.status().unwrap();
         st.masters
             .iter()
             .any(|m| m.name == "m1" && !m.connected)
@@ -67,7 +67,7 @@ async fn reconnect_within_grace_keeps_the_service_and_reconciles_the_inventory()
         inv("A1", g_other, 999, other.ports),
         inv("Gone", Generation(7), 300, svc.ports),
     ];
-    let mut m1 = FakeMaster::connect_with(&lm.addr, hello("m1", &["svc"], inventory)).await;
+    let mut m1 = FakeMaster::connect_with(lm.addr(), hello("m1", &["svc"], inventory)).await;
     let mut got = stops(&m1.drain().await);
     got.sort();
     assert_eq!(
@@ -77,7 +77,7 @@ async fn reconnect_within_grace_keeps_the_service_and_reconciles_the_inventory()
             (allex_protocol::instance!("Gone"), Generation(7))
         ]
     );
-    let st = lm.status();
+    let st = lm.status().unwrap();
     assert_eq!(st.running.len(), 2);
     let a0 = st.running.iter().find(|r| r.instancename == "A0").unwrap();
     assert_eq!((a0.master.as_str(), a0.generation, a0.pid), ("m1", g, 100));
@@ -89,9 +89,16 @@ async fn a_gone_masters_refused_service_moves_at_once_and_the_stale_copy_is_stop
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 1));
     // A grace far beyond the test: the move must come from the evidence.
-    let lm = Lm::start(dir.path(), &[("--grace-ms", "600000")]);
-    let mut m1 = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
-    let mut m2 = FakeMaster::connect(&lm.addr, "m2", &["svc"]).await;
+    let lm = LanManager::start(LanOptions {
+        timings: Timings {
+            grace: Duration::from_millis(600000),
+            ..Timings::patient()
+        },
+        ..LanOptions::patient(dir.path())
+    })
+    .unwrap();
+    let mut m1 = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
+    let mut m2 = FakeMaster::connect(lm.addr(), "m2", &["svc"]).await;
     let svc = listening();
     let ports = svc.ports;
     let g1 = m1.run_service("A0", 100, ports).await;
@@ -100,7 +107,7 @@ async fn a_gone_masters_refused_service_moves_at_once_and_the_stale_copy_is_stop
     m1.close().await;
     // Still answering: kept while its master is away.
     let st = eventually("m1 listed as disconnected", || {
-        let st = lm.status();
+        let st = lm.status().unwrap();
         st.masters
             .iter()
             .any(|m| m.name == "m1" && !m.connected)
@@ -122,7 +129,7 @@ async fn a_gone_masters_refused_service_moves_at_once_and_the_stale_copy_is_stop
     let g2 = m2.run_service("A0", 200, svc2.ports).await;
     assert!(g2 > g1);
     let m1 = FakeMaster::connect_with(
-        &lm.addr,
+        lm.addr(),
         hello("m1", &["svc"], vec![inv("A0", g1, 100, ports)]),
     )
     .await;
@@ -134,7 +141,7 @@ async fn a_gone_masters_refused_service_moves_at_once_and_the_stale_copy_is_stop
     // Its confirmation changes nothing.
     m1.down("A0", g1, 100, 5, true).await;
     m1.drain().await;
-    let st = lm.status();
+    let st = lm.status().unwrap();
     assert_eq!(st.running.len(), 1);
     assert_eq!(
         (st.running[0].master.as_str(), st.running[0].generation),
@@ -146,9 +153,16 @@ async fn a_gone_masters_refused_service_moves_at_once_and_the_stale_copy_is_stop
 async fn past_the_grace_a_service_that_still_answers_stays_and_its_master_keeps_it() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 1));
-    let lm = Lm::start(dir.path(), &[("--grace-ms", "300")]);
-    let mut m1 = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
-    let mut m2 = FakeMaster::connect(&lm.addr, "m2", &["svc"]).await;
+    let lm = LanManager::start(LanOptions {
+        timings: Timings {
+            grace: Duration::from_millis(300),
+            ..Timings::patient()
+        },
+        ..LanOptions::patient(dir.path())
+    })
+    .unwrap();
+    let mut m1 = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
+    let mut m2 = FakeMaster::connect(lm.addr(), "m2", &["svc"]).await;
     let svc = listening();
     let g1 = m1.run_service("A0", 100, svc.ports).await;
     m2.drain().await;
@@ -158,7 +172,7 @@ async fn past_the_grace_a_service_that_still_answers_stays_and_its_master_keeps_
     })
     .await;
     // The lan manager kept checking: the service serves, so it stays.
-    let st = lm.status();
+    let st = lm.status().unwrap();
     assert_eq!(st.running.len(), 1, "{st:?}");
     assert_eq!(
         (st.running[0].master.as_str(), st.running[0].pid),
@@ -169,12 +183,12 @@ async fn past_the_grace_a_service_that_still_answers_stays_and_its_master_keeps_
         "the need was offered again"
     );
     let mut m1 = FakeMaster::connect_with(
-        &lm.addr,
+        lm.addr(),
         hello("m1", &["svc"], vec![inv("A0", g1, 100, svc.ports)]),
     )
     .await;
     assert!(stops(&m1.drain().await).is_empty());
-    let st = lm.status();
+    let st = lm.status().unwrap();
     assert_eq!(
         (st.running[0].master.as_str(), st.running[0].generation),
         ("m1", g1)
@@ -185,19 +199,19 @@ async fn past_the_grace_a_service_that_still_answers_stays_and_its_master_keeps_
 async fn restart_holds_running_needs_for_their_master_and_adopts_its_inventory() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 3));
-    let mut lm = Lm::start(dir.path(), &[]);
-    let mut m1 = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    let mut lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
+    let mut m1 = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
     let a = listening();
     let b = listening();
     let ga = m1.run_service("A0", 100, a.ports).await;
     let gb = m1.run_service("A1", 101, b.ports).await;
     // SIGKILL right after `running`: the journal, not the debounced snapshot,
     // must already say who runs what.
-    lm.kill();
+    lm.kill().unwrap();
     drop(m1);
 
-    let lm = Lm::start(dir.path(), &[]);
-    let mut m2 = FakeMaster::connect(&lm.addr, "m2", &["svc"]).await;
+    let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
+    let mut m2 = FakeMaster::connect(lm.addr(), "m2", &["svc"]).await;
     let snapshot = m2.drain().await;
     let offered: Vec<InstanceName> = snapshot
         .iter()
@@ -213,7 +227,7 @@ async fn restart_holds_running_needs_for_their_master_and_adopts_its_inventory()
         .flatten()
         .collect();
     assert_eq!(offered, vec!["A2"], "needs that were running are held back");
-    let st = lm.status();
+    let st = lm.status().unwrap();
     let states: Vec<(NeedState, Option<&str>)> = st
         .needs
         .iter()
@@ -234,7 +248,7 @@ async fn restart_holds_running_needs_for_their_master_and_adopts_its_inventory()
 
     // m1 comes back still running A0; A1 died while the lan manager was away.
     let mut m1 = FakeMaster::connect_with(
-        &lm.addr,
+        lm.addr(),
         hello("m1", &["svc"], vec![inv("A0", ga, 100, a.ports)]),
     )
     .await;
@@ -257,7 +271,7 @@ async fn restart_holds_running_needs_for_their_master_and_adopts_its_inventory()
     .await;
     let g = m2.grant("A1").await;
     assert!(g > gb, "generations are not reused across restarts");
-    let st = lm.status();
+    let st = lm.status().unwrap();
     assert_eq!(st.running.len(), 1);
     assert_eq!(
         (
@@ -272,8 +286,8 @@ async fn restart_holds_running_needs_for_their_master_and_adopts_its_inventory()
 async fn needs_of_a_master_that_does_not_come_back_open_when_the_settle_period_ends() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 1));
-    let mut lm = Lm::start(dir.path(), &[]);
-    let mut m1 = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    let mut lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
+    let mut m1 = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
     let a = listening();
     m1.run_service("A0", 100, a.ports).await;
     let running_file = dir.path().join(".allexlanmanager/running");
@@ -284,9 +298,16 @@ async fn needs_of_a_master_that_does_not_come_back_open_when_the_settle_period_e
             .then_some(())
     })
     .await;
-    lm.kill();
-    let lm = Lm::start(dir.path(), &[("--settle-ms", "3000")]);
-    let mut m2 = FakeMaster::connect(&lm.addr, "m2", &["svc"]).await;
+    lm.kill().unwrap();
+    let lm = LanManager::start(LanOptions {
+        timings: Timings {
+            settle: Duration::from_millis(3000),
+            ..Timings::patient()
+        },
+        ..LanOptions::patient(dir.path())
+    })
+    .unwrap();
+    let mut m2 = FakeMaster::connect(lm.addr(), "m2", &["svc"]).await;
     // Within the settle period A0 is held for m1: not offered, not claimable.
     match m2.recv().await {
         LanToMaster::Needs { needs } => {
@@ -294,7 +315,7 @@ async fn needs_of_a_master_that_does_not_come_back_open_when_the_settle_period_e
         }
         other => panic!("expected the needs snapshot, got {other:?}"),
     }
-    assert_eq!(lm.status().needs[0].state, NeedState::Settling);
+    assert_eq!(lm.status().unwrap().needs[0].state, NeedState::Settling);
     match m2.claim("A0").await {
         LanToMaster::ClaimRefused { reason, .. } => {
             assert!(reason.contains("held for m1"), "{reason}")
@@ -313,10 +334,10 @@ async fn needs_of_a_master_that_does_not_come_back_open_when_the_settle_period_e
 async fn an_open_need_found_in_an_inventory_is_adopted() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 1));
-    let lm = Lm::start(dir.path(), &[]);
+    let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
     let a = listening();
     let mut m1 = FakeMaster::connect_with(
-        &lm.addr,
+        lm.addr(),
         hello(
             "m1",
             &["svc"],
@@ -335,15 +356,22 @@ async fn an_open_need_found_in_an_inventory_is_adopted() {
     })
     .await;
     // Later grants stay above every generation seen.
-    lm.need_add("svc", "B", &[]);
+    lm.need_add(&need("svc", "B")).unwrap();
     assert!(m1.grant("B").await > Generation(500));
 }
 
 #[tokio::test]
 async fn heartbeats_are_echoed_and_a_silent_link_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
-    let lm = Lm::start(dir.path(), &[("--heartbeat-ms", "100")]);
-    let mut m = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    let lm = LanManager::start(LanOptions {
+        timings: Timings {
+            heartbeat: Duration::from_millis(100),
+            ..Timings::patient()
+        },
+        ..LanOptions::patient(dir.path())
+    })
+    .unwrap();
+    let mut m = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
     m.send(&MasterToLan::Heartbeat { seq: 41 }).await;
     m.expect("echo", |x| matches!(x, LanToMaster::Heartbeat { seq: 41 }))
         .await;
@@ -354,7 +382,7 @@ async fn heartbeats_are_echoed_and_a_silent_link_is_dropped() {
         "{:?}",
         t.elapsed()
     );
-    let st = lm.status();
+    let st = lm.status().unwrap();
     assert!(!st.masters[0].connected);
 }
 
@@ -362,9 +390,9 @@ async fn heartbeats_are_echoed_and_a_silent_link_is_dropped() {
 async fn reports_on_other_masters_services_or_stale_generations_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 1));
-    let lm = Lm::start(dir.path(), &[]);
-    let mut m1 = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
-    let mut m2 = FakeMaster::connect(&lm.addr, "m2", &["svc"]).await;
+    let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
+    let mut m1 = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
+    let mut m2 = FakeMaster::connect(lm.addr(), "m2", &["svc"]).await;
     let a = listening();
     let g = m1.run_service("A0", 100, a.ports).await;
 
@@ -429,7 +457,7 @@ async fn reports_on_other_masters_services_or_stale_generations_change_nothing()
     })
     .await;
 
-    let st = lm.status();
+    let st = lm.status().unwrap();
     assert_eq!(st.running.len(), 1);
     assert_eq!(
         (
@@ -446,16 +474,16 @@ async fn reports_on_other_masters_services_or_stale_generations_change_nothing()
 async fn sigterm_records_running_needs_before_exiting() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 1));
-    let mut lm = Lm::start(dir.path(), &[]);
-    let mut m1 = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
+    let mut lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
+    let mut m1 = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
     let a = listening();
     let g = m1.run_service("A0", 100, a.ports).await;
     let term = std::process::Command::new("kill")
-        .args(["-TERM", &lm.pid().to_string()])
+        .args(["-TERM", &lm.pid().unwrap().to_string()])
         .status()
         .unwrap();
     assert!(term.success());
-    let status = lm.wait_exit(WAIT).unwrap();
+    let status = lm.wait_exit(SOON).unwrap();
     assert!(status.success(), "{status:?}");
     let hints: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join(".allexlanmanager/running")).unwrap(),
@@ -468,37 +496,46 @@ async fn sigterm_records_running_needs_before_exiting() {
 #[tokio::test]
 async fn fencing_is_told_in_welcome_and_must_be_shorter_than_the_grace() {
     let dir = tempfile::tempdir().unwrap();
-    let err = Lm::try_start(
-        dir.path(),
-        &[("--grace-ms", "1000"), ("--fence-ms", "1000")],
-    )
+    let err = LanManager::start(LanOptions {
+        timings: Timings {
+            grace: Duration::from_millis(1000),
+            fence: Some(Duration::from_millis(1000)),
+            ..Timings::patient()
+        },
+        ..LanOptions::patient(dir.path())
+    })
     .err()
-    .expect("a fence as long as the grace was accepted");
+    .expect("a fence as long as the grace was accepted")
+    .to_string();
     assert!(
         err.contains("--fence-ms 1000 must be shorter than --grace-ms 1000"),
         "{err}"
     );
-    let err = Lm::try_start(
-        dir.path(),
-        &[
-            ("--grace-ms", "9000"),
-            ("--heartbeat-ms", "1000"),
-            ("--fence-ms", "1500"),
-        ],
-    )
+    let err = LanManager::start(LanOptions {
+        timings: Timings {
+            grace: Duration::from_millis(9000),
+            heartbeat: Duration::from_millis(1000),
+            fence: Some(Duration::from_millis(1500)),
+            ..Timings::patient()
+        },
+        ..LanOptions::patient(dir.path())
+    })
     .err()
-    .expect("a fence shorter than two heartbeats was accepted");
+    .expect("a fence shorter than two heartbeats was accepted")
+    .to_string();
     assert!(err.contains("at least two heartbeats"), "{err}");
 
-    let lm = Lm::start(
-        dir.path(),
-        &[
-            ("--grace-ms", "9000"),
-            ("--heartbeat-ms", "1000"),
-            ("--fence-ms", "3000"),
-        ],
-    );
-    let mut ws = raw(&lm.addr).await;
+    let lm = LanManager::start(LanOptions {
+        timings: Timings {
+            grace: Duration::from_millis(9000),
+            heartbeat: Duration::from_millis(1000),
+            fence: Some(Duration::from_millis(3000)),
+            ..Timings::patient()
+        },
+        ..LanOptions::patient(dir.path())
+    })
+    .unwrap();
+    let mut ws = raw(lm.addr()).await;
     use futures_util::SinkExt;
     ws.send(tokio_tungstenite::tungstenite::Message::text(
         allex_protocol::frame::encode(&MasterToLan::Hello(hello("m1", &["svc"], Vec::new()))),
@@ -518,9 +555,16 @@ async fn fencing_is_told_in_welcome_and_must_be_shorter_than_the_grace() {
 async fn a_claim_of_a_master_that_is_away_waits_for_its_return_not_for_its_deadline() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 1));
-    let lm = Lm::start(dir.path(), &[("--claim-timeout-ms", "200")]);
-    let mut m1 = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
-    let mut m2 = FakeMaster::connect(&lm.addr, "m2", &["svc"]).await;
+    let lm = LanManager::start(LanOptions {
+        timings: Timings {
+            claim_timeout: Duration::from_millis(200),
+            ..Timings::patient()
+        },
+        ..LanOptions::patient(dir.path())
+    })
+    .unwrap();
+    let mut m1 = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
+    let mut m2 = FakeMaster::connect(lm.addr(), "m2", &["svc"]).await;
     let g = m1.grant("A0").await;
     m1.close().await;
     eventually("the deadline to pass while m1 is away", || {
@@ -531,10 +575,10 @@ async fn a_claim_of_a_master_that_is_away_waits_for_its_return_not_for_its_deadl
     .await;
     // Not reopened: m1 may have spawned it, and a second copy must not start.
     assert!(opened(&m2.drain().await).is_empty());
-    assert_eq!(lm.status().needs[0].state, NeedState::Claimed);
+    assert_eq!(lm.status().unwrap().needs[0].state, NeedState::Claimed);
     let svc = listening();
     let mut m1 = FakeMaster::connect_with(
-        &lm.addr,
+        lm.addr(),
         hello("m1", &["svc"], vec![inv("A0", g, 100, svc.ports)]),
     )
     .await;

@@ -3,18 +3,18 @@
 mod common;
 
 use allex_protocol::InstanceName;
-use allex_protocol::{LanToMaster, NeedState, NeedsFile, Protocol};
+use allex_protocol::{LanToMaster, Need, NeedState, NeedsFile, Protocol};
 use common::*;
 
 #[tokio::test]
 async fn missing_needs_file_is_created_as_empty_list() {
     let dir = tempfile::tempdir().unwrap();
-    let lm = Lm::start(dir.path(), &[]);
+    let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
     assert_eq!(
         std::fs::read_to_string(lm.needs_path()).unwrap().trim(),
         "[]"
     );
-    assert!(lm.status().needs.is_empty());
+    assert!(lm.status().unwrap().needs.is_empty());
 }
 
 #[tokio::test]
@@ -24,9 +24,9 @@ async fn bad_needs_file_refuses_to_start_naming_file_line_and_column() {
     std::fs::create_dir_all(&d).unwrap();
     let text = "[\n {\"modulename\":\"m\",\"instancename\":\"A\"},\n {\"modulename\":\"m\",\"instancename\":\"A\"}\n]";
     std::fs::write(d.join("needs"), text).unwrap();
-    let err = match Lm::try_start(dir.path(), &[]) {
+    let err = match LanManager::start(LanOptions::patient(dir.path())) {
         Ok(_) => panic!("started on a bad needs file"),
-        Err(e) => e,
+        Err(e) => e.to_string(),
     };
     assert!(err.contains("needs:3:20"), "{err}");
     assert!(err.contains("duplicate instancename"), "{err}");
@@ -37,19 +37,14 @@ async fn bad_needs_file_refuses_to_start_naming_file_line_and_column() {
 #[tokio::test]
 async fn need_add_and_remove_are_on_disk_when_acknowledged_and_survive_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let mut lm = Lm::start(dir.path(), &[]);
-    lm.need_add(
-        "svc",
-        "A",
-        &[
-            "--propertyhash",
-            r#"{"k":"v"}"#,
-            "--protocols",
-            "tcp,ws",
-            "--ipaddress",
-            "127.0.0.0/8",
-        ],
-    );
+    let mut lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
+    lm.need_add(&Need {
+        propertyhash: serde_json::json!({"k": "v"}).as_object().unwrap().clone(),
+        protocols: Some(vec![Protocol::Tcp, Protocol::Ws]),
+        ipaddress: Some("127.0.0.0/8".into()),
+        ..need("svc", "A")
+    })
+    .unwrap();
     // The CLI exited 0: the need must already be on disk.
     let on_disk = NeedsFile::load(&lm.needs_path()).unwrap().0;
     assert_eq!(on_disk.len(), 1);
@@ -59,19 +54,20 @@ async fn need_add_and_remove_are_on_disk_when_acknowledged_and_survive_restart()
         on_disk[0].protocols,
         Some(vec![Protocol::Tcp, Protocol::Ws])
     );
-    lm.need_add("svc", "B", &[]);
-    lm.need_add("svc", "C", &[]);
+    lm.need_add(&need("svc", "B")).unwrap();
+    lm.need_add(&need("svc", "C")).unwrap();
 
-    let dup = lm.cli(&["need", "add", "--module", "svc", "--instance", "B"]);
+    let dup = lm
+        .cli(&["need", "add", "--module", "svc", "--instance", "B"])
+        .unwrap();
     assert!(!dup.status.success());
-    assert!(
-        String::from_utf8_lossy(&dup.stderr).contains("duplicate"),
-        "{dup:?}"
-    );
-    let bad = lm.cli(&["need", "add", "--module", "svc", "--instance", "../x"]);
+    assert!(dup.stderr.contains("duplicate"), "{dup:?}");
+    let bad = lm
+        .cli(&["need", "add", "--module", "svc", "--instance", "../x"])
+        .unwrap();
     assert!(!bad.status.success());
 
-    let out = lm.cli(&["need", "remove", "B"]);
+    let out = lm.cli(&["need", "remove", "B"]).unwrap();
     assert!(out.status.success(), "{out:?}");
     let names: Vec<InstanceName> = NeedsFile::load(&lm.needs_path())
         .unwrap()
@@ -80,16 +76,13 @@ async fn need_add_and_remove_are_on_disk_when_acknowledged_and_survive_restart()
         .map(|n| n.instancename)
         .collect();
     assert_eq!(names, vec!["A", "C"]);
-    let missing = lm.cli(&["need", "remove", "B"]);
+    let missing = lm.cli(&["need", "remove", "B"]).unwrap();
     assert!(!missing.status.success());
-    assert!(
-        String::from_utf8_lossy(&missing.stderr).contains("unknown"),
-        "{missing:?}"
-    );
+    assert!(missing.stderr.contains("unknown"), "{missing:?}");
 
-    lm.kill();
-    let lm = Lm::start(dir.path(), &[]);
-    let st = lm.status();
+    lm.kill().unwrap();
+    let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
+    let st = lm.status().unwrap();
     let names: Vec<&str> = st
         .needs
         .iter()
@@ -98,8 +91,8 @@ async fn need_add_and_remove_are_on_disk_when_acknowledged_and_survive_restart()
     assert_eq!(names, vec!["A", "C"]);
     assert!(st.needs.iter().all(|n| n.state == NeedState::Open));
     assert_eq!(st.needs[0].need.ipaddress.as_deref(), Some("127.0.0.0/8"));
-    let table = lm.cli(&["status"]);
-    let table = String::from_utf8_lossy(&table.stdout);
+    let table = lm.cli(&["status"]).unwrap();
+    let table = table.stdout;
     assert!(
         table.contains("NEEDS (2)") && table.contains("RUNNING (0)"),
         "{table}"
@@ -126,36 +119,40 @@ fn admin_commands_without_a_running_lan_manager_fail_clearly() {
 #[tokio::test]
 async fn unwritable_needs_file_refuses_the_change_and_keeps_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let lm = Lm::start(dir.path(), &[]);
-    lm.need_add("svc", "A", &[]);
+    let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
+    lm.need_add(&need("svc", "A")).unwrap();
     // A non-empty directory where the file is makes the rename fail, even for root.
     let saved = std::fs::read_to_string(lm.needs_path()).unwrap();
     std::fs::remove_file(lm.needs_path()).unwrap();
     std::fs::create_dir_all(lm.needs_path().join("block")).unwrap();
-    let out = lm.cli(&["need", "add", "--module", "svc", "--instance", "B"]);
+    let out = lm
+        .cli(&["need", "add", "--module", "svc", "--instance", "B"])
+        .unwrap();
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("storage"),
-        "{out:?}"
-    );
-    let st = lm.status();
+    assert!(out.stderr.contains("storage"), "{out:?}");
+    let st = lm.status().unwrap();
     assert_eq!(st.needs.len(), 1, "{st:?}");
     std::fs::remove_dir_all(lm.needs_path()).unwrap();
     std::fs::write(lm.needs_path(), saved).unwrap();
-    lm.need_add("svc", "B", &[]);
-    assert_eq!(lm.status().needs.len(), 2);
+    lm.need_add(&need("svc", "B")).unwrap();
+    assert_eq!(lm.status().unwrap().needs.len(), 2);
     assert_eq!(NeedsFile::load(&lm.needs_path()).unwrap().0.len(), 2);
 }
 
 #[tokio::test]
 async fn added_need_is_offered_to_masters_that_serve_it_and_address_is_honoured() {
     let dir = tempfile::tempdir().unwrap();
-    let lm = Lm::start(dir.path(), &[]);
-    let mut m = FakeMaster::connect(&lm.addr, "m1", &["svc"]).await;
-    let mut other = FakeMaster::connect(&lm.addr, "m2", &["othermodule"]).await;
-    lm.need_add("svc", "A", &[]);
-    lm.need_add("svc", "Far", &["--ipaddress", "10.0.0.0/8"]);
-    lm.need_add("svc", "Near", &["--ipaddress", "127.0.0.1"]);
+    let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
+    let mut m = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
+    let mut other = FakeMaster::connect(lm.addr(), "m2", &["othermodule"]).await;
+    lm.need_add(&need("svc", "A")).unwrap();
+    for (name, ip) in [("Far", "10.0.0.0/8"), ("Near", "127.0.0.1")] {
+        lm.need_add(&Need {
+            ipaddress: Some(ip.into()),
+            ..need("svc", name)
+        })
+        .unwrap();
+    }
     let seen = m.drain().await;
     let opened: Vec<InstanceName> = seen
         .iter()
@@ -182,11 +179,11 @@ async fn added_need_is_offered_to_masters_that_serve_it_and_address_is_honoured(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_admin_changes_all_land_on_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let lm = Lm::start(dir.path(), &[]);
-    let addr = lm.addr.clone();
+    let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
+    let addr = lm.addr();
     let adds: Vec<_> = (0..20)
         .map(|i| {
-            let addr = addr.clone();
+            let addr = addr.to_string();
             std::thread::spawn(move || {
                 std::process::Command::new(binary())
                     .args([
@@ -218,5 +215,5 @@ async fn concurrent_admin_changes_all_land_on_disk() {
     let mut want: Vec<String> = (0..20).map(|i| format!("C{i}")).collect();
     want.sort();
     assert_eq!(on_disk, want);
-    assert_eq!(lm.status().needs.len(), 20);
+    assert_eq!(lm.status().unwrap().needs.len(), 20);
 }

@@ -29,15 +29,15 @@ fn accepting_ports() -> Ports {
 async fn run_all(masters: usize, k: usize, race: bool) -> Duration {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "N", k));
-    let lm = Lm::start(dir.path(), &[]);
+    let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
     let ports = accepting_ports();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for idx in 0..masters {
-        let addr = lm.addr.clone();
+        let addr = lm.addr();
         tasks.push(tokio::spawn(async move {
             let name = format!("m{idx}");
-            let mut m = FakeMaster::connect(&addr, &name, &["svc"]).await;
+            let mut m = FakeMaster::connect(addr, &name, &["svc"]).await;
             let LanToMaster::Needs { needs } = m
                 .expect("needs", |x| matches!(x, LanToMaster::Needs { .. }))
                 .await
@@ -88,7 +88,7 @@ async fn run_all(masters: usize, k: usize, race: bool) -> Duration {
     }
     let took = started.elapsed();
     eprintln!("lan manager cpu: {} ms", lm.cpu_ms());
-    let st = lm.status();
+    let st = lm.status().unwrap();
     assert_eq!(st.running.len(), k);
     let mut names: Vec<&str> = st.running.iter().map(|r| r.instancename.as_str()).collect();
     names.sort();
