@@ -5,9 +5,9 @@ mod common;
 use allex_protocol::Generation;
 use allex_protocol::InstanceName;
 use allex_protocol::{ChildState, ExitInfo, LanToMaster, MasterToLan, Need, Protocol};
-use allex_sim::{read_port_banner, wait_until};
+use allex_testkit::{read_port_banner, wait_until};
 use common::fake_lan::{FakeLan, Options};
-use common::{need, pid_gone, spawned, spawned_all, Inherited, TestMaster, SOON};
+use common::{need, pid_gone, spawned, spawned_all, Inherited, SOON};
 use serde_json::json;
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -43,7 +43,7 @@ fn assert_banner(port: u16, instance: &str, pid: u32) {
 #[test]
 fn n_children_listen_on_distinct_ports_from_the_ranges() {
     let lan = FakeLan::start(Options::default());
-    let m = TestMaster::start(lan.addr.port(), 10);
+    let m = common::start(lan.addr.port(), 10);
     let names: Vec<String> = (0..5).map(|i| format!("svc{i}")).collect();
     lan.offer(names.iter().map(|n| need(n, json!({}))).collect());
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -67,7 +67,7 @@ fn n_children_listen_on_distinct_ports_from_the_ranges() {
     }
     // Status lists exactly what runs, and every child said ready over the socket.
     let st = wait_until("every child ready in status", SOON, || {
-        let st = m.status();
+        let st = m.status().unwrap();
         if st.children.iter().all(|c| c.ready) {
             Ok(st)
         } else {
@@ -86,14 +86,14 @@ fn n_children_listen_on_distinct_ports_from_the_ranges() {
     assert_eq!(st.free.tcp, 5);
     assert!(st.children.iter().all(|c| c.state == ChildState::Ready));
     // The child's environment carries the spec's variables, seen through the children's logs.
-    let log = std::fs::read_to_string(m.runtimedir().join("logs/svc0.log")).unwrap_or_default();
+    let log = std::fs::read_to_string(m.runtime_dir().join("logs/svc0.log")).unwrap_or_default();
     assert!(log.contains("svc0"), "svc0 log: {log:?}");
 }
 
 #[test]
 fn sigkilled_child_is_reported_with_its_signal_and_its_ports_are_reused() {
     let lan = FakeLan::start(Options::default());
-    let m = TestMaster::start(lan.addr.port(), 1);
+    let m = common::start(lan.addr.port(), 1);
     lan.offer(vec![need("A", json!({}))]);
     let (gen_a, pid_a, ports_a) = spawned(&lan, "A");
     assert_banner(ports_a.tcp.unwrap(), "A", pid_a);
@@ -131,7 +131,7 @@ fn sigkilled_child_is_reported_with_its_signal_and_its_ports_are_reused() {
     assert_ne!(pid_next, pid_a);
     assert_eq!(ports_next, ports_a, "the freed ports go to the next child");
     assert_banner(ports_next.http.unwrap(), &next, pid_next);
-    let st = m.status();
+    let st = m.status().unwrap();
     assert_eq!(st.children.len(), 1);
     assert_eq!(st.children[0].instancename, next);
 }
@@ -139,7 +139,7 @@ fn sigkilled_child_is_reported_with_its_signal_and_its_ports_are_reused() {
 #[test]
 fn child_ignoring_sigterm_is_killed_after_its_stop_timeout() {
     let lan = FakeLan::start(Options::default());
-    let _m = TestMaster::start_with(lan.addr.port(), 2, 400, |_| {});
+    let _m = common::start_with(lan.addr.port(), 2, 400, |_| {});
     lan.offer(vec![need("Stubborn", json!({ "ignore_sigterm": true }))]);
     let (generation, pid, ports) = spawned(&lan, "Stubborn");
     // Listening comes after the SIGTERM handler is set, so the banner says it is armed.
@@ -204,18 +204,21 @@ fn ignores(pid: u32, sig: i32) -> bool {
 fn a_nohup_master_stops_a_sighup_child_with_sighup() {
     let lan = FakeLan::start(Options::default());
     // As `nohup allexmaster` and a shell with `trap '' QUIT` leave it.
-    let m = TestMaster::start_inheriting(
+    let m = common::start_inheriting(
         lan.addr.port(),
         2,
         5000,
         |cfg| cfg["services"]["testsvc"]["stopsignal"] = json!("SIGHUP"),
         Inherited {
-            ignored: &[libc::SIGHUP, libc::SIGQUIT],
+            ignored: &[
+                nix::sys::signal::Signal::SIGHUP,
+                nix::sys::signal::Signal::SIGQUIT,
+            ],
             nofile: None,
         },
     );
     assert!(
-        ignores(m.proc.pid(), libc::SIGHUP),
+        ignores(m.pid().unwrap(), libc::SIGHUP),
         "the master does not ignore SIGHUP"
     );
     lan.offer(vec![need("Hup", json!({}))]);
@@ -243,7 +246,7 @@ fn a_nohup_master_stops_a_sighup_child_with_sighup() {
 #[test]
 fn rejected_child_is_stopped_with_sigterm_and_confirmed_as_ordered() {
     let lan = FakeLan::start(Options::default());
-    let m = TestMaster::start(lan.addr.port(), 2);
+    let m = common::start(lan.addr.port(), 2);
     lan.offer(vec![need("R", json!({}))]);
     let (generation, pid, ports) = spawned(&lan, "R");
     assert_banner(ports.tcp.unwrap(), "R", pid);
@@ -255,13 +258,13 @@ fn rejected_child_is_stopped_with_sigterm_and_confirmed_as_ordered() {
     let (_, _, exit, ordered) = down(&lan, "R", SOON);
     assert!(ordered);
     assert_eq!(exit.signal, Some(15), "{exit:?}");
-    assert_eq!(m.status().free.tcp, 2);
+    assert_eq!(m.status().unwrap().free.tcp, 2);
 }
 
 #[test]
 fn running_marks_the_child_and_crash_is_reported_with_exit_code() {
     let lan = FakeLan::start(Options::default());
-    let m = TestMaster::start(lan.addr.port(), 2);
+    let m = common::start(lan.addr.port(), 2);
     lan.offer(vec![need(
         "C",
         json!({ "crash_after_ms": 300, "exit_code": 3 }),
@@ -272,7 +275,7 @@ fn running_marks_the_child_and_crash_is_reported_with_exit_code() {
         generation,
     });
     wait_until("C listed as running", SOON, || {
-        let st = m.status();
+        let st = m.status().unwrap();
         match st.children.first() {
             Some(c) if c.state == ChildState::Running => Ok(()),
             _ => Err(Box::new(st)),
@@ -289,7 +292,7 @@ fn running_marks_the_child_and_crash_is_reported_with_exit_code() {
 #[test]
 fn killed_master_leaves_no_child_behind() {
     let lan = FakeLan::start(Options::default());
-    let m = TestMaster::start(lan.addr.port(), 5);
+    let m = common::start(lan.addr.port(), 5);
     lan.offer(vec![
         need("K1", json!({})),
         need("K2", json!({ "ignore_sigterm": true })),
@@ -300,9 +303,9 @@ fn killed_master_leaves_no_child_behind() {
         .map(|v| v.1)
         .collect();
     assert!(pids.iter().all(|p| !pid_gone(*p)));
-    m.proc.kill(nix::sys::signal::Signal::SIGKILL).ok();
+    m.signal(nix::sys::signal::Signal::SIGKILL).ok();
     // Proc::kill signals the master's group only; the children have their own groups.
-    m.proc.wait_exit(SOON).unwrap();
+    m.proc().unwrap().wait_exit(SOON).unwrap();
     wait_until("every child of the killed master to die", SOON, || {
         let alive: Vec<u32> = pids.iter().copied().filter(|p| !pid_gone(*p)).collect();
         if alive.is_empty() {
@@ -317,7 +320,7 @@ fn killed_master_leaves_no_child_behind() {
 #[test]
 fn a_hundred_children_start_at_once() {
     let lan = FakeLan::start(Options::default());
-    let m = TestMaster::start(lan.addr.port(), 120);
+    let m = common::start(lan.addr.port(), 120);
     lan.wait_msg("hello", SOON, |msg| {
         matches!(msg, MasterToLan::Hello(_)).then_some(())
     });
@@ -335,12 +338,12 @@ fn a_hundred_children_start_at_once() {
     let took = started.elapsed();
     eprintln!("100 children spawned in {took:?}");
     assert!(took < Duration::from_secs(10), "{took:?}");
-    assert_eq!(m.status().children.len(), 100);
-    assert_eq!(m.status().free.ws, 20);
+    assert_eq!(m.status().unwrap().children.len(), 100);
+    assert_eq!(m.status().unwrap().free.ws, 20);
     // Every fork copies the master's descriptor table: once the children are
     // quiet the master holds two per child (the output pipe and the pidfd),
     // their log files are closed.
-    let fd_dir = format!("/proc/{}/fd", m.proc.pid());
+    let fd_dir = format!("/proc/{}/fd", m.pid().unwrap());
     wait_until("the quiet children's log files to be closed", SOON, || {
         let open = std::fs::read_dir(&fd_dir).unwrap().count();
         if open <= 2 * 100 + 40 {
@@ -355,8 +358,8 @@ fn a_hundred_children_start_at_once() {
 #[test]
 fn a_process_in_the_childs_group_may_say_ready_and_dies_with_the_group() {
     let lan = FakeLan::start(Options::default());
-    let svc = common::testsvc();
-    let m = TestMaster::start_with(lan.addr.port(), 2, 3000, |cfg| {
+    let svc = allex_testkit::binary("allex-testsvc").unwrap();
+    let m = common::start_with(lan.addr.port(), 2, 3000, |cfg| {
         // The shell is the child; the test service is its child in the same group.
         cfg["services"]["wrapped"] = json!({
             "command": "/bin/sh",
@@ -377,7 +380,7 @@ fn a_process_in_the_childs_group_may_say_ready_and_dies_with_the_group() {
         "the grandchild's ready to count for the child",
         SOON,
         || {
-            let st = m.status();
+            let st = m.status().unwrap();
             match st.children.first() {
                 Some(c) if c.ready && c.pid == shell_pid => Ok(()),
                 _ => Err(Box::new(st)),
@@ -405,7 +408,7 @@ fn a_process_in_the_childs_group_may_say_ready_and_dies_with_the_group() {
 #[test]
 fn children_get_one_output_pipe_and_no_descriptor_of_the_master() {
     let lan = FakeLan::start(Options::default());
-    let m = TestMaster::start_with(lan.addr.port(), 10, 3000, |cfg| {
+    let m = common::start_with(lan.addr.port(), 10, 3000, |cfg| {
         // `ls` lists the shell's own descriptors, so its own do not show.
         cfg["services"]["fds"] = json!({
             "command": "/bin/sh",
@@ -428,7 +431,7 @@ fn children_get_one_output_pipe_and_no_descriptor_of_the_master() {
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     spawned_all(&lan, &refs);
     for n in &names {
-        let path = m.runtimedir().join(format!("logs/{n}.log"));
+        let path = m.runtime_dir().join(format!("logs/{n}.log"));
         let log = wait_until(&format!("{n} to list its descriptors"), SOON, || {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             if text.contains("listed") && text.contains("on-stderr") {
@@ -471,13 +474,13 @@ impl Drop for Grandchildren {
 #[test]
 fn descriptors_stay_flat_over_50_cycles_of_a_service_that_forks_a_daemon() {
     let lan = FakeLan::start(Options::default());
-    let m = TestMaster::start(lan.addr.port(), 4);
-    let fd_dir = format!("/proc/{}/fd", m.proc.pid());
+    let m = common::start(lan.addr.port(), 4);
+    let fd_dir = format!("/proc/{}/fd", m.pid().unwrap());
     let open_fds = || std::fs::read_dir(&fd_dir).unwrap().count();
     let mut left = Grandchildren(Vec::new());
     // Connected and idle: what the master holds with no child at all.
     wait_until("the master to connect", SOON, || {
-        if m.status().connected {
+        if m.status().unwrap().connected {
             Ok(())
         } else {
             Err("not yet")
@@ -542,7 +545,7 @@ fn sleeper_config(cfg: &mut serde_json::Value) {
 #[test]
 fn six_hundred_needs_run_under_a_soft_descriptor_limit_of_1024() {
     let lan = FakeLan::start(Options::default());
-    let m = TestMaster::start_inheriting(
+    let m = common::start_inheriting(
         lan.addr.port(),
         620,
         1000,
@@ -567,20 +570,20 @@ fn six_hundred_needs_run_under_a_soft_descriptor_limit_of_1024() {
         pids.insert(pid);
     }
     // The control socket still answers, and says what the limit is.
-    let st = m.status();
+    let st = m.status().unwrap();
     assert_eq!(st.children.len(), 600);
     assert_eq!(
         st.fdlimit, 8192,
         "the soft limit was not raised to the hard one"
     );
     assert!(!st.fd_exhausted);
-    assert!(m.stderr().contains("raised the descriptor limit"));
+    assert!(m.log().contains("raised the descriptor limit"));
 }
 
 #[test]
 fn at_the_hard_descriptor_limit_the_master_keeps_a_reserve_and_says_so() {
     let lan = FakeLan::start(Options::default());
-    let m = TestMaster::start_inheriting(
+    let m = common::start_inheriting(
         lan.addr.port(),
         200,
         1000,
@@ -594,7 +597,7 @@ fn at_the_hard_descriptor_limit_the_master_keeps_a_reserve_and_says_so() {
     lan.offer(names.iter().map(|n| sleeper_need(n)).collect());
     let fit = allex_master::fdlimit::max_children(256);
     let st = wait_until("the master to fill its descriptor budget", SOON, || {
-        let st = m.status();
+        let st = m.status().unwrap();
         if st.children.len() == fit && st.fd_exhausted {
             Ok(st)
         } else {
@@ -604,20 +607,20 @@ fn at_the_hard_descriptor_limit_the_master_keeps_a_reserve_and_says_so() {
     .unwrap();
     assert_eq!(st.fdlimit, 256);
     assert!(fit < names.len());
-    let table = m.status_text();
+    let table = m.status_text().unwrap();
     assert!(table.contains("descriptors: limit 256 reached"), "{table}");
-    assert!(m.stderr().contains("descriptor limit reached"));
+    assert!(m.log().contains("descriptor limit reached"));
 }
 
 #[test]
 fn a_removed_instances_logs_are_deleted_after_the_retention_and_live_ones_stay() {
     let lan = FakeLan::start(Options::default());
-    let m = TestMaster::start_with(lan.addr.port(), 4, 1000, |cfg| {
+    let m = common::start_with(lan.addr.port(), 4, 1000, |cfg| {
         cfg["logretentionms"] = json!(300);
     });
     lan.offer(vec![need("Gone", json!({})), need("Stays", json!({}))]);
     let both = spawned_all(&lan, &["Gone", "Stays"]);
-    let logs = m.runtimedir().join("logs");
+    let logs = m.runtime_dir().join("logs");
     let (gone, stays) = (logs.join("Gone.log"), logs.join("Stays.log"));
     wait_until("both logs to be written", SOON, || {
         if gone.exists() && stays.exists() {
@@ -643,6 +646,6 @@ fn a_removed_instances_logs_are_deleted_after_the_retention_and_live_ones_stay()
     .unwrap();
     assert!(stays.exists(), "a live instance's log was deleted");
     assert!(m
-        .stderr()
+        .log()
         .contains("deleted logs of instances that no longer run here"));
 }

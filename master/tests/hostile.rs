@@ -6,9 +6,9 @@ mod common;
 use allex_protocol::Generation;
 use allex_protocol::InstanceName;
 use allex_protocol::{LanToMaster, LocalReply, MasterToLan, Need};
-use allex_sim::{wait_until, Proc, Stderr};
+use allex_testkit::{wait_until, Proc, Stderr};
 use common::fake_lan::{FakeLan, Options};
-use common::{master_bin, need, pid_gone, spawned, TestMaster, SOON};
+use common::{master_bin, need, pid_gone, spawned, SOON};
 use serde_json::json;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -24,9 +24,9 @@ fn ask(stream: &mut UnixStream, line: &[u8]) -> LocalReply {
 }
 
 /// Waits until the child is marked ready (its `ready` reached the master).
-fn wait_ready(m: &TestMaster, instance: &str) {
+fn wait_ready(m: &common::Master, instance: &str) {
     wait_until(&format!("{instance} ready"), SOON, || {
-        let st = m.status();
+        let st = m.status().unwrap();
         match st.children.iter().find(|c| c.instancename == instance) {
             Some(c) if c.ready => Ok(()),
             _ => Err(Box::new(st)),
@@ -38,7 +38,7 @@ fn wait_ready(m: &TestMaster, instance: &str) {
 #[test]
 fn a_grant_outside_the_catalogue_is_refused_and_stray_stops_change_nothing() {
     let lan = FakeLan::start(Options::default());
-    let m = TestMaster::start(lan.addr.port(), 2);
+    let m = common::start(lan.addr.port(), 2);
     lan.offer(vec![need("Keep", json!({}))]);
     let (generation, pid, _) = spawned(&lan, "Keep");
 
@@ -81,7 +81,7 @@ fn a_grant_outside_the_catalogue_is_refused_and_stray_stops_change_nothing() {
         reason: "stale rejection".into(),
     });
     wait_until("the stray orders to be logged", SOON, || {
-        let log = m.stderr();
+        let log = m.log();
         (log.contains("stop for an instance not running here: confirmed")
             && log
                 .matches("stop for another generation: confirmed")
@@ -91,14 +91,14 @@ fn a_grant_outside_the_catalogue_is_refused_and_stray_stops_change_nothing() {
             .ok_or(())
     })
     .unwrap();
-    let st = m.status();
+    let st = m.status().unwrap();
     assert_eq!(st.children.len(), 1, "{st:?}");
     assert_eq!(
         (st.children[0].instancename.as_str(), st.children[0].pid),
         ("Keep", pid)
     );
     assert!(!pid_gone(pid));
-    assert!(!m.dir.path().join("rt/logs/Evil.log").exists());
+    assert!(!m.runtime_dir().join("logs/Evil.log").exists());
     // Each stray order is confirmed with pid 0 (nothing of it runs here);
     // no down names the child that runs.
     let downs: Vec<(InstanceName, Generation, u32)> = lan
@@ -137,12 +137,12 @@ fn a_grant_outside_the_catalogue_is_refused_and_stray_stops_change_nothing() {
 #[test]
 fn oversized_and_cut_frames_and_a_thousand_clients_leave_the_socket_serving() {
     let lan = FakeLan::start(Options::default());
-    let m = TestMaster::start(lan.addr.port(), 4);
+    let m = common::start(lan.addr.port(), 4);
     lan.offer(vec![need("Before", json!({}))]);
     spawned(&lan, "Before");
 
     // A line over 64 KiB: told why, then closed.
-    let mut big = UnixStream::connect(&m.socket).unwrap();
+    let mut big = UnixStream::connect(m.socket()).unwrap();
     let mut line = vec![b'x'; 100 << 10];
     line.push(b'\n');
     // The master may close before it read everything; that is its right.
@@ -169,14 +169,14 @@ fn oversized_and_cut_frames_and_a_thousand_clients_leave_the_socket_serving() {
     );
 
     // Half a frame, then gone.
-    let mut cut = UnixStream::connect(&m.socket).unwrap();
+    let mut cut = UnixStream::connect(m.socket()).unwrap();
     cut.write_all(b"{\"type\":\"sta").unwrap();
     drop(cut);
 
     // A thousand clients connected at once, every request in flight before
     // any answer is read: every one is answered.
     let mut clients: Vec<UnixStream> = (0..1000)
-        .map(|i| UnixStream::connect(&m.socket).unwrap_or_else(|e| panic!("client {i}: {e}")))
+        .map(|i| UnixStream::connect(m.socket()).unwrap_or_else(|e| panic!("client {i}: {e}")))
         .collect();
     for c in &mut clients {
         c.write_all(b"{\"type\":\"status\"}\n").unwrap();
@@ -194,7 +194,7 @@ fn oversized_and_cut_frames_and_a_thousand_clients_leave_the_socket_serving() {
     lan.offer(vec![need("After", json!({}))]);
     spawned(&lan, "After");
     wait_ready(&m, "After");
-    let mut again = UnixStream::connect(&m.socket).unwrap();
+    let mut again = UnixStream::connect(m.socket()).unwrap();
     assert!(matches!(
         ask(&mut again, b"{\"type\":\"status\"}\n"),
         LocalReply::Status { .. }
@@ -204,7 +204,7 @@ fn oversized_and_cut_frames_and_a_thousand_clients_leave_the_socket_serving() {
 #[test]
 fn a_runtime_directory_owned_by_another_user_is_refused() {
     if !nix::unistd::geteuid().is_root() {
-        allex_sim::skip(
+        allex_testkit::skip(
             "a_runtime_directory_owned_by_another_user_is_refused",
             "chown to another user needs root",
         );
@@ -216,7 +216,7 @@ fn a_runtime_directory_owned_by_another_user_is_refused() {
     std::fs::set_permissions(&rt, std::fs::Permissions::from_mode(0o700)).unwrap();
     // nobody
     std::os::unix::fs::chown(&rt, Some(65534), Some(65534)).unwrap();
-    let (mut cfg, _) = TestMaster::config(dir.path(), 1, 2, 1000);
+    let mut cfg = common::config_json(&dir.path().join("rt"), 1, 2, 1000);
     cfg["runtimedirectory"] = json!(rt);
     let path = dir.path().join("allexmasterconfig.json");
     std::fs::write(&path, cfg.to_string()).unwrap();
@@ -237,18 +237,18 @@ fn a_runtime_directory_owned_by_another_user_is_refused() {
 #[test]
 fn a_removed_runtime_directory_is_recreated_and_children_keep_running() {
     let lan = FakeLan::start(Options::default());
-    let m = TestMaster::start(lan.addr.port(), 2);
+    let m = common::start(lan.addr.port(), 2);
     lan.offer(vec![need("Survivor", json!({}))]);
     let (_, pid, _) = spawned(&lan, "Survivor");
     wait_ready(&m, "Survivor");
-    let rt = m.runtimedir();
-    let before = std::fs::metadata(&m.socket).unwrap().ino();
+    let rt = m.runtime_dir().to_path_buf();
+    let before = std::fs::metadata(m.socket()).unwrap().ino();
     std::fs::remove_dir_all(&rt).unwrap();
 
     wait_until(
         "the socket to be back",
         SOON,
-        || match UnixStream::connect(&m.socket) {
+        || match UnixStream::connect(m.socket()) {
             Ok(s) => Ok(s),
             Err(e) => Err(e.to_string()),
         },
@@ -256,17 +256,13 @@ fn a_removed_runtime_directory_is_recreated_and_children_keep_running() {
     .unwrap();
     let meta = std::fs::metadata(&rt).unwrap();
     assert_eq!(meta.mode() & 0o777, 0o700, "recreated owner-only");
-    assert_ne!(std::fs::metadata(&m.socket).unwrap().ino(), before);
-    assert_eq!(std::fs::metadata(&m.socket).unwrap().mode() & 0o777, 0o600);
-    let st = m.status();
+    assert_ne!(std::fs::metadata(m.socket()).unwrap().ino(), before);
+    assert_eq!(std::fs::metadata(m.socket()).unwrap().mode() & 0o777, 0o600);
+    let st = m.status().unwrap();
     assert_eq!(st.children.len(), 1);
     assert_eq!(st.children[0].pid, pid);
     assert!(!pid_gone(pid));
-    assert!(
-        m.stderr().contains("master socket recreated"),
-        "{}",
-        m.stderr()
-    );
+    assert!(m.log().contains("master socket recreated"), "{}", m.log());
     // New children find their master on the new socket.
     lan.offer(vec![need("Newborn", json!({}))]);
     spawned(&lan, "Newborn");
@@ -277,30 +273,30 @@ fn a_removed_runtime_directory_is_recreated_and_children_keep_running() {
 fn a_peer_of_another_user_is_refused_even_when_the_socket_mode_was_loosened() {
     use std::os::unix::process::CommandExt;
     if !nix::unistd::geteuid().is_root() {
-        allex_sim::skip(
+        allex_testkit::skip(
             "a_peer_of_another_user_is_refused_even_when_the_socket_mode_was_loosened",
             "connecting as another user needs root",
         );
         return;
     }
     let lan = FakeLan::start(Options::default());
-    let m = TestMaster::start(lan.addr.port(), 2);
+    let m = common::start(lan.addr.port(), 2);
     // Someone opened the way to the socket after the master's own checks.
     for (p, mode) in [
-        (m.dir.path().to_path_buf(), 0o711),
-        (m.runtimedir(), 0o711),
-        (m.socket.clone(), 0o666),
+        (m.dir().to_path_buf(), 0o711),
+        (m.runtime_dir().to_path_buf(), 0o711),
+        (m.socket().to_path_buf(), 0o666),
     ] {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
     }
     // The build's own binary may sit under a directory nobody cannot enter
     // (a clone in a 0700 temp dir): run a copy from the test's directory.
-    let bin = m.dir.path().join("allexmaster-for-nobody");
+    let bin = m.dir().join("allexmaster-for-nobody");
     std::fs::copy(master_bin(), &bin).unwrap();
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = Command::new(&bin)
         .args(["status", "--json", "--socket"])
-        .arg(&m.socket)
+        .arg(m.socket())
         .uid(65534)
         .gid(65534)
         .output()
@@ -308,9 +304,7 @@ fn a_peer_of_another_user_is_refused_even_when_the_socket_mode_was_loosened() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "nobody got the status: {err}");
     assert!(err.contains("uid 65534 is not the master's user"), "{err}");
-    assert!(m
-        .stderr()
-        .contains("refused a connection from another user"));
+    assert!(m.log().contains("refused a connection from another user"));
     // Our own user is still served.
-    assert!(m.status().children.is_empty());
+    assert!(m.status().unwrap().children.is_empty());
 }

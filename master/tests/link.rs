@@ -4,9 +4,9 @@ mod common;
 
 use allex_protocol::Generation;
 use allex_protocol::{LanToMaster, MasterToLan, Need, Ports, Protocol, ServiceLocation};
-use allex_sim::wait_until;
+use allex_testkit::wait_until;
 use common::fake_lan::{FakeLan, Options, Seen};
-use common::{need, spawned, spawned_all, TestMaster, SOON};
+use common::{need, spawned, spawned_all, SOON};
 use serde_json::json;
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ fn child_names(st: &allex_protocol::MasterStatus) -> Vec<&str> {
 #[test]
 fn down_during_a_link_outage_is_queued_and_the_hello_omits_the_dead_child() {
     let lan = FakeLan::start(Options::default());
-    let m = TestMaster::start(lan.addr.port(), 4);
+    let m = common::start(lan.addr.port(), 4);
     lan.offer(vec![need("A", json!({})), need("B", json!({}))]);
     let both = spawned_all(&lan, &["A", "B"]);
     let ((gen_a, pid_a, _), (gen_b, pid_b, ports_b)) = (both["A"], both["B"]);
@@ -30,7 +30,7 @@ fn down_during_a_link_outage_is_queued_and_the_hello_omits_the_dead_child() {
         matches!(e, Seen::Closed).then_some(())
     });
     wait_until("the master to notice the outage", SOON, || {
-        let st = m.status();
+        let st = m.status().unwrap();
         if st.connected {
             Err(Box::new(st))
         } else {
@@ -47,7 +47,7 @@ fn down_during_a_link_outage_is_queued_and_the_hello_omits_the_dead_child() {
         "A to be gone from status while B keeps running",
         SOON,
         || {
-            let st = m.status();
+            let st = m.status().unwrap();
             let names = child_names(&st);
             if names == ["B"] && st.children[0].pid == pid_b {
                 Ok(())
@@ -87,7 +87,7 @@ fn down_during_a_link_outage_is_queued_and_the_hello_omits_the_dead_child() {
         (generation, pid, exit.signal, ordered),
         (gen_a, pid_a, Some(9), false)
     );
-    assert!(m.status().connected);
+    assert!(m.status().unwrap().connected);
 }
 
 #[test]
@@ -97,7 +97,7 @@ fn a_silent_lan_manager_is_dropped_and_reconnected() {
         heartbeat_ms: 100,
         ..Options::default()
     });
-    let _m = TestMaster::start(lan.addr.port(), 2);
+    let _m = common::start(lan.addr.port(), 2);
     lan.wait_msg("hello", SOON, |m| {
         matches!(m, MasterToLan::Hello(_)).then_some(())
     });
@@ -115,7 +115,7 @@ fn a_silent_lan_manager_is_dropped_and_reconnected() {
 #[test]
 fn exhausted_range_stops_claims_says_so_once_and_recovers() {
     let lan = FakeLan::start(Options::default());
-    let m = TestMaster::start(lan.addr.port(), 1);
+    let m = common::start(lan.addr.port(), 1);
     lan.offer(vec![
         need("X1", json!({})),
         need("X2", json!({})),
@@ -135,7 +135,7 @@ fn exhausted_range_stops_claims_says_so_once_and_recovers() {
     let (_, pid, _) = spawned(&lan, "X1");
     lan.open(need("X4", json!({})));
     let st = wait_until("status to show exhaustion", SOON, || {
-        let st = m.status();
+        let st = m.status().unwrap();
         if st.exhausted.contains(&Protocol::Tcp) {
             Ok(st)
         } else {
@@ -160,19 +160,19 @@ fn exhausted_range_stops_claims_says_so_once_and_recovers() {
     });
     assert!(["X2", "X3", "X4"].contains(&next.as_str()), "{next}");
     spawned(&lan, &next);
-    let warnings = m.stderr().matches("not claiming needs").count();
+    let warnings = m.log().matches("not claiming needs").count();
     assert_eq!(
         warnings,
         2,
         "one warning per exhaustion episode:\n{}",
-        m.stderr()
+        m.log()
     );
 }
 
 #[test]
 fn only_servable_needs_are_claimed() {
     let lan = FakeLan::start(Options::default());
-    let _m = TestMaster::start(lan.addr.port(), 3);
+    let _m = common::start(lan.addr.port(), 3);
     let mut foreign = Need::new("not_in_catalogue", allex_protocol::instance!("a_foreign"));
     foreign.protocols = Some(vec![Protocol::Tcp]);
     let mut elsewhere = need("b_elsewhere", json!({}));
@@ -195,7 +195,7 @@ fn only_servable_needs_are_claimed() {
 #[test]
 fn spawn_failure_is_reported_and_frees_the_ports() {
     let lan = FakeLan::start(Options::default());
-    let m = TestMaster::start_with(lan.addr.port(), 2, 1000, |cfg| {
+    let m = common::start_with(lan.addr.port(), 2, 1000, |cfg| {
         cfg["services"]["broken"] = json!({ "command": "/nonexistent/allex-nothing" });
     });
     lan.offer(vec![Need::new(
@@ -211,7 +211,7 @@ fn spawn_failure_is_reported_and_frees_the_ports() {
         _ => None,
     });
     assert!(reason.contains("/nonexistent/allex-nothing"), "{reason}");
-    let st = m.status();
+    let st = m.status().unwrap();
     assert!(st.children.is_empty());
     assert_eq!((st.free.tcp, st.free.http, st.free.ws), (2, 2, 2));
     // The need reopens at once; the master holds back instead of looping.
@@ -231,7 +231,7 @@ fn spawn_failure_is_reported_and_frees_the_ports() {
 #[test]
 fn a_child_lookup_is_forwarded_and_answered() {
     let lan = FakeLan::start(Options::default());
-    let m = TestMaster::start(lan.addr.port(), 2);
+    let m = common::start(lan.addr.port(), 2);
     lan.offer(vec![need("Asker", json!({ "lookup": "Time" }))]);
     let id = lan.wait_msg("lookup", SOON, |msg| match msg {
         MasterToLan::Lookup { id, instancename } if instancename == "Time" => Some(*id),
@@ -252,7 +252,7 @@ fn a_child_lookup_is_forwarded_and_answered() {
         location: Some(location),
     });
     // The child prints the answer on stdout, which the master keeps in its log.
-    let log = m.runtimedir().join("logs/Asker.log");
+    let log = m.runtime_dir().join("logs/Asker.log");
     wait_until("the child to print the lookup answer", SOON, || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         if text.contains("lookup Time") && text.contains("10.1.2.3") {
@@ -267,10 +267,10 @@ fn a_child_lookup_is_forwarded_and_answered() {
 #[test]
 fn child_output_is_kept_in_a_bounded_rotated_log() {
     let lan = FakeLan::start(Options::default());
-    let m = TestMaster::start(lan.addr.port(), 2);
+    let m = common::start(lan.addr.port(), 2);
     lan.offer(vec![need("Chatty", json!({ "spam_bytes": 20000 }))]);
     spawned(&lan, "Chatty");
-    let dir = m.runtimedir().join("logs");
+    let dir = m.runtime_dir().join("logs");
     // Rotation renames the full log away and then creates the fresh one, so
     // wait until both are there.
     let now = wait_until("the log to rotate", SOON, || {
@@ -287,7 +287,7 @@ fn child_output_is_kept_in_a_bounded_rotated_log() {
 #[test]
 fn a_grant_with_a_hostile_name_is_dropped_without_touching_the_disk() {
     let lan = FakeLan::start(Options::default());
-    let m = TestMaster::start(lan.addr.port(), 2);
+    let m = common::start(lan.addr.port(), 2);
     lan.wait_msg("hello", SOON, |msg| {
         matches!(msg, MasterToLan::Hello(_)).then_some(())
     });
@@ -311,8 +311,8 @@ fn a_grant_with_a_hostile_name_is_dropped_without_touching_the_disk() {
         matches!(&first, MasterToLan::Spawned { instancename, generation: Generation(99), .. } if instancename == "x"),
         "{first:?}"
     );
-    assert!(!m.dir.path().join("escape.log").exists());
-    let st = m.status();
+    assert!(!m.dir().join("escape.log").exists());
+    let st = m.status().unwrap();
     assert_eq!(child_names(&st), vec!["x"]);
 }
 
@@ -320,7 +320,7 @@ fn a_grant_with_a_hostile_name_is_dropped_without_touching_the_disk() {
 fn a_lan_manager_that_accepts_but_never_answers_is_retried() {
     // A socket that accepts and then stays silent, like a frozen network path.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let _m = TestMaster::start(silent.local_addr().unwrap().port(), 2);
+    let _m = common::start(silent.local_addr().unwrap().port(), 2);
     silent.set_nonblocking(true).unwrap();
     let mut held = Vec::new();
     let started = std::time::Instant::now();
@@ -352,7 +352,7 @@ fn a_spawn_that_finishes_before_the_welcome_is_reported_right_after_it() {
         auto_grant: false,
         ..Options::default()
     });
-    let m = TestMaster::start(lan.addr.port(), 4);
+    let m = common::start(lan.addr.port(), 4);
     let welcome = || LanToMaster::Welcome {
         version: allex_protocol::PROTOCOL_VERSION,
         grace_ms: 1000,
@@ -370,7 +370,7 @@ fn a_spawn_that_finishes_before_the_welcome_is_reported_right_after_it() {
         deadline_ms: 5000,
     });
     let pid = wait_until("the child to be spawned before any welcome", SOON, || {
-        let st = m.status();
+        let st = m.status().unwrap();
         match st.children.iter().find(|c| c.instancename == "Early") {
             Some(c) if !st.connected => Ok(c.pid),
             _ => Err(Box::new(st)),
@@ -402,7 +402,7 @@ fn a_spawn_that_finishes_before_the_welcome_is_reported_right_after_it() {
         _ => None,
     });
     wait_until("Cut to be spawned", SOON, || {
-        let st = m.status();
+        let st = m.status().unwrap();
         if st.children.iter().any(|c| c.instancename == "Cut") {
             Ok(())
         } else {
@@ -439,14 +439,14 @@ fn fencing_stops_every_child_after_the_fence_time_without_the_lan_manager() {
         fence_ms: Some(600),
         ..Options::default()
     });
-    let m = TestMaster::start(lan.addr.port(), 4);
+    let m = common::start(lan.addr.port(), 4);
     lan.offer(vec![need("F1", json!({})), need("F2", json!({}))]);
     let both = spawned_all(&lan, &["F1", "F2"]);
-    assert!(!m.status().fenced);
+    assert!(!m.status().unwrap().fenced);
     // The lan manager goes away entirely: nothing arrives, no reconnect works.
     lan.unlisten();
     let st = wait_until("the master to fence itself", SOON, || {
-        let st = m.status();
+        let st = m.status().unwrap();
         if st.fenced && st.children.is_empty() {
             Ok(st)
         } else {
@@ -458,7 +458,7 @@ fn fencing_stops_every_child_after_the_fence_time_without_the_lan_manager() {
     for (_, pid, _) in both.values() {
         assert!(common::pid_gone(*pid), "pid {pid} outlived the fence");
     }
-    assert!(m.stderr().contains("fenced: no word from the lan manager"));
+    assert!(m.log().contains("fenced: no word from the lan manager"));
     // Back: the hello says it runs nothing, its stops follow the welcome as
     // ordered downs, and it is no longer fenced.
     lan.listen();
@@ -475,7 +475,7 @@ fn fencing_stops_every_child_after_the_fence_time_without_the_lan_manager() {
         assert!(ordered);
     }
     wait_until("the fence to lift", SOON, || {
-        let st = m.status();
+        let st = m.status().unwrap();
         if st.connected && !st.fenced {
             Ok(())
         } else {

@@ -3,9 +3,9 @@
 mod common;
 
 use allex_protocol::DEFAULT_CONFIG_TEXT;
-use allex_sim::{wait_until, Proc, Stderr};
+use allex_testkit::{wait_until, Proc, Stderr};
 use common::fake_lan::{FakeLan, Options};
-use common::{master_bin, need, TestMaster, SOON};
+use common::{master_bin, need, SOON};
 use serde_json::json;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::process::Command;
@@ -79,27 +79,27 @@ fn bad_config_exits_non_zero_naming_file_line_and_column() {
 #[test]
 fn socket_is_owner_only_and_a_second_master_is_refused() {
     let lan = FakeLan::start(Options::default());
-    let m = TestMaster::start(lan.addr.port(), 2);
-    let meta = std::fs::metadata(&m.socket).unwrap();
+    let m = common::start(lan.addr.port(), 2);
+    let meta = std::fs::metadata(m.socket()).unwrap();
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-    assert_eq!(m.socket, m.runtimedir().join("allexmachinemanager"));
+    assert_eq!(m.socket(), m.runtime_dir().join("allexmachinemanager"));
     // Same config, same runtime directory: the live socket says a master runs there.
-    let second = run_master(m.dir.path(), &["--config", "allexmasterconfig.json"]);
+    let second = run_master(m.dir(), &["--config", "allexmasterconfig.json"]);
     let status = second.wait_exit(SOON).unwrap();
     assert!(!status.success());
-    let err = stderr_of(m.dir.path());
+    let err = stderr_of(m.dir());
     assert!(err.contains("another allexmaster is running"), "{err}");
     // The first master still answers.
-    assert_eq!(m.status().pid, m.proc.pid());
+    assert_eq!(m.status().unwrap().pid, m.pid().unwrap());
 }
 
 #[test]
 fn stale_socket_is_replaced() {
     let lan = FakeLan::start(Options::default());
-    let first = TestMaster::start(lan.addr.port(), 2);
-    let (dir, socket) = (first.dir.path().to_path_buf(), first.socket.clone());
-    first.proc.kill_now().unwrap();
+    let mut first = common::start(lan.addr.port(), 2);
+    let (dir, socket) = (first.dir().to_path_buf(), first.socket().to_path_buf());
+    first.kill().unwrap();
     assert!(socket.exists(), "a SIGKILLed master leaves its socket file");
     let again = run_master(&dir, &["--config", "allexmasterconfig.json"]);
     again
@@ -120,7 +120,7 @@ fn world_writable_runtime_directory_is_refused() {
     let rt = dir.path().join("open");
     std::fs::create_dir(&rt).unwrap();
     std::fs::set_permissions(&rt, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let (mut cfg, _) = TestMaster::config(dir.path(), 1, 2, 1000);
+    let mut cfg = common::config_json(&dir.path().join("rt"), 1, 2, 1000);
     cfg["runtimedirectory"] = json!(rt);
     let path = dir.path().join("allexmasterconfig.json");
     std::fs::write(&path, cfg.to_string()).unwrap();
@@ -134,10 +134,10 @@ fn world_writable_runtime_directory_is_refused() {
 #[test]
 fn status_table_lists_children_and_free_ports() {
     let lan = FakeLan::start(Options::default());
-    let m = TestMaster::start(lan.addr.port(), 3);
+    let m = common::start(lan.addr.port(), 3);
     lan.offer(vec![need("Table1", json!({})), need("Table2", json!({}))]);
     wait_until("two children", SOON, || {
-        let st = m.status();
+        let st = m.status().unwrap();
         if st.children.len() == 2 {
             Ok(())
         } else {
@@ -147,7 +147,7 @@ fn status_table_lists_children_and_free_ports() {
     .unwrap();
     let out = Command::new(master_bin())
         .args(["status", "--socket"])
-        .arg(&m.socket)
+        .arg(m.socket())
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -156,13 +156,14 @@ fn status_table_lists_children_and_free_ports() {
     let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("Table")).collect();
     assert_eq!(rows.len(), 2, "{text}");
     assert!(
-        rows[0].contains("testsvc") && rows[0].contains(&format!("tcp={}", m.starts[0])),
+        rows[0].contains("testsvc")
+            && rows[0].contains(&format!("tcp={}", m.config().portrangestart.tcp)),
         "{text}"
     );
     // Without a master the status command fails with a clear message.
     let gone = Command::new(master_bin())
         .args(["status", "--socket"])
-        .arg(m.dir.path().join("nothing"))
+        .arg(m.dir().join("nothing"))
         .output()
         .unwrap();
     assert!(!gone.status.success());
@@ -175,15 +176,15 @@ fn the_socket_answers_strangers_and_garbage_without_harm() {
     use allex_protocol::ErrorCode;
     use std::io::{BufRead, BufReader, Write};
     let lan = FakeLan::start(Options::default());
-    let m = TestMaster::start(lan.addr.port(), 2);
+    let m = common::start(lan.addr.port(), 2);
     // The test process is no child of the master: its `ready` is refused.
-    let mut client = MasterClient::connect(&m.socket).unwrap();
+    let mut client = MasterClient::connect(m.socket()).unwrap();
     match client.ready() {
         Err(ClientError::Refused { code, .. }) => assert_eq!(code, ErrorCode::NotYours),
         other => panic!("stranger's ready answered {other:?}"),
     }
     // A garbage line gets an error reply and the connection stays usable.
-    let mut raw = std::os::unix::net::UnixStream::connect(&m.socket).unwrap();
+    let mut raw = std::os::unix::net::UnixStream::connect(m.socket()).unwrap();
     raw.write_all(b"this is not json\n{\"type\":\"lookup\",\"instancename\":\"../etc\"}\n{\"type\":\"status\"}\n").unwrap();
     let mut lines = BufReader::new(raw).lines();
     let first: allex_protocol::LocalReply =
@@ -219,7 +220,7 @@ fn the_socket_answers_strangers_and_garbage_without_harm() {
     // Without a lan manager a lookup of an unknown service answers "nowhere".
     lan.unlisten();
     wait_until("the link to drop", SOON, || {
-        if m.status().connected {
+        if m.status().unwrap().connected {
             Err(())
         } else {
             Ok(())
@@ -235,22 +236,22 @@ fn the_socket_answers_strangers_and_garbage_without_harm() {
 #[test]
 fn sigterm_stops_every_child_and_exits_cleanly() {
     let lan = FakeLan::start(Options::default());
-    let m = TestMaster::start(lan.addr.port(), 3);
+    let m = common::start(lan.addr.port(), 3);
     lan.offer(vec![need("T1", json!({})), need("T2", json!({}))]);
     let pids: Vec<u32> = common::spawned_all(&lan, &["T1", "T2"])
         .values()
         .map(|v| v.1)
         .collect();
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(m.proc.pid() as i32),
+        nix::unistd::Pid::from_raw(m.pid().unwrap() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let status = m.proc.wait_exit(SOON).unwrap();
-    assert!(status.success(), "{status:?}: {}", m.stderr());
+    let status = m.proc().unwrap().wait_exit(SOON).unwrap();
+    assert!(status.success(), "{status:?}: {}", m.log());
     assert!(pids.iter().all(|p| common::pid_gone(*p)));
     assert!(
-        !m.socket.exists(),
+        !m.socket().exists(),
         "the socket file is removed on a clean exit"
     );
 }

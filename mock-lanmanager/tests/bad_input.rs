@@ -78,13 +78,9 @@ async fn wrong_token_and_another_major_version_are_refused_with_a_reason() {
 #[tokio::test]
 async fn a_connection_without_hello_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let lm = LanManager::start(LanOptions {
-        timings: Timings {
-            hello_timeout: Some(Duration::from_millis(200)),
-            ..Timings::patient()
-        },
-        ..LanOptions::patient(dir.path())
-    })
+    let lm = LanManager::start(LanOptions::patient_with(dir.path(), |t| {
+        t.hello_timeout = Some(ms(200))
+    }))
     .unwrap();
     let mut silent = raw(lm.addr()).await;
     refused_and_closed(&mut silent, ErrorCode::HelloRequired).await;

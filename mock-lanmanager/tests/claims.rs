@@ -76,13 +76,9 @@ async fn two_masters_racing_for_50_needs_each_need_is_granted_exactly_once() {
 async fn claim_deadline_lapse_stops_the_grant_and_reopens_only_once_the_master_confirms() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 1));
-    let lm = LanManager::start(LanOptions {
-        timings: Timings {
-            claim_timeout: Duration::from_millis(200),
-            ..Timings::patient()
-        },
-        ..LanOptions::patient(dir.path())
-    })
+    let lm = LanManager::start(LanOptions::patient_with(dir.path(), |t| {
+        t.claim_timeout = ms(200)
+    }))
     .unwrap();
     let mut m1 = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
     let mut m2 = FakeMaster::connect(lm.addr(), "m2", &["svc"]).await;
@@ -118,13 +114,9 @@ async fn claim_deadline_lapse_stops_the_grant_and_reopens_only_once_the_master_c
 async fn ports_that_do_not_accept_are_rejected_and_the_need_reopens_once_stopped() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 1));
-    let lm = LanManager::start(LanOptions {
-        timings: Timings {
-            check_timeout: Duration::from_millis(300),
-            ..Timings::patient()
-        },
-        ..LanOptions::patient(dir.path())
-    })
+    let lm = LanManager::start(LanOptions::patient_with(dir.path(), |t| {
+        t.check_timeout = ms(300)
+    }))
     .unwrap();
     let mut m = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
     let g = m.grant("A0").await;
@@ -243,14 +235,10 @@ async fn checked_service_runs_is_found_by_lookup_and_down_reopens_at_once() {
 async fn crash_loop_is_retried_with_a_growing_delay_that_resets_after_a_stable_run() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 1));
-    let lm = LanManager::start(LanOptions {
-        timings: Timings {
-            backoff_base: Duration::from_millis(300),
-            stable: Duration::from_millis(10000),
-            ..Timings::patient()
-        },
-        ..LanOptions::patient(dir.path())
-    })
+    let lm = LanManager::start(LanOptions::patient_with(dir.path(), |t| {
+        t.backoff_base = ms(300);
+        t.stable = ms(10000);
+    }))
     .unwrap();
     let mut m = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
     let svc = listening();

@@ -89,13 +89,9 @@ async fn a_gone_masters_refused_service_moves_at_once_and_the_stale_copy_is_stop
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 1));
     // A grace far beyond the test: the move must come from the evidence.
-    let lm = LanManager::start(LanOptions {
-        timings: Timings {
-            grace: Duration::from_millis(600000),
-            ..Timings::patient()
-        },
-        ..LanOptions::patient(dir.path())
-    })
+    let lm = LanManager::start(LanOptions::patient_with(dir.path(), |t| {
+        t.grace = ms(600000)
+    }))
     .unwrap();
     let mut m1 = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
     let mut m2 = FakeMaster::connect(lm.addr(), "m2", &["svc"]).await;
@@ -153,14 +149,8 @@ async fn a_gone_masters_refused_service_moves_at_once_and_the_stale_copy_is_stop
 async fn past_the_grace_a_service_that_still_answers_stays_and_its_master_keeps_it() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 1));
-    let lm = LanManager::start(LanOptions {
-        timings: Timings {
-            grace: Duration::from_millis(300),
-            ..Timings::patient()
-        },
-        ..LanOptions::patient(dir.path())
-    })
-    .unwrap();
+    let lm =
+        LanManager::start(LanOptions::patient_with(dir.path(), |t| t.grace = ms(300))).unwrap();
     let mut m1 = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
     let mut m2 = FakeMaster::connect(lm.addr(), "m2", &["svc"]).await;
     let svc = listening();
@@ -299,13 +289,9 @@ async fn needs_of_a_master_that_does_not_come_back_open_when_the_settle_period_e
     })
     .await;
     lm.kill().unwrap();
-    let lm = LanManager::start(LanOptions {
-        timings: Timings {
-            settle: Duration::from_millis(3000),
-            ..Timings::patient()
-        },
-        ..LanOptions::patient(dir.path())
-    })
+    let lm = LanManager::start(LanOptions::patient_with(dir.path(), |t| {
+        t.settle = ms(3000)
+    }))
     .unwrap();
     let mut m2 = FakeMaster::connect(lm.addr(), "m2", &["svc"]).await;
     // Within the settle period A0 is held for m1: not offered, not claimable.
@@ -363,13 +349,9 @@ async fn an_open_need_found_in_an_inventory_is_adopted() {
 #[tokio::test]
 async fn heartbeats_are_echoed_and_a_silent_link_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
-    let lm = LanManager::start(LanOptions {
-        timings: Timings {
-            heartbeat: Duration::from_millis(100),
-            ..Timings::patient()
-        },
-        ..LanOptions::patient(dir.path())
-    })
+    let lm = LanManager::start(LanOptions::patient_with(dir.path(), |t| {
+        t.heartbeat = ms(100)
+    }))
     .unwrap();
     let mut m = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
     m.send(&MasterToLan::Heartbeat { seq: 41 }).await;
@@ -496,14 +478,10 @@ async fn sigterm_records_running_needs_before_exiting() {
 #[tokio::test]
 async fn fencing_is_told_in_welcome_and_must_be_shorter_than_the_grace() {
     let dir = tempfile::tempdir().unwrap();
-    let err = LanManager::start(LanOptions {
-        timings: Timings {
-            grace: Duration::from_millis(1000),
-            fence: Some(Duration::from_millis(1000)),
-            ..Timings::patient()
-        },
-        ..LanOptions::patient(dir.path())
-    })
+    let err = LanManager::start(LanOptions::patient_with(dir.path(), |t| {
+        t.grace = ms(1000);
+        t.fence = Some(ms(1000));
+    }))
     .err()
     .expect("a fence as long as the grace was accepted")
     .to_string();
@@ -511,29 +489,21 @@ async fn fencing_is_told_in_welcome_and_must_be_shorter_than_the_grace() {
         err.contains("--fence-ms 1000 must be shorter than --grace-ms 1000"),
         "{err}"
     );
-    let err = LanManager::start(LanOptions {
-        timings: Timings {
-            grace: Duration::from_millis(9000),
-            heartbeat: Duration::from_millis(1000),
-            fence: Some(Duration::from_millis(1500)),
-            ..Timings::patient()
-        },
-        ..LanOptions::patient(dir.path())
-    })
+    let err = LanManager::start(LanOptions::patient_with(dir.path(), |t| {
+        t.grace = ms(9000);
+        t.heartbeat = ms(1000);
+        t.fence = Some(ms(1500));
+    }))
     .err()
     .expect("a fence shorter than two heartbeats was accepted")
     .to_string();
     assert!(err.contains("at least two heartbeats"), "{err}");
 
-    let lm = LanManager::start(LanOptions {
-        timings: Timings {
-            grace: Duration::from_millis(9000),
-            heartbeat: Duration::from_millis(1000),
-            fence: Some(Duration::from_millis(3000)),
-            ..Timings::patient()
-        },
-        ..LanOptions::patient(dir.path())
-    })
+    let lm = LanManager::start(LanOptions::patient_with(dir.path(), |t| {
+        t.grace = ms(9000);
+        t.heartbeat = ms(1000);
+        t.fence = Some(ms(3000));
+    }))
     .unwrap();
     let mut ws = raw(lm.addr()).await;
     use futures_util::SinkExt;
@@ -555,13 +525,9 @@ async fn fencing_is_told_in_welcome_and_must_be_shorter_than_the_grace() {
 async fn a_claim_of_a_master_that_is_away_waits_for_its_return_not_for_its_deadline() {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 1));
-    let lm = LanManager::start(LanOptions {
-        timings: Timings {
-            claim_timeout: Duration::from_millis(200),
-            ..Timings::patient()
-        },
-        ..LanOptions::patient(dir.path())
-    })
+    let lm = LanManager::start(LanOptions::patient_with(dir.path(), |t| {
+        t.claim_timeout = ms(200)
+    }))
     .unwrap();
     let mut m1 = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
     let mut m2 = FakeMaster::connect(lm.addr(), "m2", &["svc"]).await;

@@ -44,6 +44,14 @@ impl LanOptions {
             ..LanOptions::default()
         }
     }
+
+    /// [`LanOptions::patient`] with the timers `edit` shortens, for a test
+    /// about one timer: `patient_with(dir, |t| t.grace = ms(300))`.
+    pub fn patient_with(dir: &Path, edit: impl FnOnce(&mut Timings)) -> LanOptions {
+        let mut opts = LanOptions::patient(dir);
+        edit(&mut opts.timings);
+        opts
+    }
 }
 
 /// Where a lan manager's files live: its own temporary directory, removed

@@ -171,12 +171,16 @@ impl Master {
         edit: impl FnOnce(&mut serde_json::Value),
     ) -> Result<Master, HarnessError> {
         let dir = temp_dir("allexm")?;
-        let config = opts.config(dir.path())?;
+        // The runtime directory sits below the one holding the config and
+        // the log, so a test may remove it and still read what the master said.
+        let config = opts.config(&dir.path().join("rt"))?;
         let mut m = Master {
             proc: None,
             config_text: String::new(),
             config_path: dir.path().join(CONFIG_FILE_NAME),
-            socket: dir.path().join(allex_protocol::local::MASTER_SOCKET_NAME),
+            socket: config
+                .runtimedirectory
+                .join(allex_protocol::local::MASTER_SOCKET_NAME),
             log: dir.path().join("allexmaster.log"),
             netns: opts.netns.clone(),
             log_filter: opts.log_filter.clone(),
@@ -235,7 +239,7 @@ impl Master {
         cmd.arg("run")
             .arg("--config")
             .arg(&self.config_path)
-            .current_dir(self.runtime_dir());
+            .current_dir(self.dir());
         if let Some(f) = &self.log_filter {
             cmd.env("RUST_LOG", f);
         }
@@ -278,12 +282,18 @@ impl Master {
         &self.config_path
     }
 
-    /// Its runtime directory (also its working directory).
-    pub fn runtime_dir(&self) -> &Path {
+    /// Its directory: the config file, the log, and the runtime directory
+    /// `rt` unless an edit moved it; also its working directory.
+    pub fn dir(&self) -> &Path {
         match &self.dir {
             Some(d) => d.path(),
             None => Path::new("/nonexistent"),
         }
+    }
+
+    /// Its runtime directory (socket, children's logs, state).
+    pub fn runtime_dir(&self) -> &Path {
+        &self.config.runtimedirectory
     }
 
     /// Its Unix socket, as announced in its ready line.
@@ -333,7 +343,7 @@ impl Master {
         cmd.args(args)
             .arg("--config")
             .arg(&self.config_path)
-            .current_dir(self.runtime_dir());
+            .current_dir(self.dir());
         Ok(run_with_deadline("allexmaster", cmd, START_DEADLINE)?)
     }
 

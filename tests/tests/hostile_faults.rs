@@ -4,9 +4,8 @@
 //! never a torn one, and never loses an acknowledged need.
 
 use allex_protocol::NeedsFile;
+use allex_sim::harness::{LanManager, LanOptions, Timings};
 use allex_sim::process::run_with_deadline;
-use allex_sim::{Proc, Stderr};
-use nix::sys::signal::Signal;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,33 +15,15 @@ use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// A running `allexlanmanager` on port 0 in `dir` (killed with its group on drop).
-struct Lm {
-    proc: Proc,
-    addr: String,
-}
-
-impl Lm {
-    fn start(dir: &Path) -> Lm {
-        let bin = allex_sim::binary("allexlanmanager").unwrap();
-        let mut cmd = Command::new(bin);
-        cmd.args(["run", "--listen", "127.0.0.1:0", "--dir"])
-            .arg(dir)
-            .env_remove("ALLEX_TOKEN")
-            .env("RUST_LOG", "warn");
-        let proc =
-            Proc::spawn("allexlanmanager", cmd, Stderr::File(dir.join("lm.stderr"))).unwrap();
-        let line = proc
-            .wait_for_line(|l| l.starts_with("allexlanmanager listening on "), DEADLINE)
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{e}: {}",
-                    std::fs::read_to_string(dir.join("lm.stderr")).unwrap_or_default()
-                )
-            });
-        let addr = line["allexlanmanager listening on ".len()..].to_string();
-        Lm { proc, addr }
-    }
+/// A lan manager with the contract's timings in `dir` (killed with its group on drop).
+fn start_lan(dir: &Path) -> LanManager {
+    LanManager::start(LanOptions {
+        timings: Timings::production(),
+        dir: Some(dir.to_path_buf()),
+        log_filter: Some("warn".into()),
+        ..LanOptions::default()
+    })
+    .unwrap()
 }
 
 /// `allexlanmanager need add` against `addr`; Ok on exit 0, Err(stderr) otherwise.
@@ -161,7 +142,7 @@ impl Drop for Tmpfs {
 
 /// Starts a lan manager whose `.allexlanmanager` is a 256 KiB tmpfs with
 /// one need `A` in it; None (test skipped) when mounting is not possible.
-fn on_small_disk(test: &str, root: &Path) -> Option<(Tmpfs, Lm, PathBuf)> {
+fn on_small_disk(test: &str, root: &Path) -> Option<(Tmpfs, LanManager, PathBuf)> {
     let fs = match Tmpfs::mount(&root.join(".allexlanmanager"), "256k") {
         Ok(fs) => fs,
         Err(why) => {
@@ -169,8 +150,8 @@ fn on_small_disk(test: &str, root: &Path) -> Option<(Tmpfs, Lm, PathBuf)> {
             return None;
         }
     };
-    let lm = Lm::start(root);
-    need_add(&lm.addr, "A", "{}").unwrap();
+    let lm = start_lan(root);
+    need_add(&lm.addr().to_string(), "A", "{}").unwrap();
     let file = root.join(".allexlanmanager/needs");
     Some((fs, lm, file))
 }
@@ -200,12 +181,12 @@ fn a_full_disk_refuses_the_change_and_keeps_the_old_needs_file() {
         }
     }
     drop(f);
-    assert_storage_refusal(need_add(&lm.addr, "B", "{}"), "disk full");
+    assert_storage_refusal(need_add(&lm.addr().to_string(), "B", "{}"), "disk full");
     assert_eq!(std::fs::read(&file).unwrap(), old, "the old file is intact");
     assert_eq!(names(&file), BTreeSet::from(["A".to_string()]));
     // Nothing changed in memory either: with room again, B is new, not a duplicate.
     std::fs::remove_file(&filler).unwrap();
-    need_add(&lm.addr, "B", "{}").unwrap();
+    need_add(&lm.addr().to_string(), "B", "{}").unwrap();
     assert_eq!(names(&file), BTreeSet::from(["A".into(), "B".into()]));
     let leftovers: Vec<_> = std::fs::read_dir(file.parent().unwrap())
         .unwrap()
@@ -224,10 +205,10 @@ fn a_read_only_disk_refuses_the_change_and_keeps_the_old_needs_file() {
     };
     let old = std::fs::read(&file).unwrap();
     fs.make_read_only();
-    assert_storage_refusal(need_add(&lm.addr, "B", "{}"), "read-only");
+    assert_storage_refusal(need_add(&lm.addr().to_string(), "B", "{}"), "read-only");
     assert_eq!(std::fs::read(&file).unwrap(), old, "the old file is intact");
     fs.make_writable();
-    need_add(&lm.addr, "B", "{}").unwrap();
+    need_add(&lm.addr().to_string(), "B", "{}").unwrap();
     assert_eq!(names(&file), BTreeSet::from(["A".into(), "B".into()]));
     drop(lm);
 }
@@ -260,7 +241,7 @@ fn sigkill_while_changes_stream_in_never_tears_the_needs_file_or_loses_an_acknow
     let mut acked: Vec<BTreeSet<String>> = vec![BTreeSet::new(); STREAMS];
     let mut torn_writes_seen = 0;
     for round in 0..8u32 {
-        let lm = Lm::start(&root);
+        let mut lm = start_lan(&root);
         let on_disk = names(&file);
         let mut next = Vec::new();
         for (s, acked) in acked.iter().enumerate() {
@@ -284,7 +265,7 @@ fn sigkill_while_changes_stream_in_never_tears_the_needs_file_or_loses_an_acknow
         let done = Arc::new(AtomicUsize::new(0));
         let streamers: Vec<_> = (0..STREAMS)
             .map(|s| {
-                let addr = lm.addr.clone();
+                let addr = lm.addr().to_string();
                 let done = done.clone();
                 let props = props.clone();
                 let from = next[s];
@@ -318,15 +299,14 @@ fn sigkill_while_changes_stream_in_never_tears_the_needs_file_or_loses_an_acknow
                 std::thread::yield_now();
             }
         }
-        lm.proc.kill(Signal::SIGKILL).unwrap();
-        lm.proc.wait_exit(DEADLINE).unwrap();
+        lm.kill().unwrap();
         torn_writes_seen += usize::from(has_temp_file(file.parent().unwrap()));
         for (s, t) in streamers.into_iter().enumerate() {
             acked[s].extend(t.join().unwrap());
         }
         drop(lm);
     }
-    let lm = Lm::start(&root);
+    let lm = start_lan(&root);
     let on_disk = names(&file);
     for a in acked.iter().flatten() {
         assert!(on_disk.contains(a), "acknowledged {a} lost");

@@ -18,6 +18,11 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_allexlanmanager")
 }
 
+/// `n` milliseconds, for the timers a test shortens.
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
 /// Writes a needs file before the lan manager starts.
 pub fn write_needs(dir: &Path, needs: &[Need]) {
     let d = dir.join(".allexlanmanager");
