@@ -9,7 +9,7 @@
 
 use crate::core::{ConnId, Effect, Input, Now, ReqId, State, Write};
 use crate::needs_store::Store;
-use crate::outbox::{mono_ms, Outbox};
+use crate::outbox::{mono_us, Outbox};
 use crate::portcheck::{check_ports, probe_service};
 use allex_protocol::{AdminToLan, LanToAdmin, MasterHello, MasterToLan};
 use std::collections::{HashMap, VecDeque};
@@ -238,12 +238,12 @@ impl Driver {
                     });
                     return;
                 };
-                let since = mono_ms();
+                let since = mono_us();
                 old.ping();
                 let tx = self.done_tx.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(wait).await;
-                    let answered = old.last_heard() >= since;
+                    let answered = old.last_heard() > since;
                     let _ = tx.send(Done::Input(Input::ProbeDone {
                         master,
                         conn,

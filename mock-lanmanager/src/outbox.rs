@@ -60,12 +60,15 @@ impl KillSwitch {
     }
 }
 
-/// Milliseconds since the first call in this process: a cheap clock that
-/// fits in an atomic, for "when did this peer last say anything".
-pub fn mono_ms() -> u64 {
+/// Microseconds since the first call in this process: a cheap clock that
+/// fits in an atomic, for "when did this peer last say anything". Fine
+/// enough that a frame heard before a probe starts is never taken for an
+/// answer to it (with milliseconds, a reconnect within the same
+/// millisecond as the old link's last frame looked like a pong).
+pub fn mono_us() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     let start = *START.get_or_init(Instant::now);
-    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// The sending side of a connection, held by the state owner.
@@ -76,7 +79,7 @@ pub struct Outbox {
     tx: mpsc::Sender<Message>,
     queued: Arc<AtomicUsize>,
     kill: Arc<KillSwitch>,
-    /// [`mono_ms`] of the last frame the peer sent (pongs included); 0 for never.
+    /// [`mono_us`] of the last frame the peer sent (pongs included); 0 for never.
     last_rx: Arc<AtomicU64>,
 }
 
@@ -114,7 +117,7 @@ impl Outbox {
                 tx,
                 queued: queued.clone(),
                 kill,
-                last_rx: Arc::new(AtomicU64::new(mono_ms())),
+                last_rx: Arc::new(AtomicU64::new(mono_us())),
             },
             OutboxReceiver { rx, queued },
         )
@@ -122,10 +125,10 @@ impl Outbox {
 
     /// Records that the peer sent something just now.
     pub fn heard(&self) {
-        self.last_rx.store(mono_ms(), Ordering::Relaxed);
+        self.last_rx.store(mono_us(), Ordering::Relaxed);
     }
 
-    /// [`mono_ms`] of the last frame from the peer.
+    /// [`mono_us`] of the last frame from the peer.
     pub fn last_heard(&self) -> u64 {
         self.last_rx.load(Ordering::Relaxed)
     }
