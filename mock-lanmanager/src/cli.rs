@@ -154,6 +154,10 @@ pub struct RunArgs {
     /// milliseconds stops its own children. Shorter than the grace; off by default.
     #[arg(long)]
     pub fence_ms: Option<u64>,
+    /// Address and port of the HTTP server (AllexJS monitor, JSON API,
+    /// metrics, dashboard), or `off` [default: 127.0.0.1:23553].
+    #[arg(long, value_name = "ADDR:PORT|off")]
+    pub http: Option<String>,
 }
 
 impl RunArgs {
@@ -174,6 +178,12 @@ impl RunArgs {
             heartbeat: ms(self.heartbeat_ms.max(1)),
             hello_timeout: ms(self.hello_timeout_ms),
             fence: self.fence_ms.map(ms),
+            http: match self.http.as_deref() {
+                Some("off") => None,
+                Some(addr) => Some(addr.to_string()),
+                None => Some(crate::http::DEFAULT_HTTP.into()),
+            },
+            http_required: self.http.is_some(),
         }
     }
 }

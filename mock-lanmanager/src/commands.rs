@@ -46,6 +46,10 @@ async fn run(args: RunArgs) -> Result<()> {
         .context("cannot read the bound address")?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "allexlanmanager listening on {addr}").context("cannot write to stdout")?;
+    if let Some(http) = server.http_addr() {
+        writeln!(out, "allexlanmanager http on http://{http}/")
+            .context("cannot write to stdout")?;
+    }
     out.flush().context("cannot flush stdout")?;
     drop(out);
     let events = server.events();

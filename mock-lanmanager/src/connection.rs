@@ -173,15 +173,23 @@ fn admit(
         );
         return false;
     }
-    if let Some(expected) = &settings.token {
-        let given = token.unwrap_or("");
-        let same: bool = given.as_bytes().ct_eq(expected.as_bytes()).into();
-        if !same {
-            outbox.refuse(ErrorCode::BadToken, "wrong or missing token".into());
-            return false;
-        }
+    if !token_matches(settings.token.as_deref(), token) {
+        outbox.refuse(ErrorCode::BadToken, "wrong or missing token".into());
+        return false;
     }
     true
+}
+
+/// Whether `given` is the shared secret (in constant time), or none is set.
+pub fn token_matches(expected: Option<&str>, given: Option<&str>) -> bool {
+    match expected {
+        None => true,
+        Some(expected) => given
+            .unwrap_or("")
+            .as_bytes()
+            .ct_eq(expected.as_bytes())
+            .into(),
+    }
 }
 
 /// Why a master name is refused, if it is.

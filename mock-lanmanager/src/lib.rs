@@ -13,6 +13,7 @@ pub mod commands;
 pub mod connection;
 pub mod core;
 pub mod driver;
+pub mod http;
 pub mod needs_store;
 pub mod outbox;
 pub mod portcheck;

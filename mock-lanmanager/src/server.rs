@@ -3,6 +3,7 @@
 use crate::connection::{self, ConnContext};
 use crate::core::{Startup, State};
 use crate::driver::{self, Driver, Event, EVENT_QUEUE};
+use crate::http;
 use crate::needs_store::{Store, StoreError, GENERATION_BLOCK};
 use crate::settings::Settings;
 use std::net::SocketAddr;
@@ -31,6 +32,7 @@ pub enum StartError {
 /// A lan manager that has read its files and is listening.
 pub struct Server {
     listener: TcpListener,
+    http: Option<TcpListener>,
     ctx: Arc<ConnContext>,
 }
 
@@ -61,6 +63,7 @@ impl Server {
                     addr: settings.listen.clone(),
                     cause,
                 })?;
+        let http = bind_http(&settings).await?;
         let (events, inbox) = mpsc::channel(EVENT_QUEUE);
         let startup = Startup {
             needs,
@@ -74,6 +77,7 @@ impl Server {
         tokio::spawn(driver.run(inbox));
         Ok(Server {
             listener,
+            http,
             ctx: Arc::new(ConnContext { settings, events }),
         })
     }
@@ -83,13 +87,25 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// The address the HTTP server bound, when it runs.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// A sender into the state owner, for embedding and tests.
     pub fn events(&self) -> mpsc::Sender<Event> {
         self.ctx.events.clone()
     }
 
-    /// Accepts connections forever.
+    /// Accepts connections (WebSocket and HTTP) forever.
     pub async fn run(self) {
+        if let Some(listener) = self.http {
+            let ctx = http::HttpContext {
+                events: self.ctx.events.clone(),
+                token: self.ctx.settings.token.as_deref().map(Arc::from),
+            };
+            tokio::spawn(http::serve(listener, ctx));
+        }
         let mut next_id: u64 = 0;
         loop {
             match self.listener.accept().await {
@@ -104,6 +120,26 @@ impl Server {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
+        }
+    }
+}
+
+/// Binds the HTTP address: a taken address the operator named stops the
+/// start; the default one only warns, so a second lan manager on a machine
+/// (or a test) still runs, without HTTP.
+async fn bind_http(settings: &Settings) -> Result<Option<TcpListener>, StartError> {
+    let Some(addr) = &settings.http else {
+        return Ok(None);
+    };
+    match TcpListener::bind(addr).await {
+        Ok(l) => Ok(Some(l)),
+        Err(cause) if settings.http_required => Err(StartError::Bind {
+            addr: addr.clone(),
+            cause,
+        }),
+        Err(cause) => {
+            tracing::warn!(%addr, error = %cause, "HTTP not served: the default address is taken; pass --http ADDR:PORT or --http off");
+            Ok(None)
         }
     }
 }

@@ -37,6 +37,11 @@ pub struct Settings {
     /// When set, masters stop their own children after this long without
     /// a word from the lan manager (told to them in `welcome`).
     pub fence: Option<Duration>,
+    /// Where the HTTP server listens; `None` is `--http off`.
+    pub http: Option<String>,
+    /// Whether the operator named the HTTP address: then failing to bind it
+    /// stops the start; the default address, when taken, only warns.
+    pub http_required: bool,
 }
 
 impl Default for Settings {
@@ -56,6 +61,8 @@ impl Default for Settings {
             heartbeat: ms(defaults::HEARTBEAT_MS),
             hello_timeout: ms(defaults::HELLO_TIMEOUT_MS),
             fence: None,
+            http: Some(crate::http::DEFAULT_HTTP.into()),
+            http_required: false,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod frame;
 pub mod generation;
 pub mod lan;
 pub mod local;
+pub mod monitor;
 pub mod names;
 pub mod need;
 pub mod per_protocol;

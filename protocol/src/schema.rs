@@ -35,6 +35,10 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ),
         ("needs.json", schema_for!(crate::need::NeedsFile)),
         ("allex-spawn.json", schema_for!(crate::spawn::SpawnInfo)),
+        (
+            "http-monitor.json",
+            schema_for!(Vec<crate::monitor::MonitorRecord>),
+        ),
     ]
 }
 

@@ -32,6 +32,9 @@ pub struct LanOptions {
     pub dir: Option<PathBuf>,
     /// `RUST_LOG` for the process; inherited when `None`.
     pub log_filter: Option<String>,
+    /// `--http`: `None` is a kernel-chosen port on 127.0.0.1 (never the
+    /// fixed default, so parallel tests do not meet), `Some("off")` none.
+    pub http: Option<String>,
 }
 
 impl LanOptions {
@@ -65,6 +68,7 @@ enum Dir {
 pub struct LanManager {
     proc: Option<Proc>,
     addr: SocketAddr,
+    http: Option<SocketAddr>,
     opts: LanOptions,
     log: PathBuf,
     // Declared last so the process dies before its directory goes.
@@ -89,6 +93,7 @@ impl LanManager {
                     .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
                 opts.port,
             ),
+            http: None,
             opts,
             log,
             dir: Some(dir),
@@ -107,6 +112,13 @@ impl LanManager {
                 .arg("--dir")
                 .arg(self.dir())
                 .args(self.opts.timings.args())
+                .arg("--http")
+                .arg(match (&self.opts.http, self.http) {
+                    (Some(h), _) => h.clone(),
+                    // A restart keeps the HTTP address, as it keeps the other.
+                    (None, Some(addr)) => addr.to_string(),
+                    (None, None) => "127.0.0.1:0".into(),
+                })
                 .args(&self.opts.extra_args)
                 .env_remove("ALLEX_TOKEN");
             if let Some(Dir::Temp(t)) = &self.dir {
@@ -141,6 +153,9 @@ impl LanManager {
                         detail: format!("unparsable listening line {line:?}"),
                         log: log_tail(&self.log, 20),
                     })?;
+                    if self.opts.http.as_deref() != Some("off") {
+                        self.http = Some(Self::http_line(&proc, &self.log)?);
+                    }
                     self.proc = Some(proc);
                     return Ok(());
                 }
@@ -159,6 +174,21 @@ impl LanManager {
                 }
             }
         }
+    }
+
+    /// The HTTP address from the `http on http://ADDR/` line, printed right
+    /// after the listening line.
+    fn http_line(proc: &Proc, log: &Path) -> Result<SocketAddr, HarnessError> {
+        const PREFIX: &str = "allexlanmanager http on http://";
+        let line = proc.wait_for_line(|l| l.starts_with(PREFIX), START_DEADLINE)?;
+        line[PREFIX.len()..]
+            .trim_end_matches('/')
+            .parse()
+            .map_err(|_| HarnessError::Start {
+                what: "allexlanmanager".into(),
+                detail: format!("unparsable http line {line:?}"),
+                log: log_tail(log, 20),
+            })
     }
 
     /// `allexlanmanager`, inside the namespace when one is set.
@@ -182,6 +212,19 @@ impl LanManager {
     /// The address masters and CLIs connect to.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where its HTTP server listens, unless started with `--http off`.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http
+    }
+
+    /// An HTTP client of its HTTP server, with its token as the bearer.
+    pub fn http(&self) -> Result<crate::http::HttpClient, HarnessError> {
+        let addr = self
+            .http
+            .ok_or_else(|| HarnessError::NotRunning("allexlanmanager's HTTP server".into()))?;
+        Ok(crate::http::HttpClient::new(addr, self.opts.token.clone()))
     }
 
     /// Its working directory (needs live in `.allexlanmanager/needs` under it).
