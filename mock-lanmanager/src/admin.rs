@@ -1,5 +1,6 @@
 //! The admin client: `need add|remove` and `status` talk to the running lan manager.
 
+use allex_protocol::events::LanEvent;
 use allex_protocol::frame::{decode_text, encode, MAX_FROM_LAN_FRAME};
 use allex_protocol::InstanceName;
 use allex_protocol::{
@@ -110,11 +111,11 @@ pub fn with_default_port(addr: &str) -> Result<String, AdminError> {
     }
 }
 
-async fn request_inner(
-    addr: &str,
-    token: Option<String>,
-    req: AdminToLan,
-) -> Result<LanToAdmin, AdminError> {
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// An admin session: connected, said `admin_hello`, welcomed.
+async fn session(addr: &str, token: Option<String>) -> Result<Ws, AdminError> {
     let addr = &with_default_port(addr)?;
     let url = format!("ws://{addr}/");
     let config = WebSocketConfig::default()
@@ -139,9 +140,18 @@ async fn request_inner(
     };
     ws.send(Message::text(encode(&hello))).await.map_err(link)?;
     match next_reply(&mut ws).await? {
-        LanToAdmin::AdminWelcome { .. } => {}
-        other => return Err(unexpected(other)),
+        LanToAdmin::AdminWelcome { .. } => Ok(ws),
+        other => Err(unexpected(other)),
     }
+}
+
+async fn request_inner(
+    addr: &str,
+    token: Option<String>,
+    req: AdminToLan,
+) -> Result<LanToAdmin, AdminError> {
+    let mut ws = session(addr, token).await?;
+    let link = |e: tokio_tungstenite::tungstenite::Error| AdminError::Link(e.to_string());
     ws.send(Message::text(encode(&req))).await.map_err(link)?;
     let answer = next_reply(&mut ws).await?;
     let _ = ws.close(None).await;
@@ -177,6 +187,34 @@ where
             Some(Ok(_)) => continue,
             Some(Err(e)) => return Err(AdminError::Link(e.to_string())),
             None => return Err(AdminError::Link("closed by the lan manager".into())),
+        }
+    }
+}
+
+/// Hands each kept event after `since` to `each`, then, with `follow`,
+/// every new one until the lan manager goes (or `each` fails).
+pub async fn events(
+    addr: &str,
+    token: Option<String>,
+    since: Option<u64>,
+    follow: bool,
+    mut each: impl FnMut(LanEvent) -> Result<(), AdminError>,
+) -> Result<(), AdminError> {
+    let mut ws = tokio::time::timeout(ADMIN_TIMEOUT, session(addr, token))
+        .await
+        .map_err(|_| AdminError::Timeout(ADMIN_TIMEOUT))??;
+    let req = AdminToLan::Events { since, follow };
+    ws.send(Message::text(encode(&req)))
+        .await
+        .map_err(|e| AdminError::Link(e.to_string()))?;
+    loop {
+        match next_reply(&mut ws).await? {
+            LanToAdmin::Event { event } => each(event)?,
+            LanToAdmin::Done { .. } if !follow => {
+                let _ = ws.close(None).await;
+                return Ok(());
+            }
+            other => return Err(unexpected(other)),
         }
     }
 }

@@ -39,6 +39,21 @@ pub enum Command {
         #[command(subcommand)]
         action: MasterAction,
     },
+    /// Print the lan manager's events (state changes), oldest kept first.
+    Events {
+        /// Keep printing new events until interrupted.
+        #[arg(long)]
+        follow: bool,
+        /// Print one JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Only events numbered above SEQ.
+        #[arg(long, value_name = "SEQ")]
+        since: Option<u64>,
+        /// Where the lan manager runs.
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
     /// Show needs, running services and masters of the running lan manager.
     Status {
         /// Print JSON for scripts instead of a table.

@@ -16,6 +16,12 @@ pub async fn execute(cli: Cli) -> Result<()> {
         Some(Command::Master {
             action: MasterAction::Forget { name, conn },
         }) => done(&conn, AdminToLan::MasterForget { name }).await,
+        Some(Command::Events {
+            follow,
+            json,
+            since,
+            conn,
+        }) => events(conn, follow, json, since).await,
         Some(Command::Status { json, conn }) => {
             let st = admin::status(&conn.connect, conn.token).await?;
             let text = if json {
@@ -26,6 +32,24 @@ pub async fn execute(cli: Cli) -> Result<()> {
             print_out(&text)
         }
     }
+}
+
+/// Prints events as they come, one per line, flushed each, so a pipe
+/// (`| grep running`) sees each at once.
+async fn events(conn: ConnectArgs, follow: bool, json: bool, since: Option<u64>) -> Result<()> {
+    let mut out = std::io::stdout();
+    admin::events(&conn.connect, conn.token, since, follow, |e| {
+        let text = if json {
+            serde_json::to_string(&e).unwrap_or_default()
+        } else {
+            crate::event_text::line(&e)
+        };
+        writeln!(out, "{text}")
+            .and_then(|_| out.flush())
+            .map_err(|e| admin::AdminError::Link(format!("cannot write to stdout: {e}")))
+    })
+    .await?;
+    Ok(())
 }
 
 async fn run(args: RunArgs) -> Result<()> {

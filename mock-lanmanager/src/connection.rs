@@ -10,6 +10,7 @@ use crate::driver::Event;
 use crate::outbox::{ConnId, KillSwitch, Outbox, OutboxReceiver};
 use crate::ratelimit::{Bucket, RateLimit, Verdict};
 use crate::settings::Settings;
+use allex_protocol::events::LanEvent;
 use allex_protocol::frame::{decode_text, encode, MAX_TO_LAN_FRAME};
 use allex_protocol::{
     AdminToLan, DecodeError, ErrorCode, LanToAdmin, LanToMaster, MasterHello, MasterToLan, Opening,
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpStream;
+use tokio::sync::broadcast;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -55,6 +57,8 @@ pub struct ConnContext {
     pub settings: Arc<Settings>,
     /// The state owner's inbox.
     pub events: mpsc::Sender<Event>,
+    /// The event stream, which followers read without the state owner.
+    pub hub: Arc<crate::events::EventHub>,
 }
 
 /// The WebSocket limits of the lan manager's side.
@@ -360,6 +364,12 @@ async fn admin_session(
                 continue;
             }
         };
+        if let AdminToLan::Events { since, follow } = request {
+            if !stream_events(stream, outbox, kill, ctx, since, follow).await {
+                break;
+            }
+            continue;
+        }
         let (tx, rx) = oneshot::channel();
         if ctx
             .events
@@ -374,6 +384,59 @@ async fn admin_session(
                 reply(&answer);
             }
             Err(_) => break,
+        }
+    }
+}
+
+/// Answers `events`: the kept ones after `since`, then `done`, or with
+/// `follow` every new one until the client goes. Reads the hub, never the
+/// state owner; a client that does not read fills its outbox and is dropped,
+/// one that falls further behind than the hub keeps is cut off. Returns
+/// whether the session goes on.
+async fn stream_events(
+    stream: &mut SplitStream<Ws>,
+    outbox: &Outbox,
+    kill: &KillSwitch,
+    ctx: &ConnContext,
+    since: Option<u64>,
+    follow: bool,
+) -> bool {
+    let send = |event: &LanEvent| {
+        outbox.send(Utf8Bytes::from(encode(&LanToAdmin::Event {
+            event: event.clone(),
+        })))
+    };
+    let mut sub = ctx.hub.subscribe(since);
+    let sent = sub.backlog.len();
+    for e in &sub.backlog {
+        if !send(e) {
+            return false;
+        }
+    }
+    if !follow {
+        let message = format!("{sent} events");
+        return outbox.send(Utf8Bytes::from(encode(&LanToAdmin::Done { message })));
+    }
+    loop {
+        tokio::select! {
+            live = sub.live.recv() => match live {
+                Ok(e) => {
+                    if !send(&e) {
+                        return false;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    kill.kill(format!("fell {n} events behind the event stream"));
+                    return false;
+                }
+                Err(broadcast::error::RecvError::Closed) => return false,
+            },
+            // Anything but the client going ends nothing: a follower only reads.
+            m = stream.next() => match m {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return false,
+                Some(Ok(_)) => {}
+            },
+            _ = kill.killed() => return false,
         }
     }
 }

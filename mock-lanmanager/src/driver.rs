@@ -8,12 +8,14 @@
 //! input, so the core never keeps a master it cannot reach.
 
 use crate::core::{ConnId, Effect, Input, Now, ReqId, State, Write};
+use crate::events::EventHub;
 use crate::needs_store::Store;
 use crate::outbox::{mono_us, Outbox};
 use crate::portcheck::{check_ports, probe_service};
 use allex_protocol::{AdminToLan, LanToAdmin, MasterHello, MasterToLan};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
@@ -94,6 +96,8 @@ pub struct Driver {
     /// The writer of the running journal and snapshot: grants wait for it,
     /// so it never queues behind the store's fsyncs.
     journal: std::sync::mpsc::Sender<Write>,
+    /// Where the core's events go to their followers.
+    hub: Arc<EventHub>,
 }
 
 impl Driver {
@@ -101,7 +105,7 @@ impl Driver {
     /// the core's construction asked for.
     ///
     /// Must be called inside a tokio runtime.
-    pub fn new(core: State, store: Store, initial: Vec<Effect>) -> Driver {
+    pub fn new(core: State, store: Store, initial: Vec<Effect>, hub: Arc<EventHub>) -> Driver {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let journal = spawn_disk_writer(store.clone(), done_tx.clone(), "allex-journal");
         let store = spawn_disk_writer(store, done_tx.clone(), "allex-store");
@@ -115,6 +119,7 @@ impl Driver {
             done_rx,
             store,
             journal,
+            hub,
         };
         let mut fed = VecDeque::new();
         for effect in initial {
@@ -251,6 +256,7 @@ impl Driver {
                     }));
                 });
             }
+            Effect::Event { unix_ms, kind } => self.hub.publish(unix_ms, kind),
             Effect::Reply { req, answer } => {
                 if let Some(reply) = self.replies.remove(&req) {
                     let _ = reply.send(answer);

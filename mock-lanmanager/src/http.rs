@@ -8,15 +8,18 @@
 
 use crate::connection::token_matches;
 use crate::driver::Event;
+use crate::events::EventHub;
 use allex_protocol::monitor::{self, MonitorView};
 use allex_protocol::{AdminToLan, ErrorCode, InstanceName, LanStatus, LanToAdmin, Need};
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Request, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::stream::{self, StreamExt};
 use serde_json::json;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -32,6 +35,8 @@ pub struct HttpContext {
     pub events: mpsc::Sender<Event>,
     /// The shared secret, when one is set.
     pub token: Option<Arc<str>>,
+    /// The event stream.
+    pub hub: Arc<EventHub>,
 }
 
 /// Serves HTTP on `listener` until the process ends.
@@ -55,6 +60,7 @@ pub fn router(ctx: HttpContext) -> Router {
         .route("/v1/needs/{name}/{action}", post(need_action))
         .route("/v1/running", get(running_services))
         .route("/v1/masters", get(masters))
+        .route("/v1/events", get(events))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), bearer));
     open.merge(guarded)
         .fallback(|| async { not_found() })
@@ -243,4 +249,51 @@ async fn need_action(
         )),
         _ => Err(not_found()),
     }
+}
+
+/// `?since=SEQ` of `/v1/events`.
+#[derive(Debug, serde::Deserialize)]
+struct EventsQuery {
+    since: Option<u64>,
+}
+
+/// Server-sent events: the kept events after `since` (or after the
+/// `Last-Event-ID` a reconnecting `EventSource` sends), then every new one.
+/// Each is one `data:` JSON object with `id:` its number; a follower that
+/// falls behind by more than the hub keeps is cut off, never waited for.
+async fn events(
+    State(ctx): State<HttpContext>,
+    headers: axum::http::HeaderMap,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Answer {
+    let Query(q) = query.map_err(|e| {
+        problem(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::Invalid,
+            &format!("since must be an event number: {}", e.body_text()),
+        )
+    })?;
+    let last_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let sub = ctx.hub.subscribe(q.since.or(last_id));
+    let backlog = stream::iter(sub.backlog);
+    let live = stream::unfold(sub.live, |mut rx| async move {
+        match rx.recv().await {
+            Ok(e) => Some((e, rx)),
+            // Lagged or closed: end the stream; the client resumes with since.
+            Err(_) => None,
+        }
+    });
+    let frames = backlog.chain(live).map(|e| {
+        Ok::<_, std::convert::Infallible>(
+            SseEvent::default()
+                .id(e.seq.to_string())
+                .data(serde_json::to_string(&*e).unwrap_or_default()),
+        )
+    });
+    Ok(Sse::new(frames)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }

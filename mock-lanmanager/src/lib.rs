@@ -13,6 +13,8 @@ pub mod commands;
 pub mod connection;
 pub mod core;
 pub mod driver;
+pub mod event_text;
+pub mod events;
 pub mod http;
 pub mod needs_store;
 pub mod outbox;

@@ -3,6 +3,7 @@
 use crate::connection::{self, ConnContext};
 use crate::core::{Startup, State};
 use crate::driver::{self, Driver, Event, EVENT_QUEUE};
+use crate::events::EventHub;
 use crate::http;
 use crate::needs_store::{Store, StoreError, GENERATION_BLOCK};
 use crate::settings::Settings;
@@ -73,12 +74,17 @@ impl Server {
             identities,
         };
         let (core, initial) = State::new(settings.clone(), startup, driver::now());
-        let driver = Driver::new(core, store, initial);
+        let hub = Arc::new(EventHub::default());
+        let driver = Driver::new(core, store, initial, hub.clone());
         tokio::spawn(driver.run(inbox));
         Ok(Server {
             listener,
             http,
-            ctx: Arc::new(ConnContext { settings, events }),
+            ctx: Arc::new(ConnContext {
+                settings,
+                events,
+                hub,
+            }),
         })
     }
 
@@ -102,6 +108,7 @@ impl Server {
         if let Some(listener) = self.http {
             let ctx = http::HttpContext {
                 events: self.ctx.events.clone(),
+                hub: self.ctx.hub.clone(),
                 token: self.ctx.settings.token.as_deref().map(Arc::from),
             };
             tokio::spawn(http::serve(listener, ctx));

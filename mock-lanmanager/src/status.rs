@@ -3,7 +3,8 @@
 use allex_protocol::{LanStatus, NeedState, Ports};
 use std::fmt::Write;
 
-fn ports(p: &Ports) -> String {
+/// Ports as `tcp:1,http:2`, or `-` when there are none.
+pub fn ports(p: &Ports) -> String {
     let s: Vec<String> = p
         .iter()
         .map(|(proto, port)| format!("{proto}:{port}"))

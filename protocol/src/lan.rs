@@ -250,6 +250,16 @@ pub enum AdminToLan {
         /// The master's name.
         name: String,
     },
+    /// Sends the kept events after `since` as `event` answers, then `done`;
+    /// with `follow`, keeps sending new ones until the client goes instead.
+    Events {
+        /// Only events numbered above this (all kept ones when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<u64>,
+        /// Keep the session open for new events.
+        #[serde(default)]
+        follow: bool,
+    },
 }
 
 /// Lan manager -> admin CLI.
@@ -271,6 +281,11 @@ pub enum LanToAdmin {
     Status {
         /// The state.
         status: LanStatus,
+    },
+    /// One event, answering `events`.
+    Event {
+        /// The event.
+        event: crate::events::LanEvent,
     },
     /// The request was refused; nothing changed.
     Error {

@@ -36,6 +36,10 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("needs.json", schema_for!(crate::need::NeedsFile)),
         ("allex-spawn.json", schema_for!(crate::spawn::SpawnInfo)),
         (
+            "lanmanager-events.json",
+            schema_for!(crate::events::LanEvent),
+        ),
+        (
             "http-monitor.json",
             schema_for!(Vec<crate::monitor::MonitorRecord>),
         ),

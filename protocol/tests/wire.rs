@@ -178,6 +178,10 @@ fn admin_examples() {
         AdminToLan::MasterForget {
             name: "host1:/tmp".into(),
         },
+        AdminToLan::Events {
+            since: Some(41),
+            follow: true,
+        },
     ];
     let replies = vec![
         LanToAdmin::AdminWelcome {
@@ -213,6 +217,20 @@ fn admin_examples() {
                     capacity: Capacity::default(),
                     services: 1,
                 }],
+            },
+        },
+        LanToAdmin::Event {
+            event: allex_protocol::events::LanEvent {
+                seq: 42,
+                unix_ms: 1_764_000_000_000,
+                kind: allex_protocol::events::EventKind::Running {
+                    instancename: allex_protocol::instance!("Time"),
+                    master: "host1:/tmp".into(),
+                    generation: Generation(7),
+                    pid: 4343,
+                    address: "192.168.1.10".into(),
+                    ports: ports(),
+                },
             },
         },
         LanToAdmin::Error {

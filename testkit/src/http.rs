@@ -98,6 +98,44 @@ impl HttpClient {
         self.answer(format!("POST {path}"), req.send(body))
     }
 
+    /// Reads the first `n` server-sent events of `GET path` (each `data:`
+    /// line's JSON), then drops the stream.
+    pub fn sse(&self, path: &str, n: usize) -> Result<Vec<serde_json::Value>, HarnessError> {
+        use std::io::BufRead;
+        let what = format!("GET {path} (event stream)");
+        let io = |e: String| HarnessError::Io {
+            what: what.clone(),
+            source: std::io::Error::other(e),
+        };
+        let mut response = self
+            .auth(self.agent.get(self.url(path)))
+            .call()
+            .map_err(|e| io(e.to_string()))?;
+        if response.status() != 200 {
+            let body = response.body_mut().read_to_string().unwrap_or_default();
+            return Err(io(format!("status {}: {body}", response.status())));
+        }
+        let reader = std::io::BufReader::new(response.body_mut().as_reader());
+        let mut events = Vec::with_capacity(n);
+        for line in reader.lines() {
+            if events.len() == n {
+                break;
+            }
+            let line = line.map_err(|e| io(e.to_string()))?;
+            if let Some(data) = line.strip_prefix("data:") {
+                let v = serde_json::from_str(data.trim()).map_err(|e| io(e.to_string()))?;
+                events.push(v);
+            }
+        }
+        if events.len() < n {
+            return Err(io(format!(
+                "the stream ended after {} of {n} events",
+                events.len()
+            )));
+        }
+        Ok(events)
+    }
+
     /// `DELETE path`.
     pub fn delete(&self, path: &str) -> Result<HttpAnswer, HarnessError> {
         let sent = self.auth(self.agent.delete(self.url(path))).call();

@@ -59,6 +59,11 @@ impl State {
                     self.write_identities(masters::IdentityWrite::Forget { name, hash, req })
                 }
             },
+            // Streamed by the connection from the event hub, never by the core.
+            AdminToLan::Events { .. } => {
+                let msg = "events are answered by the connection".to_string();
+                self.reply(req, admin_error(ErrorCode::Invalid, msg));
+            }
             AdminToLan::AdminHello { .. } => {
                 let msg = "admin_hello is only the first frame".to_string();
                 self.reply(req, admin_error(ErrorCode::Invalid, msg));
@@ -116,6 +121,10 @@ impl State {
                 (AdminChange::Add(need, req), Ok(())) => {
                     let instance = need.instancename.clone();
                     tracing::info!(%instance, module = %need.modulename, "need added");
+                    self.event(EventKind::NeedAdded {
+                        instancename: instance.clone(),
+                        modulename: need.modulename.clone(),
+                    });
                     self.order.push(instance.clone());
                     self.needs.insert(
                         instance.clone(),
@@ -149,10 +158,16 @@ impl State {
 
     pub(super) fn remove_need(&mut self, instance: &InstanceName) {
         self.snapshot_cache.clear();
+        if !self.needs.contains_key(instance) {
+            return;
+        }
+        tracing::info!(%instance, "need removed");
+        self.event(EventKind::NeedRemoved {
+            instancename: instance.clone(),
+        });
         let Some(e) = self.needs.get(instance) else {
             return;
         };
-        tracing::info!(%instance, "need removed");
         let holder = e.slot.holder().map(|(m, g)| (m.to_string(), g));
         match &e.slot {
             Slot::Open => self.broadcast_taken(instance, None),

@@ -429,6 +429,12 @@ impl State {
                     "port check failed: {reason}"
                 );
                 // The master stops it on `rejected`; its `down` frees the need.
+                self.event(EventKind::Rejected {
+                    instancename: instance.clone(),
+                    master: master.clone(),
+                    generation,
+                    reason: reason.clone(),
+                });
                 self.send_to(
                     &master,
                     &LanToMaster::Rejected {

@@ -6,6 +6,7 @@
 
 use super::input::Timer;
 use crate::needs_store::RunningHint;
+use allex_protocol::events::EventKind;
 use allex_protocol::Generation;
 use allex_protocol::InstanceName;
 use allex_protocol::{ErrorCode, LanToAdmin, Need, Ports, Protocol};
@@ -119,6 +120,13 @@ pub enum Effect {
         conn: ConnId,
         /// How long the old link has to answer.
         wait: Duration,
+    },
+    /// Publish a state change on the event stream; the driver numbers it.
+    Event {
+        /// When it happened (the input's wall-clock time).
+        unix_ms: u64,
+        /// What happened.
+        kind: EventKind,
     },
     /// Answer an admin request.
     Reply {

@@ -71,15 +71,16 @@ impl State {
         match self.identities.get(&name) {
             Some(bound) if *bound != hash => {
                 tracing::warn!(master = %name, %peer, "refused: the name is bound to another secret");
-                self.fx.push(Effect::Refuse {
+                self.refuse_hello(
+                    &name,
                     conn,
-                    code: ErrorCode::IdentityMismatch,
-                    message: format!(
+                    ErrorCode::IdentityMismatch,
+                    format!(
                         "master name {name} is bound to another secret; if this is a new \
                          machine or runtime directory for that name, run \
                          `allexlanmanager master forget {name}` first"
                     ),
-                });
+                );
                 return;
             }
             // Same secret while its binding is still being written: it is
@@ -136,11 +137,12 @@ impl State {
                 let name = hello.master;
                 self.identities.remove(&name);
                 tracing::error!(master = %name, "cannot record the master's identity: {e}");
-                self.fx.push(Effect::Refuse {
+                self.refuse_hello(
+                    &name,
                     conn,
-                    code: ErrorCode::Storage,
-                    message: format!("cannot record this master's identity: {e}"),
-                });
+                    ErrorCode::Storage,
+                    format!("cannot record this master's identity: {e}"),
+                );
             }
             (IdentityWrite::Forget { name, req, .. }, Ok(())) => {
                 tracing::info!(master = %name, "identity forgotten");
@@ -203,6 +205,20 @@ impl State {
         self.admit(hello, conn, peer);
     }
 
+    /// Refuses a hello, and says so on the event stream.
+    fn refuse_hello(&mut self, name: &str, conn: ConnId, code: ErrorCode, message: String) {
+        self.event(EventKind::MasterRefused {
+            master: name.to_string(),
+            code,
+            reason: message.clone(),
+        });
+        self.fx.push(Effect::Refuse {
+            conn,
+            code,
+            message,
+        });
+    }
+
     fn refuse_in_use(&mut self, name: &str, conn: ConnId, from: Option<SocketAddr>) {
         let from = from.map_or_else(|| "elsewhere".to_string(), |a| a.to_string());
         tracing::error!(
@@ -210,14 +226,15 @@ impl State {
             first = %from,
             "refused a second connection for a connected, answering master name"
         );
-        self.fx.push(Effect::Refuse {
+        self.refuse_hello(
+            name,
             conn,
-            code: ErrorCode::NameInUse,
-            message: format!(
+            ErrorCode::NameInUse,
+            format!(
                 "master name {name} is connected from {from} and answering; \
                  give each master its own name (config key `name`)"
             ),
-        });
+        );
     }
 
     /// The old link had its chance to answer: keep it and refuse the new
@@ -270,6 +287,11 @@ impl State {
             inventory = hello.inventory.len(),
             "master connected"
         );
+        self.event(EventKind::MasterConnected {
+            master: name.clone(),
+            address: hello.advertiseaddress.clone(),
+            peer: peer.to_string(),
+        });
         self.conns.insert(conn, name.clone());
         self.masters.insert(
             name.clone(),
@@ -496,7 +518,12 @@ impl State {
         m.conn = None;
         m.epoch = epoch;
         m.answering.clear();
-        tracing::info!(master = %name, grace_ms = self.settings.grace.as_millis() as u64, "master disconnected");
+        let grace_ms = u64::try_from(self.settings.grace.as_millis()).unwrap_or(u64::MAX);
+        tracing::info!(master = %name, grace_ms, "master disconnected");
+        self.event(EventKind::MasterDisconnected {
+            master: name.clone(),
+            grace_ms,
+        });
         self.probe_liveness(&name, epoch, Duration::ZERO);
         self.after(
             self.settings.grace,
@@ -656,6 +683,11 @@ impl State {
             kept = kept.len(),
             "grace over: handing the master's silent needs to others, keeping those that still answer"
         );
+        self.event(EventKind::MasterExpired {
+            master: master.to_string(),
+            moved: u32::try_from(moved.len()).unwrap_or(u32::MAX),
+            kept: u32::try_from(kept.len()).unwrap_or(u32::MAX),
+        });
         for instance in moved {
             self.release(&instance, Release::Neutral);
         }
@@ -712,6 +744,15 @@ impl State {
             } => {
                 let n = self.needs.get(&instancename).map_or(0, |e| e.failures) + 1;
                 allex_protocol::log_repeated!(n, info, master, instance = %instancename, %generation, pid, %exit, ordered, uptime_ms, "down");
+                self.event(EventKind::Down {
+                    instancename: instancename.clone(),
+                    master: master.clone(),
+                    generation,
+                    pid,
+                    exit,
+                    ordered,
+                    uptime_ms,
+                });
                 self.on_down(&master, &instancename, generation, pid, ordered, uptime_ms)
             }
             MasterToLan::Capacity(capacity) => self.on_capacity(&master, capacity),

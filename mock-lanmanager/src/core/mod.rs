@@ -29,6 +29,7 @@ use crate::backoff::retry_delay;
 use crate::needs_store::RunningHint;
 use crate::settings::Settings;
 use admin::AdminChange;
+use allex_protocol::events::EventKind;
 use allex_protocol::frame::encode;
 use allex_protocol::{
     AdminToLan, Capacity, ErrorCode, InventoryEntry, LanStatus, LanToAdmin, LanToMaster,
@@ -295,6 +296,14 @@ impl State {
         self.fx.push(Effect::Reply { req, answer });
     }
 
+    /// Publishes a state change, stamped with the input's time.
+    fn event(&mut self, kind: EventKind) {
+        self.fx.push(Effect::Event {
+            unix_ms: self.now.unix_ms,
+            kind,
+        });
+    }
+
     fn error_to(&mut self, master: &str, code: ErrorCode, message: String) {
         tracing::warn!(master, %code, "refused: {message}");
         self.send_to(master, &LanToMaster::Error { code, message });
@@ -309,6 +318,12 @@ impl State {
     ) {
         let n = self.needs.get(instance).map_or(0, |e| e.failures) + 1;
         allex_protocol::log_repeated!(n, info, master, %instance, %generation, "stop: {reason}");
+        self.event(EventKind::Stopping {
+            instancename: instance.clone(),
+            master: master.to_string(),
+            generation,
+            reason: reason.to_string(),
+        });
         self.send_to(
             master,
             &LanToMaster::Stop {

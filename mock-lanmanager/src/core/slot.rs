@@ -6,6 +6,7 @@
 
 use super::{Release, State};
 use crate::needs_store::RunningHint;
+use allex_protocol::events::EventKind;
 use allex_protocol::Generation;
 use allex_protocol::InstanceName;
 use allex_protocol::Ports;
@@ -108,6 +109,54 @@ pub(super) fn slot_hint(slot: &Slot) -> Option<RunningHint> {
     }
 }
 
+/// The event of a move from `old` to `new`, when the move is one an
+/// operator follows (settling and stopping are told where they start).
+fn slot_event(
+    instance: &InstanceName,
+    old: &Slot,
+    new: &Slot,
+    failures: u32,
+    now: Instant,
+) -> Option<EventKind> {
+    let instancename = instance.clone();
+    Some(match new {
+        Slot::Open if !matches!(old, Slot::Open) => EventKind::Opened { instancename },
+        Slot::Claimed { master, generation } => EventKind::Claimed {
+            instancename,
+            master: master.clone(),
+            generation: *generation,
+        },
+        Slot::Checking {
+            master,
+            generation,
+            pid,
+            ports,
+            ..
+        } => EventKind::Spawned {
+            instancename,
+            master: master.clone(),
+            generation: *generation,
+            pid: *pid,
+            ports: *ports,
+        },
+        Slot::Running(r) => EventKind::Running {
+            instancename,
+            master: r.master.clone(),
+            generation: r.generation,
+            pid: r.pid,
+            address: r.address.clone(),
+            ports: r.ports,
+        },
+        Slot::Backoff { until, .. } => EventKind::Backoff {
+            instancename,
+            failures,
+            delay_ms: u64::try_from(until.saturating_duration_since(now).as_millis())
+                .unwrap_or(u64::MAX),
+        },
+        Slot::Open | Slot::Settling { .. } | Slot::Stopping { .. } => return None,
+    })
+}
+
 impl State {
     /// Moves `instance` to `slot`; returns the slot it left. The snapshot
     /// cache is dropped when the need enters or leaves `Open`, the running
@@ -126,6 +175,9 @@ impl State {
         }
         if hint_changed {
             self.running.changed(instance);
+        }
+        if let Some(kind) = slot_event(instance, &old, &e.slot, e.failures, self.now.at) {
+            self.event(kind);
         }
         if is_open && !was_open {
             self.broadcast_open(instance);

@@ -50,6 +50,24 @@ fn hello(master: &str, secret: &str) -> MasterHello {
     }
 }
 
+/// The effects without the event stream's, for tests about the rest.
+fn quiet(fx: &[Effect]) -> Vec<Effect> {
+    fx.iter()
+        .filter(|e| !matches!(e, Effect::Event { .. }))
+        .cloned()
+        .collect()
+}
+
+/// The events among the effects.
+fn events_of(fx: &[Effect]) -> Vec<EventKind> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Event { kind, .. } => Some(kind.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn peer() -> SocketAddr {
     "127.0.0.1:40000".parse().unwrap()
 }
@@ -206,9 +224,16 @@ fn a_failed_binding_refuses_the_master_and_forgets_the_name() {
         },
     );
     assert!(matches!(
-        &fx[..],
+        &quiet(&fx)[..],
         [Effect::Refuse {
             conn: 1,
+            code: ErrorCode::Storage,
+            ..
+        }]
+    ));
+    assert!(matches!(
+        &events_of(&fx)[..],
+        [EventKind::MasterRefused {
             code: ErrorCode::Storage,
             ..
         }]
@@ -393,11 +418,15 @@ fn a_need_is_acknowledged_only_after_the_needs_file_is_written() {
     assert!(st.status().needs.is_empty());
     let fx = st.handle(now, Input::NeedsWritten { result: Ok(()) });
     assert!(matches!(
-        &fx[..],
+        &quiet(&fx)[..],
         [Effect::Reply {
             req: 9,
             answer: LanToAdmin::Done { .. }
         }]
+    ));
+    assert!(matches!(
+        &events_of(&fx)[..],
+        [EventKind::NeedAdded { instancename, .. }] if instancename == "b"
     ));
     assert_eq!(st.status().needs.len(), 1);
 }
@@ -467,7 +496,7 @@ fn a_dead_old_link_is_replaced_and_a_live_one_keeps_its_name() {
         },
     );
     assert!(matches!(
-        &fx[..],
+        &quiet(&fx)[..],
         [Effect::Refuse {
             conn: 2,
             code: ErrorCode::NameInUse,

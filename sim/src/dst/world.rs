@@ -1168,7 +1168,7 @@ impl World {
                         },
                     );
                 }
-                lan::Effect::Reply { .. } => {}
+                lan::Effect::Reply { .. } | lan::Effect::Event { .. } => {}
                 lan::Effect::Timer { at, timer } => {
                     let at = self.us(at);
                     self.push(

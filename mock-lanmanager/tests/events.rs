@@ -1,0 +1,202 @@
+//! The event stream: every kind of state change, numbered without gaps, the
+//! same over `allexlanmanager events` and `GET /v1/events`, with `since`
+//! and `--follow`.
+
+mod common;
+
+use allex_protocol::events::{EventKind, LanEvent};
+use allex_protocol::{ErrorCode, LanToMaster};
+use allex_testkit::process::{Proc, Stderr};
+use common::*;
+use serde_json::Value;
+
+/// Every event so far, through the CLI.
+fn events(lm: &LanManager, extra: &[&str]) -> Vec<LanEvent> {
+    let mut args = vec!["events", "--json"];
+    args.extend_from_slice(extra);
+    let out = lm.cli(&args).unwrap();
+    assert!(out.status.success(), "{}", out.stderr);
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Waits until an event of type `kind` about `subject` (an instance or a
+/// master name) is in the stream; returns it.
+async fn wait_event(lm: &LanManager, kind: &str, subject: &str) -> LanEvent {
+    eventually(&format!("a {kind} event for {subject}"), || {
+        events(lm, &[]).into_iter().find(|e| {
+            let v = serde_json::to_value(e).unwrap();
+            e.kind.name() == kind && (v["instancename"] == subject || v["master"] == subject)
+        })
+    })
+    .await
+}
+
+#[tokio::test]
+async fn every_state_change_is_one_numbered_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let lm = LanManager::start(LanOptions::patient_with(dir.path(), |t| {
+        t.grace = ms(300);
+        t.check_timeout = ms(300);
+    }))
+    .unwrap();
+    let mut m = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
+    wait_event(&lm, "master_connected", "m1").await;
+    let http = lm.http().unwrap();
+    let add = |name: &str| {
+        let body = format!(r#"{{"modulename":"svc","instancename":"{name}"}}"#);
+        assert_eq!(http.post("/v1/needs", &body).unwrap().status, 201);
+    };
+
+    // A need's life: added, claimed, spawned, running, down, opened (the
+    // first quick death retries at once).
+    add("A");
+    wait_event(&lm, "need_added", "A").await;
+    let svc = listening();
+    let g = m.run_service("A", 4100, svc.ports).await;
+    m.down("A", g, 4100, 5, false).await;
+    wait_event(&lm, "opened", "A").await;
+
+    // A failed port check: rejected; the second failure in a row backs off.
+    let g2 = m.grant("A").await;
+    m.spawned("A", g2, 4101, dead_ports()).await;
+    m.expect("rejected", |msg| {
+        matches!(msg, LanToMaster::Rejected { .. })
+    })
+    .await;
+    wait_event(&lm, "rejected", "A").await;
+    m.down("A", g2, 4101, 5, true).await;
+    let backoff = wait_event(&lm, "backoff", "A").await;
+    assert!(
+        matches!(backoff.kind, EventKind::Backoff { failures: 2, delay_ms, .. } if delay_ms > 0),
+        "{backoff:?}"
+    );
+
+    // Removing a running need stops it.
+    add("C");
+    let c = listening();
+    m.run_service("C", 4200, c.ports).await;
+    assert_eq!(http.delete("/v1/needs/C").unwrap().status, 200);
+    wait_event(&lm, "need_removed", "C").await;
+    let stopping = wait_event(&lm, "stopping", "C").await;
+    assert!(
+        matches!(&stopping.kind, EventKind::Stopping { reason, .. } if reason.contains("removed")),
+        "{stopping:?}"
+    );
+
+    // A hello under m1's name with another secret is refused.
+    let mut impostor = hello("m1", &["svc"], Vec::new());
+    impostor.secret = "another-secret-for-m1".into();
+    let refused = FakeMaster::try_connect(lm.addr(), impostor).await;
+    assert!(refused.is_err());
+    let r = wait_event(&lm, "master_refused", "m1").await;
+    assert!(
+        matches!(
+            r.kind,
+            EventKind::MasterRefused {
+                code: ErrorCode::IdentityMismatch,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+
+    // The master goes with a service running: disconnected, then expired.
+    add("B");
+    let b = listening();
+    m.run_service("B", 4300, b.ports).await;
+    m.close().await;
+    wait_event(&lm, "master_disconnected", "m1").await;
+    wait_event(&lm, "master_expired", "m1").await;
+
+    let all = events(&lm, &[]);
+    let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=all.len() as u64).collect::<Vec<_>>(),
+        "numbered without gaps"
+    );
+    let kinds: std::collections::BTreeSet<&str> = all.iter().map(|e| e.kind.name()).collect();
+    for kind in [
+        "need_added",
+        "need_removed",
+        "opened",
+        "claimed",
+        "spawned",
+        "running",
+        "rejected",
+        "stopping",
+        "down",
+        "backoff",
+        "master_connected",
+        "master_refused",
+        "master_disconnected",
+        "master_expired",
+    ] {
+        assert!(kinds.contains(kind), "no {kind} event in {all:#?}");
+    }
+    // A's life, in order.
+    let of_a: Vec<&str> = all
+        .iter()
+        .filter(|e| serde_json::to_value(e).unwrap()["instancename"] == "A")
+        .map(|e| e.kind.name())
+        .collect();
+    assert_eq!(
+        of_a,
+        [
+            "need_added",
+            "claimed",
+            "spawned",
+            "running",
+            "down",
+            "opened",
+            "claimed",
+            "spawned",
+            "rejected",
+            "down",
+            "backoff",
+            "opened"
+        ]
+    );
+
+    // The HTTP stream carries the same events; since starts after its number.
+    let k = all.len() / 2;
+    let rest = all.len() - k;
+    let streamed = http.sse(&format!("/v1/events?since={k}"), rest).unwrap();
+    let cli_rest: Vec<Value> = events(&lm, &["--since", &k.to_string()])
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect();
+    assert_eq!(streamed, cli_rest);
+    assert_eq!(streamed[0]["seq"], k as u64 + 1);
+    let bad = http.get("/v1/events?since=soon").unwrap();
+    assert_eq!(bad.status, 400, "{bad:?}");
+}
+
+#[tokio::test]
+async fn a_follower_sees_each_new_event_as_it_happens() {
+    let dir = tempfile::tempdir().unwrap();
+    let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
+    let mut cmd = std::process::Command::new(binary());
+    cmd.args(["events", "--follow", "--json", "--connect"])
+        .arg(lm.addr().to_string())
+        .env_remove("ALLEX_TOKEN");
+    let follower = Proc::spawn("events --follow", cmd, Stderr::Null).unwrap();
+    for name in ["F1", "F2", "F3"] {
+        lm.need_add(&need("svc", name)).unwrap();
+        let line = follower
+            .wait_for_line(|l| l.contains(&format!(r#""instancename":"{name}""#)), SOON)
+            .unwrap();
+        let e: LanEvent = serde_json::from_str(&line).unwrap();
+        assert_eq!(e.kind.name(), "need_added");
+    }
+    assert!(follower.is_running(), "a follower keeps following");
+    // The HTTP follower gets the backlog and then the live events too.
+    let http = lm.http().unwrap();
+    let reader = std::thread::spawn(move || http.sse("/v1/events", 4).unwrap());
+    lm.need_add(&need("svc", "F4")).unwrap();
+    let streamed = reader.join().unwrap();
+    assert_eq!(streamed[3]["instancename"], "F4");
+}
