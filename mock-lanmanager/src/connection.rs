@@ -157,6 +157,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, id: ConnId, ctx: Arc<Con
 }
 
 fn error_frame(code: ErrorCode, message: &str) -> Utf8Bytes {
+    crate::metrics::metrics().frame_refused(code);
     // Masters and admin CLIs share the error message's shape.
     Utf8Bytes::from(encode(&LanToMaster::Error {
         code,

@@ -221,7 +221,7 @@ impl Driver {
                 message,
             } => {
                 if let Some(o) = self.outboxes.get(&conn) {
-                    o.refuse(code, message);
+                    o.refuse_uncounted(code, message);
                 }
             }
             Effect::Close { conn, reason } => {
@@ -256,7 +256,10 @@ impl Driver {
                     }));
                 });
             }
-            Effect::Event { unix_ms, kind } => self.hub.publish(unix_ms, kind),
+            Effect::Event { unix_ms, kind } => {
+                let event = self.hub.publish(unix_ms, kind);
+                crate::metrics::metrics().observe(&event);
+            }
             Effect::Reply { req, answer } => {
                 if let Some(reply) = self.replies.remove(&req) {
                     let _ = reply.send(answer);
@@ -279,7 +282,9 @@ impl Driver {
             } => {
                 let tx = self.done_tx.clone();
                 tokio::spawn(async move {
+                    let started = Instant::now();
                     let result = check_ports(&address, &protocols, ports, timeout).await;
+                    crate::metrics::metrics().port_check(result.is_ok(), started.elapsed());
                     let _ = tx.send(Done::Input(Input::CheckDone {
                         instance,
                         generation,

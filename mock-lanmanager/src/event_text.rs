@@ -31,6 +31,16 @@ pub fn line(e: &LanEvent) -> String {
             master,
             generation,
         } => format!("{instancename} by {master} (generation {generation})"),
+        EventKind::ClaimRefused {
+            instancename,
+            master,
+            reason,
+        } => format!("{instancename} for {master}: {reason}"),
+        EventKind::FrameRefused {
+            master,
+            code,
+            message,
+        } => format!("from {master} ({code}): {message}"),
         EventKind::Spawned {
             instancename,
             master,

@@ -62,8 +62,9 @@ impl EventHub {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Numbers `kind` and hands it to the history and every follower; never waits.
-    pub fn publish(&self, unix_ms: u64, kind: EventKind) {
+    /// Numbers `kind` and hands it to the history and every follower; never
+    /// waits. Returns the numbered event.
+    pub fn publish(&self, unix_ms: u64, kind: EventKind) -> Arc<LanEvent> {
         let mut inner = self.lock();
         let event = Arc::new(LanEvent {
             seq: inner.next_seq,
@@ -76,7 +77,8 @@ impl EventHub {
         }
         inner.history.push_back(event.clone());
         // No follower is not an error; a full one lags and is dropped by its reader.
-        let _ = self.tx.send(event);
+        let _ = self.tx.send(event.clone());
+        event
     }
 
     /// The kept events after `since` (all kept ones when `None`) and the live feed.

@@ -48,12 +48,13 @@ pub async fn serve(listener: TcpListener, ctx: HttpContext) {
 
 /// Every endpoint of the spec's "The lan manager over HTTP" that is served.
 pub fn router(ctx: HttpContext) -> Router {
-    // The AllexJS monitor is read-only and open, as in AllexJS; everything
-    // else needs the token when one is set.
+    // The AllexJS monitor is read-only and open, as in AllexJS, and so is
+    // /metrics, for scrapers; everything else needs the token when one is set.
     let open = Router::new()
         .route("/running", get(running))
         .route("/pending", get(pending))
-        .route("/servicestatus", get(servicestatus));
+        .route("/servicestatus", get(servicestatus))
+        .route("/metrics", get(prometheus));
     let guarded = Router::new()
         .route("/v1/needs", get(needs).post(need_add))
         .route("/v1/needs/{name}", axum::routing::delete(need_remove))
@@ -295,5 +296,19 @@ async fn events(
     });
     Ok(Sse::new(frames)
         .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// The Prometheus text exposition.
+async fn prometheus(State(ctx): State<HttpContext>) -> Answer {
+    let st = status(&ctx).await?;
+    let text = crate::metrics::metrics().render(&st);
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
         .into_response())
 }

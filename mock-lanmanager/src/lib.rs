@@ -16,6 +16,7 @@ pub mod driver;
 pub mod event_text;
 pub mod events;
 pub mod http;
+pub mod metrics;
 pub mod needs_store;
 pub mod outbox;
 pub mod portcheck;

@@ -174,6 +174,13 @@ impl Outbox {
     /// Sends an error frame and closes the connection with the same reason:
     /// how a peer is told why it is refused.
     pub fn refuse(&self, code: allex_protocol::ErrorCode, message: String) {
+        crate::metrics::metrics().frame_refused(code);
+        self.refuse_uncounted(code, message);
+    }
+
+    /// [`Outbox::refuse`] for a refusal the core decided, which its
+    /// `master_refused` event counts already.
+    pub fn refuse_uncounted(&self, code: allex_protocol::ErrorCode, message: String) {
         self.send(Utf8Bytes::from(allex_protocol::frame::encode(
             &allex_protocol::LanToMaster::Error {
                 code,

@@ -285,6 +285,7 @@ pub enum LanToAdmin {
     /// One event, answering `events`.
     Event {
         /// The event.
+        #[cfg_attr(test, proptest(strategy = "crate::events::arbitrary_event()"))]
         event: crate::events::LanEvent,
     },
     /// The request was refused; nothing changed.

@@ -1,6 +1,7 @@
 //! One canonical example of every message, snapshotted so that any wire change
 //! shows as a diff, and the typed errors of malformed input.
 
+use allex_protocol::events::{EventKind, LanEvent};
 use allex_protocol::frame::{decode_text, encode, MAX_TO_LAN_FRAME};
 use allex_protocol::lan::{
     AdminToLan, ErrorCode, LanToAdmin, LanToMaster, MasterHello, MasterToLan, Opening,
@@ -163,6 +164,102 @@ fn lan_to_master_examples() {
     insta::assert_json_snapshot!(snapshot(&msgs));
 }
 
+/// One event of every kind.
+fn event_examples() -> Vec<EventKind> {
+    let time = || allex_protocol::instance!("Time");
+    let m = || "host1:/tmp".to_string();
+    vec![
+        EventKind::NeedAdded {
+            instancename: time(),
+            modulename: "allex_timeservice".into(),
+        },
+        EventKind::NeedRemoved {
+            instancename: time(),
+        },
+        EventKind::Opened {
+            instancename: time(),
+        },
+        EventKind::Claimed {
+            instancename: time(),
+            master: m(),
+            generation: Generation(7),
+        },
+        EventKind::ClaimRefused {
+            instancename: time(),
+            master: "host2:/tmp".into(),
+            reason: "held by host1:/tmp".into(),
+        },
+        EventKind::Spawned {
+            instancename: time(),
+            master: m(),
+            generation: Generation(7),
+            pid: 4343,
+            ports: ports(),
+        },
+        EventKind::Running {
+            instancename: time(),
+            master: m(),
+            generation: Generation(7),
+            pid: 4343,
+            address: "192.168.1.10".into(),
+            ports: ports(),
+        },
+        EventKind::Rejected {
+            instancename: time(),
+            master: m(),
+            generation: Generation(7),
+            reason: "tcp port 20001 refused".into(),
+        },
+        EventKind::Stopping {
+            instancename: time(),
+            master: m(),
+            generation: Generation(7),
+            reason: "the need was removed".into(),
+        },
+        EventKind::Down {
+            instancename: time(),
+            master: m(),
+            generation: Generation(7),
+            pid: 4343,
+            exit: ExitInfo {
+                code: None,
+                signal: Some(9),
+            },
+            ordered: false,
+            uptime_ms: 5000,
+        },
+        EventKind::Backoff {
+            instancename: time(),
+            failures: 2,
+            delay_ms: 400,
+        },
+        EventKind::MasterConnected {
+            master: m(),
+            address: "192.168.1.10".into(),
+            peer: "192.168.1.10:40112".into(),
+        },
+        EventKind::MasterRefused {
+            master: m(),
+            code: ErrorCode::IdentityMismatch,
+            reason: "bound to another secret".into(),
+        },
+        EventKind::FrameRefused {
+            master: m(),
+            code: ErrorCode::Unknown,
+            message: "no need Nobody".into(),
+        },
+        EventKind::MasterDisconnected {
+            master: m(),
+            grace_ms: 30_000,
+        },
+        EventKind::MasterExpired {
+            master: m(),
+            moved: 2,
+            kept: 1,
+        },
+    ]
+}
+
 #[test]
 fn admin_examples() {
     let reqs = vec![
@@ -219,25 +316,26 @@ fn admin_examples() {
                 }],
             },
         },
-        LanToAdmin::Event {
-            event: allex_protocol::events::LanEvent {
-                seq: 42,
-                unix_ms: 1_764_000_000_000,
-                kind: allex_protocol::events::EventKind::Running {
-                    instancename: allex_protocol::instance!("Time"),
-                    master: "host1:/tmp".into(),
-                    generation: Generation(7),
-                    pid: 4343,
-                    address: "192.168.1.10".into(),
-                    ports: ports(),
-                },
-            },
-        },
         LanToAdmin::Error {
             code: ErrorCode::Duplicate,
             message: "need Time exists".into(),
         },
     ];
+    let replies: Vec<LanToAdmin> = replies
+        .into_iter()
+        .chain(
+            event_examples()
+                .into_iter()
+                .zip(41..)
+                .map(|(kind, seq)| LanToAdmin::Event {
+                    event: LanEvent {
+                        seq,
+                        unix_ms: 1_764_000_000_000 + seq,
+                        kind,
+                    },
+                }),
+        )
+        .collect();
     insta::assert_json_snapshot!((snapshot(&reqs), snapshot(&replies)));
 }
 

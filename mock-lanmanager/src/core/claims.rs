@@ -74,6 +74,11 @@ impl State {
         let generation = match generation {
             Ok(g) => g,
             Err(reason) => {
+                self.event(EventKind::ClaimRefused {
+                    instancename: instance.clone(),
+                    master: master.to_string(),
+                    reason: reason.clone(),
+                });
                 self.send_to(
                     master,
                     &LanToMaster::ClaimRefused {

@@ -306,6 +306,11 @@ impl State {
 
     fn error_to(&mut self, master: &str, code: ErrorCode, message: String) {
         tracing::warn!(master, %code, "refused: {message}");
+        self.event(EventKind::FrameRefused {
+            master: master.to_string(),
+            code,
+            message: message.clone(),
+        });
         self.send_to(master, &LanToMaster::Error { code, message });
     }
 

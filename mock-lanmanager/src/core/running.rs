@@ -11,6 +11,7 @@
 use super::slot::{slot_hint, Slot};
 use super::{Effect, Release, State, Write};
 use crate::needs_store::{RunningHint, Store};
+use allex_protocol::events::EventKind;
 use allex_protocol::Generation;
 use allex_protocol::InstanceName;
 use allex_protocol::{LanToMaster, Need};
@@ -152,6 +153,11 @@ impl State {
                 ),
                 Err(e) => {
                     tracing::error!(master, %instance, %generation, "cannot journal a grant: {e}");
+                    self.event(EventKind::ClaimRefused {
+                        instancename: instance.clone(),
+                        master: master.clone(),
+                        reason: format!("storage: cannot journal the grant: {e}"),
+                    });
                     self.send_to(
                         &master,
                         &LanToMaster::ClaimRefused {
