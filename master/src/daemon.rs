@@ -41,6 +41,7 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
         reconnect_max: Duration::from_millis(cfg.reconnectmaxms),
     };
     let ports = PortOffice::from_config(&cfg);
+    let metrics_addr = cfg.metricsaddress;
     let name = master_name(&cfg);
     let pid = std::process::id();
     let now = std::time::Instant::now();
@@ -54,6 +55,22 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
         tx.clone(),
     ));
     let link_task = tokio::spawn(link::run(link_cfg, tx.clone()));
+    let metrics_task = match metrics_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr} (metricsaddress)"))?;
+            let bound = listener
+                .local_addr()
+                .context("cannot read the metrics address")?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "allexmaster metrics on http://{bound}/metrics")
+                .and_then(|_| out.flush())
+                .context("cannot write to stdout")?;
+            Some(tokio::spawn(crate::metrics::serve(listener, tx.clone())))
+        }
+        None => None,
+    };
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "allexmaster ready socket={}", sock.display())
@@ -70,6 +87,9 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
     let _ = state_task.await;
     link_task.abort();
     server.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     if let Err(e) = std::fs::remove_file(&sock) {
         tracing::debug!(error = %e, "cannot remove the master socket");
     }

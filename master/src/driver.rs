@@ -87,6 +87,8 @@ pub struct Driver {
     replies: HashMap<ReqId, oneshot::Sender<LocalReply>>,
     /// Pidfd handles of started, unreaped children by pid.
     handles: HashMap<u32, Arc<ChildHandle>>,
+    /// When each spawn under way was handed to the spawner, for its latency.
+    spawning: HashMap<(InstanceName, Generation), Instant>,
     next_req: ReqId,
 }
 
@@ -100,6 +102,7 @@ impl Driver {
             link: None,
             replies: HashMap::new(),
             handles: HashMap::new(),
+            spawning: HashMap::new(),
             next_req: 0,
         }
     }
@@ -173,16 +176,21 @@ impl Driver {
                 instance,
                 generation,
                 result,
-            } => Input::Spawned {
-                instance,
-                generation,
-                result: result.map(|Started { pid, handle }| {
-                    if let Some(h) = handle {
-                        self.handles.insert(pid, h);
-                    }
-                    pid
-                }),
-            },
+            } => {
+                if let Some(at) = self.spawning.remove(&(instance.clone(), generation)) {
+                    crate::metrics::metrics().spawned(result.is_ok(), at.elapsed());
+                }
+                Input::Spawned {
+                    instance,
+                    generation,
+                    result: result.map(|Started { pid, handle }| {
+                        if let Some(h) = handle {
+                            self.handles.insert(pid, h);
+                        }
+                        pid
+                    }),
+                }
+            }
             Event::Exited {
                 instance,
                 generation,
@@ -190,6 +198,7 @@ impl Driver {
                 exit,
             } => {
                 self.handles.remove(&pid);
+                crate::metrics::metrics().exited(exit.signal.is_some());
                 Input::Exited {
                     instance,
                     generation,
@@ -231,6 +240,8 @@ impl Driver {
                 None => Some(Input::Unsent(msg)),
             },
             Effect::Spawn(plan) => {
+                self.spawning
+                    .insert((plan.instance.clone(), plan.generation), Instant::now());
                 self.spawner.spawn(*plan, self.events.clone());
                 None
             }

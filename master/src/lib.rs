@@ -19,6 +19,7 @@ pub mod fdlimit;
 pub mod identity;
 pub mod link;
 pub mod logs;
+pub mod metrics;
 pub mod ports;
 pub mod retention;
 pub mod socket;

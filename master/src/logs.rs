@@ -161,11 +161,13 @@ pub async fn pump(pipe: Receiver, mut log: RotatingLog) {
             Ok(n) => {
                 // Keep draining the pipe even when the log fails, so the child
                 // never blocks on a full pipe; say so once, not per chunk.
-                if let Err(e) = log.write(&buf[..n]) {
-                    if !warned {
+                match log.write(&buf[..n]) {
+                    Ok(()) => crate::metrics::metrics().log_written(n),
+                    Err(e) if !warned => {
                         tracing::warn!(path = %log.path.display(), error = %e, "cannot write child log; dropping its output");
                         warned = true;
                     }
+                    Err(_) => {}
                 }
                 if n == buf.len() && buf.len() < MAX_BUF {
                     buf.resize(buf.len() * 2, 0);

@@ -79,6 +79,16 @@ pub struct MasterConfig {
     /// the oldest go first.
     #[serde(default = "default_logretentionbytes")]
     pub logretentionbytes: u64,
+    /// Where to serve `GET /metrics` (Prometheus text); none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // Text keeps an address and a port, not an IPv6 flow label or scope.
+    #[cfg_attr(
+        test,
+        proptest(
+            strategy = "proptest::option::of(proptest::strategy::Strategy::prop_map(proptest::prelude::any::<(std::net::Ipv4Addr, u16)>(), std::net::SocketAddr::from))"
+        )
+    )]
+    pub metricsaddress: Option<std::net::SocketAddr>,
 }
 
 /// First port of each protocol's range.
