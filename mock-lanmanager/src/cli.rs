@@ -97,6 +97,24 @@ pub enum NeedAction {
         #[command(flatten)]
         conn: ConnectArgs,
     },
+    /// Stop a need's service and offer the need again at once (not counted
+    /// as a crash).
+    Restart {
+        /// Instance name of the need.
+        name: InstanceName,
+        /// Where the lan manager runs.
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+    /// List the needs with their state and master.
+    List {
+        /// Print JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Where the lan manager runs.
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
 }
 
 /// `master` subcommands.
@@ -107,6 +125,15 @@ pub enum MasterAction {
     Forget {
         /// The master's name.
         name: String,
+        /// Where the lan manager runs.
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+    /// List the masters: address, link, services and free ports.
+    List {
+        /// Print JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
         /// Where the lan manager runs.
         #[command(flatten)]
         conn: ConnectArgs,

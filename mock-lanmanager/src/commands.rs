@@ -16,6 +16,16 @@ pub async fn execute(cli: Cli) -> Result<()> {
         Some(Command::Master {
             action: MasterAction::Forget { name, conn },
         }) => done(&conn, AdminToLan::MasterForget { name }).await,
+        Some(Command::Master {
+            action: MasterAction::List { json, conn },
+        }) => {
+            let st = admin::status(&conn.connect, conn.token).await?;
+            print_out(&if json {
+                serde_json::to_string_pretty(&st.masters)? + "\n"
+            } else {
+                status::masters_table(&st.masters) + "\n"
+            })
+        }
         Some(Command::Events {
             follow,
             json,
@@ -27,7 +37,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
             let text = if json {
                 serde_json::to_string_pretty(&st)? + "\n"
             } else {
-                status::render(&st)
+                status::render(&st, crate::driver::now().unix_ms)
             };
             print_out(&text)
         }
@@ -128,6 +138,17 @@ async fn need(action: NeedAction) -> Result<()> {
             (conn, AdminToLan::NeedAdd { need })
         }
         NeedAction::Remove { name, conn } => (conn, AdminToLan::NeedRemove { instancename: name }),
+        NeedAction::Restart { name, conn } => {
+            (conn, AdminToLan::NeedRestart { instancename: name })
+        }
+        NeedAction::List { json, conn } => {
+            let st = admin::status(&conn.connect, conn.token).await?;
+            return print_out(&if json {
+                serde_json::to_string_pretty(&st.needs)? + "\n"
+            } else {
+                status::needs_table(&st.needs) + "\n"
+            });
+        }
     };
     done(&conn, req).await
 }

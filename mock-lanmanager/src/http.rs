@@ -238,12 +238,16 @@ async fn need_remove(State(ctx): State<HttpContext>, Path(name): Path<String>) -
 }
 
 async fn need_action(
-    State(_ctx): State<HttpContext>,
+    State(ctx): State<HttpContext>,
     Path((name, action)): Path<(String, String)>,
 ) -> Answer {
-    instance(&name)?;
+    let instancename = instance(&name)?;
     match action.as_str() {
-        "restart" | "disable" | "enable" => Err(problem(
+        "restart" => {
+            let answer = admin(&ctx, AdminToLan::NeedRestart { instancename }).await?;
+            done(answer, StatusCode::OK)
+        }
+        "disable" | "enable" => Err(problem(
             StatusCode::NOT_IMPLEMENTED,
             ErrorCode::Invalid,
             &format!("need {action} is not implemented yet"),

@@ -1,7 +1,11 @@
-//! Human-readable `allexlanmanager status`.
+//! Human-readable `allexlanmanager status`, `need list` and `master list`:
+//! tables sized to their content (comfy-table), durations instead of epoch
+//! milliseconds.
 
-use allex_protocol::{LanStatus, NeedState, Ports};
-use std::fmt::Write;
+use crate::event_text::clock;
+use allex_protocol::{LanStatus, MasterSummary, NeedState, NeedStatus, Ports, RunningService};
+use comfy_table::presets::NOTHING;
+use comfy_table::{CellAlignment, Table};
 
 /// Ports as `tcp:1,http:2`, or `-` when there are none.
 pub fn ports(p: &Ports) -> String {
@@ -26,68 +30,143 @@ fn state(s: NeedState) -> &'static str {
     }
 }
 
-/// The status as tables of needs, running services and masters.
-pub fn render(status: &LanStatus) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "NEEDS ({})", status.needs.len());
-    let _ = writeln!(
-        out,
-        "{:<24} {:<24} {:<9} {:<8} {:<24}",
-        "INSTANCE", "MODULE", "STATE", "FAILURES", "MASTER"
-    );
-    for n in &status.needs {
-        let mut st = state(n.state).to_string();
-        if let Some(ms) = n.retry_in_ms {
-            st = format!("{st} (retry in {ms} ms)");
+/// A duration as an operator reads it: `850ms`, `42s`, `3m12s`, `5h03m`, `2d04h`.
+pub fn duration(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0 => format!("{ms}ms"),
+        1..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(NOTHING).set_header(header.to_vec());
+    t
+}
+
+/// Right-aligns the numeric columns `cols`.
+fn numeric(t: &mut Table, cols: &[usize]) {
+    for &c in cols {
+        if let Some(col) = t.column_mut(c) {
+            col.set_cell_alignment(CellAlignment::Right);
         }
-        let _ = writeln!(
-            out,
-            "{:<24} {:<24} {:<9} {:<8} {:<24}",
-            n.need.instancename,
-            n.need.modulename,
+    }
+}
+
+/// The needs, one row each.
+pub fn needs_table(needs: &[NeedStatus]) -> String {
+    let mut t = table(&["INSTANCE", "MODULE", "STATE", "FAILURES", "MASTER"]);
+    for n in needs {
+        let st = match n.retry_in_ms {
+            Some(ms) => format!("{} (retry in {})", state(n.state), duration(ms)),
+            None => state(n.state).to_string(),
+        };
+        t.add_row(vec![
+            n.need.instancename.to_string(),
+            n.need.modulename.clone(),
             st,
-            n.failures,
-            n.master.as_deref().unwrap_or("-")
-        );
+            n.failures.to_string(),
+            n.master.clone().unwrap_or_else(|| "-".into()),
+        ]);
     }
-    let _ = writeln!(out, "\nRUNNING ({})", status.running.len());
-    let _ = writeln!(
-        out,
-        "{:<24} {:<24} {:<24} {:<16} {:<28} {:<8} {:<14}",
-        "INSTANCE", "MODULE", "MASTER", "ADDRESS", "PORTS", "PID", "SINCE_UNIX_MS"
-    );
-    for r in &status.running {
-        let _ = writeln!(
-            out,
-            "{:<24} {:<24} {:<24} {:<16} {:<28} {:<8} {:<14}",
-            r.instancename,
-            r.modulename,
-            r.master,
-            r.address,
+    numeric(&mut t, &[3]);
+    t.to_string()
+}
+
+/// The running services, with their uptime as of `now_unix_ms`.
+pub fn running_table(running: &[RunningService], now_unix_ms: u64) -> String {
+    let mut t = table(&[
+        "INSTANCE", "MODULE", "MASTER", "ADDRESS", "PORTS", "PID", "UP",
+    ]);
+    for r in running {
+        let up = now_unix_ms.saturating_sub(r.since_unix_ms);
+        t.add_row(vec![
+            r.instancename.to_string(),
+            r.modulename.clone(),
+            r.master.clone(),
+            r.address.clone(),
             ports(&r.ports),
-            r.pid,
-            r.since_unix_ms
-        );
+            r.pid.to_string(),
+            format!(
+                "{} (since {} UTC)",
+                duration(up),
+                &clock(r.since_unix_ms)[..8]
+            ),
+        ]);
     }
-    let _ = writeln!(out, "\nMASTERS ({})", status.masters.len());
-    let _ = writeln!(
-        out,
-        "{:<32} {:<16} {:<10} {:<8} {:<20}",
-        "NAME", "ADDRESS", "CONNECTED", "SERVICES", "FREE tcp/http/ws"
-    );
-    for m in &status.masters {
+    numeric(&mut t, &[5]);
+    t.to_string()
+}
+
+/// The masters, with their free ports.
+pub fn masters_table(masters: &[MasterSummary]) -> String {
+    let mut t = table(&[
+        "NAME",
+        "ADDRESS",
+        "CONNECTED",
+        "FROM",
+        "SERVICES",
+        "FREE tcp/http/ws",
+    ]);
+    for m in masters {
         let f = &m.capacity.free;
-        let _ = writeln!(
-            out,
-            "{:<32} {:<16} {:<10} {:<8} {}/{}/{}",
-            m.name,
-            m.address,
-            if m.connected { "yes" } else { "no (grace)" },
-            m.services,
-            f.tcp,
-            f.http,
-            f.ws
-        );
+        t.add_row(vec![
+            m.name.clone(),
+            m.address.clone(),
+            if m.connected { "yes" } else { "no (grace)" }.to_string(),
+            m.peer.clone().unwrap_or_else(|| "-".into()),
+            m.services.to_string(),
+            format!("{}/{}/{}", f.tcp, f.http, f.ws),
+        ]);
     }
-    out
+    numeric(&mut t, &[4]);
+    t.to_string()
+}
+
+/// The status as tables of needs, running services and masters.
+pub fn render(status: &LanStatus, now_unix_ms: u64) -> String {
+    format!(
+        "NEEDS ({})\n{}\n\nRUNNING ({})\n{}\n\nMASTERS ({})\n{}\n",
+        status.needs.len(),
+        needs_table(&status.needs),
+        status.running.len(),
+        running_table(&status.running, now_unix_ms),
+        status.masters.len(),
+        masters_table(&status.masters),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_an_operator_would_say_them() {
+        assert_eq!(duration(850), "850ms");
+        assert_eq!(duration(42_000), "42s");
+        assert_eq!(duration(192_000), "3m12s");
+        assert_eq!(duration(5 * 3_600_000 + 180_000), "5h03m");
+        assert_eq!(duration(2 * 86_400_000 + 4 * 3_600_000), "2d04h");
+    }
+
+    #[test]
+    fn columns_fit_their_longest_cell() {
+        let mut n = NeedStatus {
+            need: allex_protocol::Need::new("svc", allex_protocol::instance!("A")),
+            state: NeedState::Backoff,
+            master: None,
+            retry_in_ms: Some(1500),
+            failures: 3,
+        };
+        let short = needs_table(std::slice::from_ref(&n));
+        n.need.instancename = allex_protocol::instance!("a-much-longer-instance-name");
+        let long = needs_table(&[n]);
+        let width = |t: &str| t.lines().map(str::len).max().unwrap_or(0);
+        assert!(width(&long) > width(&short), "{short}\n{long}");
+        assert!(short.contains("backoff (retry in 1s)"), "{short}");
+    }
 }

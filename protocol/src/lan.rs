@@ -243,6 +243,12 @@ pub enum AdminToLan {
         /// Instance name.
         instancename: InstanceName,
     },
+    /// Stops a need's service and offers the need again at once, without
+    /// counting it as a failure; acknowledged once the stop is sent.
+    NeedRestart {
+        /// Instance name.
+        instancename: InstanceName,
+    },
     /// Asks for needs, running services and masters.
     Status,
     /// Drops the secret bound to a master name, so a new one may claim it.

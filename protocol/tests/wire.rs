@@ -271,6 +271,9 @@ fn admin_examples() {
         AdminToLan::NeedRemove {
             instancename: allex_protocol::instance!("Time"),
         },
+        AdminToLan::NeedRestart {
+            instancename: allex_protocol::instance!("Time"),
+        },
         AdminToLan::Status,
         AdminToLan::MasterForget {
             name: "host1:/tmp".into(),

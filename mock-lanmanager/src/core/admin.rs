@@ -50,6 +50,7 @@ impl State {
                     self.reply(req, admin_error(ErrorCode::Unknown, msg));
                 }
             }
+            AdminToLan::NeedRestart { instancename } => self.on_restart(req, &instancename),
             AdminToLan::MasterForget { name } => match self.identities.remove(&name) {
                 None => {
                     let msg = format!("no master {name} is bound");
@@ -67,6 +68,59 @@ impl State {
             AdminToLan::AdminHello { .. } => {
                 let msg = "admin_hello is only the first frame".to_string();
                 self.reply(req, admin_error(ErrorCode::Invalid, msg));
+            }
+        }
+    }
+
+    /// `need restart`: the holder is told to stop, the slot waits for its
+    /// `down` as a neutral release (so the need opens at once, with no
+    /// failure counted), and a need backing off is offered now.
+    fn on_restart(&mut self, req: ReqId, instance: &InstanceName) {
+        let Some(e) = self.needs.get(instance) else {
+            let msg = format!("no need {instance}");
+            return self.reply(req, admin_error(ErrorCode::Unknown, msg));
+        };
+        let answer = match &e.slot {
+            Slot::Claimed { master, generation }
+            | Slot::Checking {
+                master, generation, ..
+            } => Ok(Some((master.clone(), *generation))),
+            Slot::Running(r) => Ok(Some((r.master.clone(), r.generation))),
+            Slot::Backoff { .. } => Ok(None),
+            Slot::Open => Err(format!("need {instance} is not running; it is open")),
+            Slot::Stopping { master, .. } => Err(format!(
+                "need {instance} is already being stopped on {master}"
+            )),
+            Slot::Settling { master, .. } => Err(format!(
+                "need {instance} is held for {master} after a lan manager restart; retry once it settles"
+            )),
+        };
+        match answer {
+            Err(msg) => self.reply(req, admin_error(ErrorCode::Invalid, msg)),
+            Ok(None) => {
+                tracing::info!(%instance, "restart: offered at once instead of backing off");
+                if let Some(e) = self.needs.get_mut(instance) {
+                    e.failures = 0;
+                }
+                self.set_slot(instance, Slot::Open);
+                let message = format!("need {instance} offered again");
+                self.reply(req, LanToAdmin::Done { message });
+            }
+            Ok(Some((master, generation))) => {
+                tracing::info!(%instance, master, %generation, "restart ordered");
+                self.stop(&master, instance, generation, "restarted by the operator");
+                self.set_slot(
+                    instance,
+                    Slot::Stopping {
+                        master: master.clone(),
+                        generation,
+                        why: Release::Neutral,
+                    },
+                );
+                let message = format!(
+                    "need {instance} restarting: {master} stops it, then it is offered again"
+                );
+                self.reply(req, LanToAdmin::Done { message });
             }
         }
     }
