@@ -79,10 +79,12 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
     }
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tell_service_manager("READY=1");
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM"),
         _ = int.recv() => tracing::info!("SIGINT"),
     }
+    tell_service_manager("STOPPING=1");
     let _ = tx.send(Event::Shutdown);
     let _ = state_task.await;
     link_task.abort();
@@ -94,4 +96,12 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
         tracing::debug!(error = %e, "cannot remove the master socket");
     }
     Ok(())
+}
+
+/// Tells systemd (`Type=notify`) how we stand; a manager that cannot be
+/// told is logged, not fatal.
+fn tell_service_manager(state: &str) {
+    if let Err(e) = allex_protocol::sd_notify::notify(state) {
+        tracing::warn!(error = %e, state, "cannot tell the service manager");
+    }
 }

@@ -273,3 +273,41 @@ fn status_help_does_not_promise_to_write_a_config() {
         "{help}"
     );
 }
+
+#[test]
+fn it_tells_systemd_on_an_abstract_socket_when_it_serves_and_when_it_stops() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let lan = FakeLan::start(Options::default());
+    let name = format!("allex-notify-test-{}", std::process::id());
+    let manager =
+        UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+    manager.set_read_timeout(Some(SOON)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::config_json(&dir.path().join("rt"), lan.addr.port(), 2, 1000);
+    let path = dir.path().join("allexmasterconfig.json");
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let mut cmd = Command::new(master_bin());
+    cmd.arg("run")
+        .arg("--config")
+        .arg(&path)
+        .env("NOTIFY_SOCKET", format!("@{name}"));
+    let m = Proc::spawn("allexmaster", cmd, Stderr::Null).unwrap();
+    let mut buf = [0u8; 64];
+    let n = manager.recv(&mut buf).expect("no READY=1 from the master");
+    assert_eq!(&buf[..n], b"READY=1");
+    // Ready means serving: its socket answers a status.
+    let line = m
+        .wait_for_line(|l| l.starts_with("allexmaster ready socket="), SOON)
+        .unwrap();
+    let socket = line.trim_start_matches("allexmaster ready socket=");
+    let mut client =
+        allex_protocol::client::MasterClient::connect(std::path::Path::new(socket)).unwrap();
+    assert_eq!(client.status().unwrap().pid, m.pid());
+    m.kill(nix::sys::signal::Signal::SIGTERM).unwrap();
+    let n = manager
+        .recv(&mut buf)
+        .expect("no STOPPING=1 from the master");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert!(m.wait_exit(SOON).unwrap().success());
+}

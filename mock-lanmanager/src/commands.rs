@@ -87,15 +87,28 @@ async fn run(args: RunArgs) -> Result<()> {
     out.flush().context("cannot flush stdout")?;
     drop(out);
     let events = server.events();
+    // Watched before READY=1, so a manager's SIGTERM right after it is a
+    // clean stop rather than the default death.
+    let shutdown = shutdown_signal()?;
+    // Serving from here: the listeners are bound and the state owner runs.
+    tell_service_manager("READY=1");
     tokio::select! {
         _ = server.run() => {}
-        signal = shutdown_signal() => {
-            signal?;
+        () = shutdown => {
+            tell_service_manager("STOPPING=1");
             tracing::info!("stopping: recording which needs run where");
             crate::server::flush(&events).await;
         }
     }
     Ok(())
+}
+
+/// Tells systemd (`Type=notify`) how we stand; a manager that cannot be
+/// told is logged, not fatal.
+fn tell_service_manager(state: &str) {
+    if let Err(e) = allex_protocol::sd_notify::notify(state) {
+        tracing::warn!(error = %e, state, "cannot tell the service manager");
+    }
 }
 
 /// Whether `listen` (`ADDR:PORT`) binds loopback addresses only.
@@ -106,16 +119,17 @@ fn listens_on_loopback_only(listen: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() -> Result<()> {
+/// Watches SIGTERM and SIGINT now; the future resolves on either.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 async fn need(action: NeedAction) -> Result<()> {

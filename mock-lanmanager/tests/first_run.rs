@@ -118,3 +118,38 @@ async fn a_request_before_admin_hello_is_told_to_say_hello() {
         Next::Closed(why) => panic!("closed without an error: {why}"),
     }
 }
+
+#[test]
+fn it_tells_systemd_when_it_serves_and_when_it_stops() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let manager = UnixDatagram::bind(&path).unwrap();
+    manager.set_read_timeout(Some(SOON)).unwrap();
+    let mut cmd = Command::new(binary());
+    cmd.args(["run", "--listen", "127.0.0.1:0", "--http", "off", "--dir"])
+        .arg(dir.path())
+        .env("NOTIFY_SOCKET", &path)
+        .env_remove("ALLEX_TOKEN");
+    let lm =
+        allex_testkit::Proc::spawn("allexlanmanager", cmd, allex_testkit::Stderr::Null).unwrap();
+    let mut buf = [0u8; 64];
+    let n = manager
+        .recv(&mut buf)
+        .expect("no READY=1 from the lan manager");
+    assert_eq!(&buf[..n], b"READY=1");
+    // Ready means serving: the listening line is out and the port answers.
+    let line = lm
+        .wait_for_line(|l| l.starts_with("allexlanmanager listening on "), SOON)
+        .unwrap();
+    let addr: std::net::SocketAddr = line["allexlanmanager listening on ".len()..]
+        .parse()
+        .unwrap();
+    std::net::TcpStream::connect(addr).unwrap();
+    lm.kill(nix::sys::signal::Signal::SIGTERM).unwrap();
+    let n = manager
+        .recv(&mut buf)
+        .expect("no STOPPING=1 from the lan manager");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert!(lm.wait_exit(SOON).unwrap().success());
+}

@@ -21,6 +21,7 @@ pub mod need;
 pub mod per_protocol;
 pub mod repeat;
 pub mod schema;
+pub mod sd_notify;
 pub mod spawn;
 pub mod timing;
 pub mod types;
