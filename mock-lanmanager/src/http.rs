@@ -54,7 +54,8 @@ pub fn router(ctx: HttpContext) -> Router {
         .route("/running", get(running))
         .route("/pending", get(pending))
         .route("/servicestatus", get(servicestatus))
-        .route("/metrics", get(prometheus));
+        .route("/metrics", get(prometheus))
+        .route("/", get(dashboard));
     let guarded = Router::new()
         .route("/v1/needs", get(needs).post(need_add))
         .route("/v1/needs/{name}", axum::routing::delete(need_remove))
@@ -315,4 +316,20 @@ async fn prometheus(State(ctx): State<HttpContext>) -> Answer {
         text,
     )
         .into_response())
+}
+
+/// The dashboard: one page, embedded in the binary, with no external assets.
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // Everything it needs is in the page and this origin's API.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+            ),
+        ],
+        include_str!("dashboard.html"),
+    )
+        .into_response()
 }

@@ -48,6 +48,15 @@ fn table(header: &[&str]) -> Table {
     t
 }
 
+/// The table's text without the cell padding at the line ends.
+fn text(t: &Table) -> String {
+    t.to_string()
+        .lines()
+        .map(|l| l.strip_prefix(' ').unwrap_or(l).trim_end())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Right-aligns the numeric columns `cols`.
 fn numeric(t: &mut Table, cols: &[usize]) {
     for &c in cols {
@@ -74,7 +83,7 @@ pub fn needs_table(needs: &[NeedStatus]) -> String {
         ]);
     }
     numeric(&mut t, &[3]);
-    t.to_string()
+    text(&t)
 }
 
 /// The running services, with their uptime as of `now_unix_ms`.
@@ -99,7 +108,7 @@ pub fn running_table(running: &[RunningService], now_unix_ms: u64) -> String {
         ]);
     }
     numeric(&mut t, &[5]);
-    t.to_string()
+    text(&t)
 }
 
 /// The masters, with their free ports.
@@ -124,7 +133,7 @@ pub fn masters_table(masters: &[MasterSummary]) -> String {
         ]);
     }
     numeric(&mut t, &[4]);
-    t.to_string()
+    text(&t)
 }
 
 /// The status as tables of needs, running services and masters.

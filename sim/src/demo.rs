@@ -100,9 +100,16 @@ pub fn run(opts: &DemoOptions) -> Result<(), DemoError> {
     // the terminal's Ctrl-C does not reach: it must live to stop them.
     install_stop_handlers()?;
 
+    // The HTTP server beside the WebSocket port, as the defaults put it
+    // (23552 and 23553), or a kernel-chosen one when the demo's port is.
+    let http = match opts.port {
+        0 => "127.0.0.1:0".to_string(),
+        p => format!("127.0.0.1:{}", p.saturating_add(1)),
+    };
     let lan = LanManager::start(LanOptions {
         timings: Timings::production(),
         port: opts.port,
+        http: Some(http),
         ..LanOptions::default()
     })?;
     println!(
@@ -112,6 +119,11 @@ pub fn run(opts: &DemoOptions) -> Result<(), DemoError> {
         lan.needs_path().display()
     );
     println!("             log: {}", lan.log_path().display());
+    if let Some(http) = lan.http_addr() {
+        println!(
+            "dashboard    http://{http}/  (also /servicestatus, /v1/needs, /v1/events, /metrics)"
+        );
+    }
     let master = Master::start(&demo_master(lan.addr()))?;
     println!(
         "master       {} (pid {}), runtime dir {}",

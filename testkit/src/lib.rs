@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod bins;
+pub mod browser;
 pub mod error;
 pub mod fake_master;
 pub mod http;
