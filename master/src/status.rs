@@ -95,32 +95,25 @@ pub fn render(st: &MasterStatus) -> String {
             format!(" (exhausted: {})", names.join(","))
         }
     );
-    let rows: Vec<[String; 6]> = st
-        .children
-        .iter()
-        .map(|c| {
-            [
-                c.instancename.to_string(),
-                c.modulename.clone(),
-                c.pid.to_string(),
-                ports_text(&c.ports),
-                state_text(c.state).to_string(),
-                uptime_text(c.uptime_ms),
-            ]
-        })
-        .collect();
-    let head = ["INSTANCE", "MODULE", "PID", "PORTS", "STATE", "UPTIME"].map(String::from);
-    let mut width = head.clone().map(|h| h.len());
-    for r in &rows {
-        for (w, cell) in width.iter_mut().zip(r.iter()) {
-            *w = (*w).max(cell.len());
-        }
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING)
+        .set_header(vec!["INSTANCE", "MODULE", "PID", "PORTS", "STATE", "UPTIME"]);
+    for c in &st.children {
+        t.add_row(vec![
+            c.instancename.to_string(),
+            c.modulename.clone(),
+            c.pid.to_string(),
+            ports_text(&c.ports),
+            state_text(c.state).to_string(),
+            uptime_text(c.uptime_ms),
+        ]);
     }
-    for r in std::iter::once(&head).chain(rows.iter()) {
-        let mut line = String::new();
-        for (cell, w) in r.iter().zip(width.iter()) {
-            let _ = write!(line, "{cell:<w$}  ");
-        }
+    if let Some(col) = t.column_mut(2) {
+        col.set_cell_alignment(comfy_table::CellAlignment::Right);
+    }
+    // The cell padding at the line ends is noise on a terminal and in a diff.
+    for line in t.to_string().lines() {
+        let line = line.strip_prefix(' ').unwrap_or(line);
         let _ = writeln!(out, "{}", line.trim_end());
     }
     out
