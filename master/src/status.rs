@@ -97,7 +97,9 @@ pub fn render(st: &MasterStatus) -> String {
     );
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::NOTHING)
-        .set_header(vec!["INSTANCE", "MODULE", "PID", "PORTS", "STATE", "UPTIME"]);
+        .set_header(vec![
+            "INSTANCE", "MODULE", "PID", "PORTS", "STATE", "UPTIME",
+        ]);
     for c in &st.children {
         t.add_row(vec![
             c.instancename.to_string(),

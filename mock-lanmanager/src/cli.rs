@@ -129,6 +129,23 @@ pub enum MasterAction {
         #[command(flatten)]
         conn: ConnectArgs,
     },
+    /// Move a master's services to other masters, one at a time (each
+    /// stopped before it starts elsewhere); it takes no new need.
+    Drain {
+        /// The master's name.
+        name: String,
+        /// Where the lan manager runs.
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+    /// End a drain: the master takes needs again.
+    Undrain {
+        /// The master's name.
+        name: String,
+        /// Where the lan manager runs.
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
     /// List the masters: address, link, services and free ports.
     List {
         /// Print JSON for scripts instead of a table.

@@ -17,6 +17,12 @@ pub async fn execute(cli: Cli) -> Result<()> {
             action: MasterAction::Forget { name, conn },
         }) => done(&conn, AdminToLan::MasterForget { name }).await,
         Some(Command::Master {
+            action: MasterAction::Drain { name, conn },
+        }) => done(&conn, AdminToLan::MasterDrain { name }).await,
+        Some(Command::Master {
+            action: MasterAction::Undrain { name, conn },
+        }) => done(&conn, AdminToLan::MasterUndrain { name }).await,
+        Some(Command::Master {
             action: MasterAction::List { json, conn },
         }) => {
             let st = admin::status(&conn.connect, conn.token).await?;

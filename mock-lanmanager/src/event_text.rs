@@ -98,6 +98,12 @@ pub fn line(e: &LanEvent) -> String {
             code,
             reason,
         } => format!("{master} ({code}): {reason}"),
+        EventKind::MasterDraining { master, services } => {
+            format!("{master}: {services} services to move")
+        }
+        EventKind::MasterDrained { master } | EventKind::MasterUndrained { master } => {
+            master.clone()
+        }
         EventKind::MasterDisconnected { master, grace_ms } => {
             format!("{master}, services kept for {grace_ms} ms")
         }

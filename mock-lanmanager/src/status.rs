@@ -126,7 +126,13 @@ pub fn masters_table(masters: &[MasterSummary]) -> String {
         t.add_row(vec![
             m.name.clone(),
             m.address.clone(),
-            if m.connected { "yes" } else { "no (grace)" }.to_string(),
+            match (m.connected, m.draining) {
+                (true, false) => "yes",
+                (true, true) => "yes (draining)",
+                (false, false) => "no (grace)",
+                (false, true) => "no (grace, draining)",
+            }
+            .to_string(),
             m.peer.clone().unwrap_or_else(|| "-".into()),
             m.services.to_string(),
             format!("{}/{}/{}", f.tcp, f.http, f.ws),

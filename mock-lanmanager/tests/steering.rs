@@ -140,3 +140,99 @@ async fn need_list_and_master_list_show_tables_and_json() {
         .unwrap();
     assert!(running.contains(" UTC)"), "{status}");
 }
+
+#[tokio::test]
+async fn a_drained_master_hands_its_services_over_one_at_a_time_and_takes_no_new_need() {
+    let dir = tempfile::tempdir().unwrap();
+    write_needs(dir.path(), &needs("svc", "A", 2));
+    let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
+    let mut m1 = FakeMaster::connect(lm.addr(), "m1", &["svc"]).await;
+    let svc = listening();
+    let g0 = m1.run_service("A0", 900, svc.ports).await;
+    let g1 = m1.run_service("A1", 901, svc.ports).await;
+    let mut m2 = FakeMaster::connect(lm.addr(), "m2", &["svc"]).await;
+
+    let out = lm.cli(&["master", "drain", "m1"]).unwrap();
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(out.stdout.contains("2 services"), "{}", out.stdout);
+    let table = lm.cli(&["master", "list"]).unwrap().stdout;
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("m1") && l.contains("draining")),
+        "{table}"
+    );
+
+    // One at a time: A0 is stopped, A1 keeps running until A0 runs on m2.
+    let first = m1
+        .expect("the first stop", |m| matches!(m, LanToMaster::Stop { .. }))
+        .await;
+    let LanToMaster::Stop {
+        instancename: moved,
+        ..
+    } = first
+    else {
+        unreachable!()
+    };
+    assert_eq!(moved, "A0");
+    assert!(
+        m1.drain()
+            .await
+            .iter()
+            .all(|m| !matches!(m, LanToMaster::Stop { .. })),
+        "a second service was stopped before the first one moved"
+    );
+    // Nothing is offered before the stop is confirmed: no need runs twice.
+    assert!(m2
+        .drain()
+        .await
+        .iter()
+        .all(|m| !matches!(m, LanToMaster::NeedOpen { .. })));
+    m1.down("A0", g0, 900, 10_000, true).await;
+    m2.expect(
+        "A0 offered",
+        |m| matches!(m, LanToMaster::NeedOpen { need } if need.instancename == "A0"),
+    )
+    .await;
+    // The drained master may not take it back.
+    assert!(matches!(
+        m1.claim("A0").await,
+        LanToMaster::ClaimRefused { reason, .. } if reason.contains("draining")
+    ));
+    let svc2 = listening();
+    m2.run_service("A0", 950, svc2.ports).await;
+    m1.expect("the second stop", |m| {
+        matches!(m, LanToMaster::Stop { instancename, generation, .. } if instancename == "A1" && *generation == g1)
+    })
+    .await;
+    m1.down("A1", g1, 901, 10_000, true).await;
+    m2.expect(
+        "A1 offered",
+        |m| matches!(m, LanToMaster::NeedOpen { need } if need.instancename == "A1"),
+    )
+    .await;
+    m2.run_service("A1", 951, svc2.ports).await;
+    eventually("the master_drained event", || {
+        let out = lm.cli(&["events", "--json"]).unwrap();
+        out.stdout
+            .contains(r#""type":"master_drained""#)
+            .then_some(())
+    })
+    .await;
+    let st = lm.status().unwrap();
+    assert!(st.running.iter().all(|r| r.master == "m2"), "{st:?}");
+
+    // Undrained, it takes needs again.
+    let out = lm.cli(&["master", "undrain", "m1"]).unwrap();
+    assert!(out.status.success(), "{}", out.stderr);
+    lm.need_add(&need("svc", "New")).unwrap();
+    m1.expect(
+        "New offered",
+        |m| matches!(m, LanToMaster::NeedOpen { need } if need.instancename == "New"),
+    )
+    .await;
+    m1.run_service("New", 902, svc.ports).await;
+    let out = lm.cli(&["master", "drain", "nobody"]).unwrap();
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("no master nobody"), "{}", out.stderr);
+}

@@ -161,6 +161,23 @@ pub enum EventKind {
         /// The refusal's message.
         message: String,
     },
+    /// An operator began draining a master.
+    MasterDraining {
+        /// The master.
+        master: String,
+        /// Services it held then.
+        services: u32,
+    },
+    /// A draining master runs none of the LAN's needs any more.
+    MasterDrained {
+        /// The master.
+        master: String,
+    },
+    /// A drain ended: the master takes needs again.
+    MasterUndrained {
+        /// The master.
+        master: String,
+    },
     /// A master's link ended; its services are kept for the grace.
     MasterDisconnected {
         /// The master.
@@ -197,6 +214,9 @@ impl EventKind {
             EventKind::MasterConnected { .. } => "master_connected",
             EventKind::MasterRefused { .. } => "master_refused",
             EventKind::FrameRefused { .. } => "frame_refused",
+            EventKind::MasterDraining { .. } => "master_draining",
+            EventKind::MasterDrained { .. } => "master_drained",
+            EventKind::MasterUndrained { .. } => "master_undrained",
             EventKind::MasterDisconnected { .. } => "master_disconnected",
             EventKind::MasterExpired { .. } => "master_expired",
         }

@@ -256,6 +256,17 @@ pub enum AdminToLan {
         /// The master's name.
         name: String,
     },
+    /// Takes no new need on this master and moves its services to others,
+    /// one at a time, each stopped before it starts elsewhere.
+    MasterDrain {
+        /// The master's name.
+        name: String,
+    },
+    /// Ends a drain: the master takes needs again.
+    MasterUndrain {
+        /// The master's name.
+        name: String,
+    },
     /// Sends the kept events after `since` as `event` answers, then `done`;
     /// with `follow`, keeps sending new ones until the client goes instead.
     Events {

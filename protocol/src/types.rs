@@ -306,6 +306,9 @@ pub struct MasterSummary {
     pub capacity: Capacity,
     /// Services it runs.
     pub services: u32,
+    /// Being drained: it takes no new need and its services move away.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// What `allexlanmanager status` prints.

@@ -248,6 +248,12 @@ fn event_examples() -> Vec<EventKind> {
             code: ErrorCode::Unknown,
             message: "no need Nobody".into(),
         },
+        EventKind::MasterDraining {
+            master: m(),
+            services: 3,
+        },
+        EventKind::MasterDrained { master: m() },
+        EventKind::MasterUndrained { master: m() },
         EventKind::MasterDisconnected {
             master: m(),
             grace_ms: 30_000,
@@ -276,6 +282,12 @@ fn admin_examples() {
         },
         AdminToLan::Status,
         AdminToLan::MasterForget {
+            name: "host1:/tmp".into(),
+        },
+        AdminToLan::MasterDrain {
+            name: "host1:/tmp".into(),
+        },
+        AdminToLan::MasterUndrain {
             name: "host1:/tmp".into(),
         },
         AdminToLan::Events {
@@ -316,6 +328,7 @@ fn admin_examples() {
                     peer: Some("192.168.1.10:40112".into()),
                     capacity: Capacity::default(),
                     services: 1,
+                    draining: false,
                 }],
             },
         },

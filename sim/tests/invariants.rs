@@ -89,6 +89,7 @@ fn summary(name: &str, connected: bool) -> MasterSummary {
         peer: None,
         capacity: Capacity::default(),
         services: 1,
+        draining: false,
     }
 }
 

@@ -51,6 +51,8 @@ impl State {
                 }
             }
             AdminToLan::NeedRestart { instancename } => self.on_restart(req, &instancename),
+            AdminToLan::MasterDrain { name } => self.on_drain(req, &name),
+            AdminToLan::MasterUndrain { name } => self.on_undrain(req, &name),
             AdminToLan::MasterForget { name } => match self.identities.remove(&name) {
                 None => {
                     let msg = format!("no master {name} is bound");
@@ -236,6 +238,6 @@ impl State {
     }
 }
 
-fn admin_error(code: ErrorCode, message: String) -> LanToAdmin {
+pub(super) fn admin_error(code: ErrorCode, message: String) -> LanToAdmin {
     LanToAdmin::Error { code, message }
 }

@@ -44,6 +44,7 @@ impl State {
     pub(super) fn on_claim(&mut self, master: &str, instance: &InstanceName) {
         let ip = self.masters.get(master).and_then(|m| m.ip);
         let refusal = match self.needs.get(instance) {
+            _ if self.is_draining(master) => Some(format!("{master} is draining")),
             None => Some("no such need".to_string()),
             Some(e) => match &e.slot {
                 Slot::Open if !allows(&e.need, ip) => Some(format!(

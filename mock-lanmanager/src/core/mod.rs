@@ -10,6 +10,7 @@
 
 mod admin;
 mod claims;
+mod drain;
 mod effect;
 mod generations;
 mod input;
@@ -149,6 +150,8 @@ pub struct State {
     running: running::RunningJournal,
     pending: Vec<AdminChange>,
     inflight: Vec<AdminChange>,
+    /// Masters being drained, by name (kept across their reconnects).
+    draining: HashMap<String, drain::Drain>,
     snapshot_cache: HashMap<(Vec<String>, Option<IpAddr>), Utf8Bytes>,
 }
 
@@ -199,6 +202,7 @@ impl State {
             running: running::RunningJournal::default(),
             pending: Vec::new(),
             inflight: Vec::new(),
+            draining: HashMap::default(),
             snapshot_cache: HashMap::default(),
         };
         if settling > 0 {
@@ -246,6 +250,7 @@ impl State {
                 self.compact_running(Some(ack));
             }
         }
+        self.advance_drains();
         self.journal_running_changes();
         if self.running.wants_flush() {
             self.after(RUNNING_FLUSH_DELAY, Timer::FlushRunning);
@@ -346,7 +351,10 @@ impl State {
         };
         let frame = text(msg);
         for (name, m) in &self.masters {
-            if Some(name.as_str()) == except || !m.serves(&entry.need) {
+            if Some(name.as_str()) == except
+                || !m.serves(&entry.need)
+                || self.draining.contains_key(name)
+            {
                 continue;
             }
             if let Some(conn) = m.conn {
@@ -380,7 +388,11 @@ impl State {
     /// Masters connecting together (a cold start, a lan manager restart) get
     /// the same list, so it is built and encoded once until the open set changes.
     fn snapshot_for(&mut self, master: &str) -> Utf8Bytes {
-        let Some(m) = self.masters.get(master) else {
+        let Some(m) = self
+            .masters
+            .get(master)
+            .filter(|_| !self.draining.contains_key(master))
+        else {
             return text(&LanToMaster::Needs { needs: Vec::new() });
         };
         let mut modules: Vec<String> = m.modules.iter().cloned().collect();

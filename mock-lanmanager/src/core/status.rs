@@ -61,6 +61,7 @@ impl State {
                 peer: m.conn.map(|_| m.peer.to_string()),
                 capacity: m.capacity.clone(),
                 services: services.get(name.as_str()).copied().unwrap_or(0),
+                draining: self.draining.contains_key(name),
             })
             .collect();
         masters.sort_by(|a, b| a.name.cmp(&b.name));
