@@ -31,4 +31,15 @@ pub enum Command {
         #[arg(long)]
         socket: Option<PathBuf>,
     },
+    /// Print a service's output from its log here (the config's runtime directory).
+    Logs {
+        /// The instance whose output to print.
+        instance: allex_protocol::InstanceName,
+        /// Keep printing what it writes, across log rotations, until interrupted.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// How many of the last lines to print first.
+        #[arg(long, short = 'n', default_value_t = 10)]
+        lines: usize,
+    },
 }

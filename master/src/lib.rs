@@ -25,3 +25,4 @@ pub mod retention;
 pub mod socket;
 pub mod spawner;
 pub mod status;
+pub mod tail;

@@ -30,6 +30,11 @@ fn main() -> ExitCode {
                 }
             })
         }
+        Command::Logs {
+            instance,
+            follow,
+            lines,
+        } => logs(cli.config.as_deref(), &instance, follow, lines),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -37,5 +42,29 @@ fn main() -> ExitCode {
             eprintln!("allexmaster: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `allexmaster logs`: the runtime directory from the config, then the tail.
+fn logs(
+    config: Option<&std::path::Path>,
+    instance: &str,
+    follow: bool,
+    lines: usize,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let cfg = allex_master::config::load_or_default(config)?;
+    let rt = &cfg.runtimedirectory;
+    if !follow && !allex_master::tail::exists(rt, instance) {
+        anyhow::bail!(
+            "no log of {instance} in {}: it has not run on this master (or its logs were retired)",
+            rt.join(allex_master::logs::LOG_DIR).display()
+        );
+    }
+    let mut out = std::io::stdout().lock();
+    match allex_master::tail::run(rt, instance, lines, follow, &mut out) {
+        // The reader went (`| head`): that ends a follow, it is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.with_context(|| format!("reading the log of {instance}")),
     }
 }

@@ -79,6 +79,9 @@ pub struct Knobs {
     pub delay_listen_ms: u64,
     /// Bytes written to stdout and to stderr at start.
     pub spam_bytes: u64,
+    /// Print a numbered `tick N` line on stdout every this many ms, for
+    /// tests that follow a log across its rotations.
+    pub tick_ms: Option<u64>,
     /// Instance to look up through the master, printing the answer.
     pub lookup: Option<InstanceName>,
     /// Do not tell the master we are ready.
@@ -137,6 +140,7 @@ impl Knobs {
             listen,
             delay_listen_ms: uint("delay_listen_ms")?.unwrap_or(0),
             spam_bytes: uint("spam_bytes")?.unwrap_or(0),
+            tick_ms: uint("tick_ms")?,
             lookup,
             no_ready: flag("no_ready")?,
             setsid_grandchild: flag("setsid_grandchild")?,
@@ -168,6 +172,14 @@ pub fn run() -> Result<(), TestsvcError> {
     }
     if knobs.spam_bytes > 0 {
         spam(knobs.spam_bytes);
+    }
+    if let Some(ms) = knobs.tick_ms {
+        std::thread::spawn(move || {
+            for n in 0u64.. {
+                say(&format!("tick {n}"));
+                std::thread::sleep(Duration::from_millis(ms.max(1)));
+            }
+        });
     }
     if knobs.setsid_grandchild {
         use std::os::unix::process::CommandExt;
