@@ -87,6 +87,8 @@ pub struct Driver {
     replies: HashMap<ReqId, oneshot::Sender<LocalReply>>,
     /// Pidfd handles of started, unreaped children by pid.
     handles: HashMap<u32, Arc<ChildHandle>>,
+    /// The lan manager's log requests under way.
+    logs: crate::log_stream::LogStreams,
     /// When each spawn under way was handed to the spawner, for its latency.
     spawning: HashMap<(InstanceName, Generation), Instant>,
     next_req: ReqId,
@@ -103,6 +105,7 @@ impl Driver {
             replies: HashMap::new(),
             handles: HashMap::new(),
             spawning: HashMap::new(),
+            logs: Default::default(),
             next_req: 0,
         }
     }
@@ -140,21 +143,41 @@ impl Driver {
             if matches!(ev, Event::Shutdown) && deadline.is_none() {
                 deadline = Some(tokio::time::Instant::now() + shutdown_grace);
             }
-            let input = self.accept(ev);
-            self.feed(input);
+            if let Some(input) = self.accept(ev) {
+                self.feed(input);
+            }
         }
     }
 
-    /// Turns an outside event into the core's input, keeping its channels.
-    fn accept(&mut self, ev: Event) -> Input {
-        match ev {
+    /// Turns an outside event into the core's input, keeping its channels;
+    /// `None` for what the driver answers itself (log requests).
+    fn accept(&mut self, ev: Event) -> Option<Input> {
+        Some(match ev {
             Event::LinkUp { local, out } => {
                 self.link = Some(out);
                 Input::LinkUp { local }
             }
+            Event::LinkMessage(LanToMaster::Logs {
+                id,
+                instancename,
+                lines,
+                follow,
+            }) => {
+                if let Some(link) = &self.link {
+                    let rt = self.core.runtimedir().to_path_buf();
+                    self.logs
+                        .start(id, rt, instancename, lines, follow, link.clone());
+                }
+                return None;
+            }
+            Event::LinkMessage(LanToMaster::LogsCancel { id }) => {
+                self.logs.cancel(id);
+                return None;
+            }
             Event::LinkMessage(msg) => Input::LinkMessage(msg),
             Event::LinkDown { unsent } => {
                 self.link = None;
+                self.logs.cancel_all();
                 Input::LinkDown { unsent }
             }
             Event::Local {
@@ -208,7 +231,7 @@ impl Driver {
             }
             Event::Shutdown => Input::Shutdown,
             Event::Done(input) => input,
-        }
+        })
     }
 
     /// Feeds one input, then the inputs its effects caused.

@@ -18,6 +18,7 @@ pub mod driver;
 pub mod fdlimit;
 pub mod identity;
 pub mod link;
+pub mod log_stream;
 pub mod logs;
 pub mod metrics;
 pub mod ports;

@@ -62,7 +62,8 @@ fn logs(
         );
     }
     let mut out = std::io::stdout().lock();
-    match allex_master::tail::run(rt, instance, lines, follow, &mut out) {
+    let never = std::sync::atomic::AtomicBool::new(false);
+    match allex_master::tail::run(rt, instance, lines, follow, &never, &mut out) {
         // The reader went (`| head`): that ends a follow, it is not an error.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other.with_context(|| format!("reading the log of {instance}")),

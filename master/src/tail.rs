@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// How often a follower looks for more output.
@@ -52,6 +53,7 @@ pub fn run(
     instance: &str,
     lines: usize,
     follow: bool,
+    cancel: &AtomicBool,
     out: &mut impl Write,
 ) -> io::Result<()> {
     let path = log_path(runtimedir, instance);
@@ -88,6 +90,9 @@ pub fn run(
         }
         if wrote {
             out.flush()?;
+        }
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(());
         }
         std::thread::sleep(POLL);
     }

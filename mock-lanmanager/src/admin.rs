@@ -219,6 +219,39 @@ pub async fn events(
     }
 }
 
+/// Hands each piece of `instance`'s output, from its master, to `each`;
+/// with `follow`, until the lan manager or the master ends it.
+pub async fn logs(
+    addr: &str,
+    token: Option<String>,
+    instancename: InstanceName,
+    lines: u32,
+    follow: bool,
+    mut each: impl FnMut(String) -> Result<(), AdminError>,
+) -> Result<(), AdminError> {
+    let mut ws = tokio::time::timeout(ADMIN_TIMEOUT, session(addr, token))
+        .await
+        .map_err(|_| AdminError::Timeout(ADMIN_TIMEOUT))??;
+    let req = AdminToLan::Logs {
+        instancename,
+        lines,
+        follow,
+    };
+    ws.send(Message::text(encode(&req)))
+        .await
+        .map_err(|e| AdminError::Link(e.to_string()))?;
+    loop {
+        match next_reply(&mut ws).await? {
+            LanToAdmin::Log { data } => each(data)?,
+            LanToAdmin::Done { .. } => {
+                let _ = ws.close(None).await;
+                return Ok(());
+            }
+            other => return Err(unexpected(other)),
+        }
+    }
+}
+
 /// Asks for the status.
 pub async fn status(addr: &str, token: Option<String>) -> Result<LanStatus, AdminError> {
     match request(addr, token, AdminToLan::Status).await? {

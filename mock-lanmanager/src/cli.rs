@@ -39,6 +39,20 @@ pub enum Command {
         #[command(subcommand)]
         action: MasterAction,
     },
+    /// Print a service's output, streamed from the master that runs it.
+    Logs {
+        /// The need's instance name.
+        name: InstanceName,
+        /// Keep printing what it writes, until interrupted.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// How many of the last lines to print first.
+        #[arg(long, short = 'n', default_value_t = 10)]
+        lines: u32,
+        /// Where the lan manager runs.
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
     /// Print the lan manager's events (state changes), oldest kept first.
     Events {
         /// Keep printing new events until interrupted.

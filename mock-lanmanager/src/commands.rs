@@ -32,6 +32,21 @@ pub async fn execute(cli: Cli) -> Result<()> {
                 status::masters_table(&st.masters) + "\n"
             })
         }
+        Some(Command::Logs {
+            name,
+            follow,
+            lines,
+            conn,
+        }) => {
+            let mut out = std::io::stdout();
+            let printed = admin::logs(&conn.connect, conn.token, name, lines, follow, |data| {
+                out.write_all(data.as_bytes())
+                    .and_then(|_| out.flush())
+                    .map_err(|e| admin::AdminError::Link(format!("cannot write to stdout: {e}")))
+            })
+            .await;
+            Ok(printed?)
+        }
         Some(Command::Events {
             follow,
             json,

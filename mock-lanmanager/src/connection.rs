@@ -365,6 +365,17 @@ async fn admin_session(
                 continue;
             }
         };
+        if let AdminToLan::Logs {
+            instancename,
+            lines,
+            follow,
+        } = request
+        {
+            if !stream_logs(stream, outbox, kill, ctx, instancename, lines, follow).await {
+                break;
+            }
+            continue;
+        }
         if let AdminToLan::Events { since, follow } = request {
             if !stream_events(stream, outbox, kill, ctx, since, follow).await {
                 break;
@@ -440,6 +451,76 @@ async fn stream_events(
             _ = kill.killed() => return false,
         }
     }
+}
+
+/// Answers `logs`: asks the service's master through the driver, then hands
+/// each chunk on as a `log` answer until the master ends (`done`, or the
+/// error) or the client goes (the master is told to stop). Returns whether
+/// the session goes on.
+async fn stream_logs(
+    stream: &mut SplitStream<Ws>,
+    outbox: &Outbox,
+    kill: &KillSwitch,
+    ctx: &ConnContext,
+    instancename: allex_protocol::InstanceName,
+    lines: u32,
+    follow: bool,
+) -> bool {
+    use crate::log_relay::{LogPiece, READER_QUEUE};
+    let send = |msg: &LanToAdmin| outbox.send(Utf8Bytes::from(encode(msg)));
+    let (chunks, mut rx) = tokio::sync::mpsc::channel(READER_QUEUE);
+    let (reply, answer) = oneshot::channel();
+    let asked = ctx
+        .events
+        .send(Event::LogsOpen {
+            instancename,
+            lines,
+            follow,
+            chunks,
+            reply,
+        })
+        .await;
+    let id = match (asked, answer.await) {
+        (Ok(()), Ok(Ok(id))) => id,
+        (Ok(()), Ok(Err(message))) => {
+            return send(&LanToAdmin::Error {
+                code: ErrorCode::Unknown,
+                message,
+            })
+        }
+        _ => return false,
+    };
+    let go_on = loop {
+        tokio::select! {
+            piece = rx.recv() => match piece {
+                Some(LogPiece::Data(data)) => {
+                    if !send(&LanToAdmin::Log { data }) {
+                        break false;
+                    }
+                }
+                Some(LogPiece::End(None)) => {
+                    break send(&LanToAdmin::Done { message: "end of log".into() });
+                }
+                Some(LogPiece::End(Some(message))) => {
+                    break send(&LanToAdmin::Error { code: ErrorCode::Unknown, message });
+                }
+                // Cut off: this reader fell behind its master.
+                None => {
+                    break send(&LanToAdmin::Error {
+                        code: ErrorCode::RateLimited,
+                        message: "the log came faster than it was read; cut off".into(),
+                    });
+                }
+            },
+            m = stream.next() => match m {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break false,
+                Some(Ok(_)) => {}
+            },
+            _ = kill.killed() => break false,
+        }
+    };
+    let _ = ctx.events.send(Event::LogsClose { id }).await;
+    go_on
 }
 
 /// Runs one received frame through the peer's rate limit; false drops it.

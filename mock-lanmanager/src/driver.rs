@@ -9,9 +9,11 @@
 
 use crate::core::{ConnId, Effect, Input, Now, ReqId, State, Write};
 use crate::events::EventHub;
+use crate::log_relay::{LogPiece, LogRelay};
 use crate::needs_store::Store;
 use crate::outbox::{mono_us, Outbox};
 use crate::portcheck::{check_ports, probe_service};
+use allex_protocol::InstanceName;
 use allex_protocol::{AdminToLan, LanToAdmin, MasterHello, MasterToLan};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -56,6 +58,25 @@ pub enum Event {
         /// Where the answer goes.
         reply: oneshot::Sender<LanToAdmin>,
     },
+    /// An admin session asks for a service's output; the answer is the
+    /// request's id, or why it cannot be asked.
+    LogsOpen {
+        /// Instance name.
+        instancename: InstanceName,
+        /// How many of the last lines first.
+        lines: u32,
+        /// Keep sending what it writes.
+        follow: bool,
+        /// Where the output goes.
+        chunks: mpsc::Sender<LogPiece>,
+        /// The request's id, or why not.
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+    /// The reader of a log request went.
+    LogsClose {
+        /// The request's id.
+        id: u64,
+    },
     /// Write the `running` file now and answer (before a clean shutdown).
     FlushNow {
         /// Answered once the file is written (or could not be).
@@ -98,6 +119,8 @@ pub struct Driver {
     journal: std::sync::mpsc::Sender<Write>,
     /// Where the core's events go to their followers.
     hub: Arc<EventHub>,
+    /// Log requests under way, from masters to admin sessions.
+    logs: LogRelay,
 }
 
 impl Driver {
@@ -120,6 +143,7 @@ impl Driver {
             store,
             journal,
             hub,
+            logs: LogRelay::default(),
         };
         let mut fed = VecDeque::new();
         for effect in initial {
@@ -170,10 +194,51 @@ impl Driver {
                 self.outboxes.insert(conn, outbox);
                 Input::MasterHello { hello, conn, peer }
             }
+            // Log output is relayed here, not decided on by the core.
+            Event::FromMaster {
+                conn,
+                msg: MasterToLan::LogChunk { id, data },
+            } => {
+                self.logs.chunk(conn, id, data, self.outboxes.get(&conn));
+                return None;
+            }
+            Event::FromMaster {
+                conn,
+                msg: MasterToLan::LogsEnd { id, error },
+            } => {
+                self.logs.end(conn, id, error);
+                return None;
+            }
             Event::FromMaster { conn, msg } => Input::FromMaster { conn, msg },
             Event::MasterGone { conn } => {
                 self.outboxes.remove(&conn);
+                self.logs.gone(conn);
                 Input::MasterGone { conn }
+            }
+            Event::LogsOpen {
+                instancename,
+                lines,
+                follow,
+                chunks,
+                reply,
+            } => {
+                let answer = match self.core.serving_conn(&instancename) {
+                    None => Err(format!("{instancename} is not running")),
+                    Some((master, conn)) => match self.outboxes.get(&conn) {
+                        None => Err(format!("{master} is not connected")),
+                        Some(outbox) => self
+                            .logs
+                            .open(outbox, instancename, lines, follow, chunks)
+                            .ok_or_else(|| format!("the link to {master} is gone")),
+                    },
+                };
+                let _ = reply.send(answer);
+                return None;
+            }
+            Event::LogsClose { id } => {
+                let outboxes = &self.outboxes;
+                self.logs.close(id, |c| outboxes.get(&c).cloned());
+                return None;
             }
             Event::Admin { request, reply } => {
                 let req = self.id();

@@ -116,6 +116,21 @@ pub enum MasterToLan {
     /// The master is shutting down: the `down`s that follow are its own
     /// stops, not deaths, and count against no need's crash-loop budget.
     Leaving,
+    /// Part of a service's output, answering `logs`.
+    LogChunk {
+        /// The request's id.
+        id: u64,
+        /// The output (invalid UTF-8 replaced).
+        data: String,
+    },
+    /// The end of a `logs` answer: all sent, or why not.
+    LogsEnd {
+        /// The request's id.
+        id: u64,
+        /// Why it ended early (no log, cancelled), when it did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
 }
 
 /// Lan manager -> master.
@@ -211,6 +226,24 @@ pub enum LanToMaster {
         /// The master's sequence number.
         seq: u64,
     },
+    /// Asks for a service's output: its last `lines` lines, then, with
+    /// `follow`, what it writes until `logs_cancel`; answered by
+    /// `log_chunk`s and one `logs_end`.
+    Logs {
+        /// Numbers the request on this link.
+        id: u64,
+        /// Instance name.
+        instancename: InstanceName,
+        /// How many of the last lines first.
+        lines: u32,
+        /// Keep sending what it writes.
+        follow: bool,
+    },
+    /// Ends a `logs` request (its reader went).
+    LogsCancel {
+        /// The request's id.
+        id: u64,
+    },
     /// A request was refused; the session goes on unless the lan manager closes it.
     Error {
         /// Machine-readable cause.
@@ -256,6 +289,18 @@ pub enum AdminToLan {
         /// The master's name.
         name: String,
     },
+    /// Streams a service's output from its master: `log` answers, then
+    /// `done` (or, with `follow`, until the client goes).
+    Logs {
+        /// Instance name.
+        instancename: InstanceName,
+        /// How many of the last lines first.
+        #[serde(default = "default_log_lines")]
+        lines: u32,
+        /// Keep sending what it writes.
+        #[serde(default)]
+        follow: bool,
+    },
     /// Takes no new need on this master and moves its services to others,
     /// one at a time, each stopped before it starts elsewhere.
     MasterDrain {
@@ -298,6 +343,11 @@ pub enum LanToAdmin {
     Status {
         /// The state.
         status: LanStatus,
+    },
+    /// Part of a service's output, answering `logs`.
+    Log {
+        /// The output.
+        data: String,
     },
     /// One event, answering `events`.
     Event {
@@ -360,4 +410,8 @@ impl std::fmt::Display for ErrorCode {
         let v = serde_json::to_value(self).ok();
         f.write_str(v.as_ref().and_then(|v| v.as_str()).unwrap_or("error"))
     }
+}
+
+fn default_log_lines() -> u32 {
+    10
 }

@@ -103,6 +103,14 @@ fn master_to_lan_examples() {
         },
         MasterToLan::Heartbeat { seq: 3 },
         MasterToLan::Leaving,
+        MasterToLan::LogChunk {
+            id: 1,
+            data: "tick 41\ntick 42\n".into(),
+        },
+        MasterToLan::LogsEnd {
+            id: 1,
+            error: Some("no log of Time on this master".into()),
+        },
     ];
     insta::assert_json_snapshot!(snapshot(&msgs));
 }
@@ -156,6 +164,13 @@ fn lan_to_master_examples() {
             }),
         },
         LanToMaster::Heartbeat { seq: 3 },
+        LanToMaster::Logs {
+            id: 1,
+            instancename: allex_protocol::instance!("Time"),
+            lines: 10,
+            follow: true,
+        },
+        LanToMaster::LogsCancel { id: 1 },
         LanToMaster::Error {
             code: ErrorCode::Stale,
             message: "generation 6 is not current (7)".into(),
@@ -277,6 +292,11 @@ fn admin_examples() {
         AdminToLan::NeedRemove {
             instancename: allex_protocol::instance!("Time"),
         },
+        AdminToLan::Logs {
+            instancename: allex_protocol::instance!("Time"),
+            lines: 10,
+            follow: false,
+        },
         AdminToLan::NeedRestart {
             instancename: allex_protocol::instance!("Time"),
         },
@@ -331,6 +351,9 @@ fn admin_examples() {
                     draining: false,
                 }],
             },
+        },
+        LanToAdmin::Log {
+            data: "tick 42\n".into(),
         },
         LanToAdmin::Error {
             code: ErrorCode::Duplicate,

@@ -203,6 +203,11 @@ impl State {
         }
     }
 
+    /// The runtime directory (children's logs live under it).
+    pub fn runtimedir(&self) -> &std::path::Path {
+        &self.cfg.runtimedirectory
+    }
+
     /// Sets the descriptor limit the children must fit under.
     pub fn with_fdlimit(mut self, limit: u64) -> State {
         self.fdlimit = limit;

@@ -215,7 +215,10 @@ impl State {
                     self.reply(req, LocalReply::Location { location });
                 }
             }
-            LanToMaster::Heartbeat { .. } => {}
+            // The driver answers log requests itself.
+            LanToMaster::Heartbeat { .. }
+            | LanToMaster::Logs { .. }
+            | LanToMaster::LogsCancel { .. } => {}
             LanToMaster::Error { code, message } if !self.welcomed() => {
                 // The link logs the refusal; status shows it until a welcome.
                 self.refused = Some(format!("{code}: {message}"));

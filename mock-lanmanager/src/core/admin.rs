@@ -62,8 +62,8 @@ impl State {
                     self.write_identities(masters::IdentityWrite::Forget { name, hash, req })
                 }
             },
-            // Streamed by the connection from the event hub, never by the core.
-            AdminToLan::Events { .. } => {
+            // Streamed by the connection, never by the core.
+            AdminToLan::Events { .. } | AdminToLan::Logs { .. } => {
                 let msg = "events are answered by the connection".to_string();
                 self.reply(req, admin_error(ErrorCode::Invalid, msg));
             }

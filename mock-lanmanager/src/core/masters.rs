@@ -755,6 +755,8 @@ impl State {
                 });
                 self.on_down(&master, &instancename, generation, pid, ordered, uptime_ms)
             }
+            // Relayed by the driver; never reaches here in a running lan manager.
+            MasterToLan::LogChunk { .. } | MasterToLan::LogsEnd { .. } => {}
             MasterToLan::Capacity(capacity) => self.on_capacity(&master, capacity),
             MasterToLan::Leaving => {
                 tracing::info!(master, "master shutting down: its stops are not failures");

@@ -217,6 +217,18 @@ impl State {
         (state, fx)
     }
 
+    /// The master running `instance` (listed or being checked) and its
+    /// connection, for relaying a request to it.
+    pub fn serving_conn(&self, instance: &InstanceName) -> Option<(String, ConnId)> {
+        let master = match &self.needs.get(instance)?.slot {
+            Slot::Running(r) => &r.master,
+            Slot::Checking { master, .. } => master,
+            _ => return None,
+        };
+        let conn = self.masters.get(master)?.conn?;
+        Some((master.clone(), conn))
+    }
+
     /// Handles one input at `now`; returns what the driver must do, in order.
     pub fn handle(&mut self, now: Now, input: Input) -> Vec<Effect> {
         self.now = now;
