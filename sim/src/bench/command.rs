@@ -37,6 +37,15 @@ pub struct BenchArgs {
     /// Also run the scale figure with every virtual master claiming every need.
     #[arg(long)]
     pub racing: bool,
+    /// Followers of the event-stream figure (default 10; 0 skips it).
+    #[arg(long, value_name = "F")]
+    pub event_followers: Option<usize>,
+    /// Needs added during the event-stream figure (default 10000).
+    #[arg(long, value_name = "K")]
+    pub event_needs: Option<usize>,
+    /// Only these figures, comma-separated (1-3 run together; default all).
+    #[arg(long, value_delimiter = ',', value_name = "N,...")]
+    pub figures: Option<Vec<u8>>,
 }
 
 impl BenchArgs {
@@ -66,6 +75,25 @@ impl BenchArgs {
             c.scale_needs = k;
         }
         c.racing |= self.racing;
+        if let Some(f) = self.event_followers {
+            c.event_followers = f;
+        }
+        if let Some(k) = self.event_needs {
+            c.event_needs = k;
+        }
+        if let Some(f) = &self.figures {
+            let has = |n: u8| f.contains(&n);
+            if !(has(1) || has(2) || has(3)) {
+                c.sizes.clear();
+                c.recovery_n = 0;
+            }
+            if !has(4) {
+                c.virtual_masters = 0;
+            }
+            if !has(5) {
+                c.event_followers = 0;
+            }
+        }
         c
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod cold_start;
 pub mod command;
+pub mod events;
 pub mod footprint;
 pub mod probe;
 pub mod raw;
@@ -76,6 +77,10 @@ pub struct BenchConfig {
     pub scale_needs: usize,
     /// Whether every virtual master also claims every need (a racing run).
     pub racing: bool,
+    /// Followers of the event stream (figure 5); 0 skips the figure.
+    pub event_followers: usize,
+    /// Needs added while they follow.
+    pub event_needs: usize,
     /// Whether this is the small smoke run: no targets apply.
     pub quick: bool,
 }
@@ -91,6 +96,8 @@ impl BenchConfig {
             virtual_masters: 100,
             scale_needs: 10_000,
             racing: false,
+            event_followers: 10,
+            event_needs: 10_000,
             quick: false,
         }
     }
@@ -105,6 +112,8 @@ impl BenchConfig {
             virtual_masters: 4,
             scale_needs: 100,
             racing: false,
+            event_followers: 2,
+            event_needs: 50,
             quick: true,
         }
     }
@@ -155,13 +164,17 @@ pub fn run_bench(cfg: &BenchConfig, command: String) -> Result<Report, BenchErro
     let on_target = !cfg.quick;
     let mut rows = Vec::new();
     let mut sizes = cfg.sizes.clone();
-    if !sizes.contains(&cfg.recovery_n) {
+    if cfg.recovery_n > 0 && !sizes.contains(&cfg.recovery_n) {
         sizes.push(cfg.recovery_n);
     }
     sizes.sort_unstable();
     sizes.dedup();
 
-    let raw_single = raw::recovery(cfg.kills.max(1))?;
+    let raw_single = if sizes.is_empty() {
+        Vec::new()
+    } else {
+        raw::recovery(cfg.kills.max(1))?
+    };
     for &n in &sizes {
         let raw_n = raw::cold_start(n, false)?;
         let raw_fork = raw::cold_start(n, true)?;
@@ -389,6 +402,39 @@ pub fn run_bench(cfg: &BenchConfig, command: String) -> Result<Report, BenchErro
             ));
         }
     }
+    if cfg.event_followers > 0 && cfg.event_needs > 0 {
+        for followers in [0, cfg.event_followers] {
+            let e = events::run(&rt, followers, cfg.event_needs)?;
+            tracing::info!(?e, "events");
+            let (f, k) = (e.followers, e.needs);
+            if f > 0 {
+                rows.push(Row::new(
+                    5,
+                    format!("{k} needs added, {f} followers: events each follower got per second"),
+                    e.per_follower_per_s,
+                    "ev/s",
+                ));
+                rows.push(Row::new(
+                    5,
+                    format!("{k} needs added, {f} followers: events delivered per second, all"),
+                    e.per_follower_per_s * f as f64,
+                    "ev/s",
+                ));
+            }
+            rows.push(Row::new(
+                5,
+                format!("{k} needs added, {f} followers: lan manager CPU"),
+                e.lan_cpu_ms,
+                "ms",
+            ));
+            rows.push(Row::new(
+                5,
+                format!("{k} needs added, {f} followers: lan manager RSS after"),
+                mib(e.lan_rss_kib),
+                "MiB",
+            ));
+        }
+    }
     rows.sort_by_key(|r| r.group);
 
     Ok(Report {
@@ -415,5 +461,6 @@ fn method_notes() -> Vec<String> {
         "lan manager timings: production defaults except --stable-ms 500; killed children had run over 1.1 s".into(),
         "CPU: /proc/PID/task/*/schedstat run time over the idle window, scaled to 30 s; memory: /proc/PID/smaps_rollup".into(),
         "figure 4: needs added before the virtual masters connect; time from the first connect to the last `running`; each virtual master's services share its 3 real accepting ports".into(),
+        "figure 5: followers subscribe (`events --follow` over the admin WebSocket) before the first need_add; needs added over 32 admin sessions; per-follower rate = needs / (first need_add -> the last follower's last need_added); CPU over that run, from schedstat".into(),
     ]
 }
