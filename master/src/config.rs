@@ -16,6 +16,14 @@ pub enum ConfigError {
         /// The path given.
         path: PathBuf,
     },
+    /// Both names of the config exist: which one is meant is not ours to guess.
+    #[error("both {} and {} exist: remove one (AllexJS reads the second)", plain.display(), hidden.display())]
+    Both {
+        /// `allexmasterconfig.json`.
+        plain: PathBuf,
+        /// `.allexmasterconfig.json`.
+        hidden: PathBuf,
+    },
     /// The missing file could not be written.
     #[error("{}: cannot write the default config: {cause}", path.display())]
     WriteDefault {
@@ -57,7 +65,20 @@ pub fn load_or_create(path: &Path) -> Result<MasterConfig, ConfigError> {
 pub fn load_for_run(given: Option<&Path>) -> Result<MasterConfig, ConfigError> {
     match given {
         Some(path) => load_existing(path),
-        None => load_or_create(Path::new(allex_protocol::config::CONFIG_FILE_NAME)),
+        None => load_or_create(&default_path(Path::new("."))?),
+    }
+}
+
+/// The config in `dir`: `allexmasterconfig.json` or, as AllexJS names it,
+/// `.allexmasterconfig.json`; both existing is refused; neither gives the
+/// first name, for the seed.
+pub fn default_path(dir: &Path) -> Result<PathBuf, ConfigError> {
+    let plain = dir.join(allex_protocol::config::CONFIG_FILE_NAME);
+    let hidden = dir.join(allex_protocol::config::ALLEXJS_CONFIG_FILE_NAME);
+    match (plain.exists(), hidden.exists()) {
+        (true, true) => Err(ConfigError::Both { plain, hidden }),
+        (false, true) => Ok(hidden),
+        _ => Ok(plain),
     }
 }
 
@@ -76,11 +97,11 @@ pub fn load_or_default(given: Option<&Path>) -> Result<MasterConfig, ConfigError
     match given {
         Some(path) => load_existing(path),
         None => {
-            let path = Path::new(allex_protocol::config::CONFIG_FILE_NAME);
+            let path = default_path(Path::new("."))?;
             if path.exists() {
-                Ok(MasterConfig::load(path)?)
+                Ok(MasterConfig::load(&path)?)
             } else {
-                Ok(MasterConfig::parse(path, DEFAULT_CONFIG_TEXT)?)
+                Ok(MasterConfig::parse(&path, DEFAULT_CONFIG_TEXT)?)
             }
         }
     }
@@ -101,6 +122,44 @@ pub fn master_name(cfg: &MasterConfig) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_config_is_found_under_either_name_and_both_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("allexmasterconfig.json");
+        let hidden = dir.path().join(".allexmasterconfig.json");
+        assert_eq!(
+            default_path(dir.path()).unwrap(),
+            plain,
+            "neither: the seed's name"
+        );
+        std::fs::write(&hidden, DEFAULT_CONFIG_TEXT).unwrap();
+        assert_eq!(default_path(dir.path()).unwrap(), hidden);
+        std::fs::write(&plain, DEFAULT_CONFIG_TEXT).unwrap();
+        let e = default_path(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("allexmasterconfig.json") && e.contains(".allexmasterconfig.json"),
+            "{e}"
+        );
+        std::fs::remove_file(&hidden).unwrap();
+        assert_eq!(default_path(dir.path()).unwrap(), plain);
+    }
+
+    #[test]
+    fn lanmanagerportcorrection_shifts_the_port_and_is_checked() {
+        let text = |c: i64| {
+            DEFAULT_CONFIG_TEXT.replacen(
+                '{',
+                &format!("{{\n  \"lanmanagerportcorrection\": {c},"),
+                1,
+            )
+        };
+        let cfg = MasterConfig::parse(Path::new("c.json"), &text(10)).unwrap();
+        assert_eq!(cfg.lanmanager_port(), cfg.lanmanagerport + 10);
+        let e = MasterConfig::parse(Path::new("c.json"), &text(-70000)).unwrap_err();
+        assert_eq!((e.line, e.column), (2, 3), "{e}");
+        assert!(e.message.contains("outside 1..=65535"), "{e}");
+    }
 
     #[test]
     fn missing_file_gets_the_seed_and_parses() {

@@ -37,7 +37,7 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
         .saturating_add(1000);
     let link_cfg = LinkConfig {
         host: cfg.lanmanageraddress.clone(),
-        port: cfg.lanmanagerport,
+        port: cfg.lanmanager_port(),
         reconnect_max: Duration::from_millis(cfg.reconnectmaxms),
     };
     let ports = PortOffice::from_config(&cfg);

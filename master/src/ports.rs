@@ -21,6 +21,28 @@ pub enum PortError {
         /// Last port of the range.
         end: u16,
     },
+    /// The need pins a port outside this master's range for the protocol.
+    #[error("the need pins {protocol} port {port}, outside this master's {protocol} range {start}..={end}")]
+    PinnedOutside {
+        /// The protocol.
+        protocol: Protocol,
+        /// The pinned port.
+        port: u16,
+        /// First port of the range.
+        start: u16,
+        /// Last port of the range.
+        end: u16,
+    },
+    /// The pinned port is held by one of this master's children or cannot be bound now.
+    #[error("the need pins {protocol} port {port}, which is {why}")]
+    PinnedTaken {
+        /// The protocol.
+        protocol: Protocol,
+        /// The pinned port.
+        port: u16,
+        /// Held here or bound by another process.
+        why: &'static str,
+    },
 }
 
 /// Decides whether a port can be bound right now (injectable for tests).
@@ -91,11 +113,52 @@ impl PortOffice {
         Ok(())
     }
 
+    /// Exactly `port` of protocol `p`, when it is in range, not held and bindable now.
+    fn find_pinned(&self, p: Protocol, port: u16) -> Result<u16, PortError> {
+        let r = &self.ranges[p];
+        let end = usize::from(r.start) + r.held.len().saturating_sub(1);
+        let end = u16::try_from(end).unwrap_or(u16::MAX);
+        if port < r.start || port > end {
+            return Err(PortError::PinnedOutside {
+                protocol: p,
+                port,
+                start: r.start,
+                end,
+            });
+        }
+        let why = if self.is_held(p, port) {
+            "held by a child of this master"
+        } else if !(self.probe)(p, port) {
+            "bound by another process"
+        } else {
+            return Ok(port);
+        };
+        Err(PortError::PinnedTaken {
+            protocol: p,
+            port,
+            why,
+        })
+    }
+
     /// Reserves the first free port of each protocol; all or nothing.
     pub fn reserve(&mut self, protocols: &[Protocol]) -> Result<Ports, PortError> {
+        self.reserve_pinned(protocols, &PerProtocol::from_fn(|_| None))
+    }
+
+    /// Like [`PortOffice::reserve`], with exactly the port `pins` names for
+    /// each protocol it pins (AllexJS `tcpport`, `httpport`, `wsport`).
+    pub fn reserve_pinned(
+        &mut self,
+        protocols: &[Protocol],
+        pins: &PerProtocol<Option<u16>>,
+    ) -> Result<Ports, PortError> {
         let mut ports = Ports::default();
         for p in protocols {
-            match self.find(*p) {
+            let found = match pins[*p] {
+                Some(port) => self.find_pinned(*p, port),
+                None => self.find(*p),
+            };
+            match found {
                 Ok(port) => {
                     self.mark(*p, port, true);
                     ports.set(*p, Some(port));
@@ -309,5 +372,51 @@ mod tests {
         drop(other);
         o.release(&ports);
         assert_eq!(o.reserve(&[Protocol::Tcp]).unwrap().tcp, Some(busy));
+    }
+
+    #[test]
+    fn a_pinned_port_is_reserved_exactly_or_refused_with_why() {
+        let mut o = office(10);
+        let pins = |tcp| PerProtocol {
+            tcp,
+            http: None,
+            ws: None,
+        };
+        let got = o
+            .reserve_pinned(&[Protocol::Tcp, Protocol::Http], &pins(Some(20005)))
+            .unwrap();
+        assert_eq!((got.tcp, got.http), (Some(20005), Some(21000)));
+        let again = o.reserve_pinned(&[Protocol::Tcp], &pins(Some(20005)));
+        assert!(
+            matches!(again, Err(PortError::PinnedTaken { port: 20005, .. })),
+            "{again:?}"
+        );
+        let far = o.reserve_pinned(&[Protocol::Tcp], &pins(Some(30000)));
+        assert!(
+            matches!(
+                far,
+                Err(PortError::PinnedOutside {
+                    port: 30000,
+                    start: 20000,
+                    end: 20009,
+                    ..
+                })
+            ),
+            "{far:?}"
+        );
+        assert_eq!(o.free_counts().http, 9, "a refusal holds nothing");
+        let mut busy = PortOffice::new(
+            PerProtocol::from_fn(|p| match p {
+                Protocol::Tcp => 20000,
+                Protocol::Http => 21000,
+                Protocol::Ws => 22000,
+            }),
+            10,
+            Box::new(|_, port| port != 20003),
+        );
+        let e = busy
+            .reserve_pinned(&[Protocol::Tcp], &pins(Some(20003)))
+            .unwrap_err();
+        assert!(e.to_string().contains("bound by another process"), "{e}");
     }
 }

@@ -95,6 +95,9 @@ pub fn render(st: &MasterStatus) -> String {
             format!(" (exhausted: {})", names.join(","))
         }
     );
+    for (instance, why) in &st.declined {
+        let _ = writeln!(out, "left to other masters: {instance}: {why}");
+    }
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::NOTHING)
         .set_header(vec![

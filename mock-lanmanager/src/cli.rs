@@ -120,7 +120,32 @@ pub enum NeedAction {
         #[command(flatten)]
         conn: ConnectArgs,
     },
-    /// List the needs with their state and master.
+    /// Close a need (AllexJS `closed: true`): kept, not run; its service
+    /// stops. Recorded in `needs.runtime`; done once it is on disk.
+    Disable {
+        /// Instance name of the need.
+        name: InstanceName,
+        /// Where the lan manager runs.
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+    /// Reopen a closed need; done once `needs.runtime` is on disk.
+    Enable {
+        /// Instance name of the need.
+        name: InstanceName,
+        /// Where the lan manager runs.
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+    /// Re-read `needs`, `needs.overlay` and `needs.runtime` and apply the
+    /// difference (as SIGHUP or an edit of one of them does); a bad file
+    /// changes nothing and is named with its line and column.
+    Reload {
+        /// Where the lan manager runs.
+        #[command(flatten)]
+        conn: ConnectArgs,
+    },
+    /// List the needs with their state, master and the files they come from.
     List {
         /// Print JSON for scripts instead of a table.
         #[arg(long)]
@@ -231,6 +256,10 @@ pub struct RunArgs {
     /// metrics, dashboard), or `off` [default: 127.0.0.1:23553].
     #[arg(long, value_name = "ADDR:PORT|off")]
     pub http: Option<String>,
+    /// Do not watch the needs files for edits (a filesystem without inotify);
+    /// SIGHUP and `need reload` still re-read them.
+    #[arg(long)]
+    pub no_watch: bool,
 }
 
 impl RunArgs {
@@ -257,6 +286,8 @@ impl RunArgs {
                 None => Some(crate::http::DEFAULT_HTTP.into()),
             },
             http_required: self.http.is_some(),
+            watch_needs: !self.no_watch,
+            subnets: None,
         }
     }
 }

@@ -176,6 +176,11 @@ async fn need(action: NeedAction) -> Result<()> {
         NeedAction::Restart { name, conn } => {
             (conn, AdminToLan::NeedRestart { instancename: name })
         }
+        NeedAction::Disable { name, conn } => {
+            (conn, AdminToLan::NeedDisable { instancename: name })
+        }
+        NeedAction::Enable { name, conn } => (conn, AdminToLan::NeedEnable { instancename: name }),
+        NeedAction::Reload { conn } => (conn, AdminToLan::NeedReload),
         NeedAction::List { json, conn } => {
             let st = admin::status(&conn.connect, conn.token).await?;
             return print_out(&if json {

@@ -124,6 +124,16 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, id: ConnId, ctx: Arc<Con
                 format!("the first frame must be hello or admin_hello: {why}"),
             );
         }
+        Ok(Opening::Hello(_)) if !from_allowed_subnet(&ctx.settings, peer) => {
+            tracing::warn!(%peer, "refusing a master from outside .allexlanmanager/subnets");
+            outbox.refuse(
+                ErrorCode::AddressRefused,
+                format!(
+                    "{} is not in this lan manager's subnets file",
+                    peer.ip().to_canonical()
+                ),
+            );
+        }
         Ok(Opening::Hello(hello)) => {
             if admit(
                 &ctx.settings,
@@ -163,6 +173,14 @@ fn error_frame(code: ErrorCode, message: &str) -> Utf8Bytes {
         code,
         message: message.to_string(),
     }))
+}
+
+/// Whether a master may connect from `peer` (no subnets file: from anywhere).
+fn from_allowed_subnet(settings: &Settings, peer: SocketAddr) -> bool {
+    settings
+        .subnets
+        .as_ref()
+        .is_none_or(|s| s.allows(peer.ip()))
 }
 
 /// Checks version and token of an opening frame; refuses and closes on a mismatch.

@@ -77,6 +77,8 @@ pub enum Event {
         /// The request's id.
         id: u64,
     },
+    /// Re-read the needs files and apply their difference (SIGHUP, an edit).
+    Reload,
     /// Write the `running` file now and answer (before a clean shutdown).
     FlushNow {
         /// Answered once the file is written (or could not be).
@@ -244,6 +246,12 @@ impl Driver {
                 let req = self.id();
                 self.replies.insert(req, reply);
                 Input::Admin { req, request }
+            }
+            Event::Reload => {
+                if self.store.send(Write::ReadNeeds).is_err() {
+                    tracing::error!("the disk writer is gone; the needs are not reloaded");
+                }
+                return None;
             }
             Event::FlushNow { done } => {
                 let ack = self.id();
@@ -423,8 +431,11 @@ fn spawn_disk_writer(
                     };
                 }
                 let reply = match write {
-                    Write::Needs(needs) => Some(Done::Input(Input::NeedsWritten {
-                        result: store.write_needs(&needs).map_err(|e| e.to_string()),
+                    Write::Runtime(runtime) => Some(Done::Input(Input::NeedsWritten {
+                        result: store.write_runtime(&runtime).map_err(|e| e.to_string()),
+                    })),
+                    Write::ReadNeeds => Some(Done::Input(Input::NeedsRead {
+                        result: store.load_layers().map_err(|e| e.to_string()),
                     })),
                     Write::Masters(identities) => Some(Done::Input(Input::MastersWritten {
                         result: store.write_masters(&identities).map_err(|e| e.to_string()),

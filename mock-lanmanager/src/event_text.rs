@@ -23,9 +23,17 @@ pub fn line(e: &LanEvent) -> String {
             instancename,
             modulename,
         } => format!("{instancename} (module {modulename})"),
-        EventKind::NeedRemoved { instancename } | EventKind::Opened { instancename } => {
-            instancename.to_string()
-        }
+        EventKind::NeedRemoved { instancename }
+        | EventKind::Opened { instancename }
+        | EventKind::NeedDisabled { instancename }
+        | EventKind::NeedEnabled { instancename }
+        | EventKind::NeedChanged { instancename } => instancename.to_string(),
+        EventKind::NeedsReloaded {
+            added,
+            removed,
+            changed,
+        } => format!("{added} added, {removed} removed, {changed} changed"),
+        EventKind::ReloadRefused { message } => format!("nothing changed: {message}"),
         EventKind::Claimed {
             instancename,
             master,

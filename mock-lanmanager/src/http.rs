@@ -248,11 +248,14 @@ async fn need_action(
             let answer = admin(&ctx, AdminToLan::NeedRestart { instancename }).await?;
             done(answer, StatusCode::OK)
         }
-        "disable" | "enable" => Err(problem(
-            StatusCode::NOT_IMPLEMENTED,
-            ErrorCode::Invalid,
-            &format!("need {action} is not implemented yet"),
-        )),
+        "disable" => {
+            let answer = admin(&ctx, AdminToLan::NeedDisable { instancename }).await?;
+            done(answer, StatusCode::OK)
+        }
+        "enable" => {
+            let answer = admin(&ctx, AdminToLan::NeedEnable { instancename }).await?;
+            done(answer, StatusCode::OK)
+        }
         _ => Err(not_found()),
     }
 }

@@ -22,6 +22,7 @@ pub mod needs_store;
 pub mod outbox;
 pub mod portcheck;
 pub mod ratelimit;
+pub mod reload;
 pub mod server;
 pub mod settings;
 pub mod status;

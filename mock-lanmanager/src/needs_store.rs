@@ -1,14 +1,18 @@
 //! The lan manager's files under `<dir>/.allexlanmanager`, written atomically.
 //!
-//! `needs` is the operator's list (AllexJS format) and must survive anything;
+//! `needs` is the operator's list (AllexJS format), never written but when
+//! missing; `needs.overlay` extends it and `needs.runtime` holds what was
+//! changed while running (the only needs file the lan manager writes);
 //! `generation` reserves blocks of generation numbers so none is ever reused
 //! across restarts without an fsync per grant; `running` is an advisory record
 //! of which master ran which need, read after a restart to hold those needs
 //! for their master during the settle period.
 
+use allex_protocol::layers::{Layers, RuntimeEntry, Source};
+use allex_protocol::subnets::Subnets;
+use allex_protocol::FileError;
 use allex_protocol::Generation;
 use allex_protocol::InstanceName;
-use allex_protocol::{FileError, Need, NeedsFile};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -97,6 +101,8 @@ pub fn replay_journal(
 pub struct Store {
     dir: PathBuf,
     needs: PathBuf,
+    overlay: PathBuf,
+    runtime: PathBuf,
     running: PathBuf,
     journal: PathBuf,
     generation: PathBuf,
@@ -111,6 +117,8 @@ impl Store {
         sweep_dead_temp_files(&dir);
         Ok(Store {
             needs: dir.join("needs"),
+            overlay: dir.join("needs.overlay"),
+            runtime: dir.join("needs.runtime"),
             running: dir.join("running"),
             journal: dir.join("running.journal"),
             generation: dir.join("generation"),
@@ -124,22 +132,64 @@ impl Store {
         &self.needs
     }
 
-    /// Reads the needs; a missing file is created as `[]`, a bad one is an error.
-    pub fn load_needs(&self) -> Result<Vec<Need>, StoreError> {
-        match fs::read_to_string(&self.needs) {
-            Ok(text) => Ok(NeedsFile::parse(&self.needs, &text)?.0),
+    /// The overlay layer's path (`needs.overlay`).
+    pub fn overlay_path(&self) -> &Path {
+        &self.overlay
+    }
+
+    /// The runtime layer's path (`needs.runtime`).
+    pub fn runtime_path(&self) -> &Path {
+        &self.runtime
+    }
+
+    /// Reads and checks the three needs files; a missing `needs` is created
+    /// as `[]`, missing layers are empty, a bad file is an error naming its
+    /// `file:line:column`.
+    pub fn load_layers(&self) -> Result<Layers, StoreError> {
+        let needs = match fs::read_to_string(&self.needs) {
+            Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 write_atomic(&self.needs, b"[]\n").map_err(io_err(&self.needs))?;
-                Ok(Vec::new())
+                "[]".to_string()
             }
-            Err(e) => Err(io_err(&self.needs)(e)),
+            Err(e) => return Err(io_err(&self.needs)(e)),
+        };
+        let read_layer = |path: &Path| match fs::read_to_string(path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(path)(e)),
+        };
+        let overlay = read_layer(&self.overlay)?;
+        let runtime = read_layer(&self.runtime)?;
+        Ok(Layers::parse(
+            Source {
+                path: &self.needs,
+                text: &needs,
+            },
+            source(&self.overlay, overlay.as_deref()),
+            source(&self.runtime, runtime.as_deref()),
+        )?)
+    }
+
+    /// Reads `subnets` (a JSON array of addresses and CIDRs); `None` when
+    /// there is none, an error naming `file:line:column` when it is bad.
+    pub fn load_subnets(&self) -> Result<Option<Subnets>, StoreError> {
+        let path = self.dir.join("subnets");
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(Subnets::parse(&path, &text)?)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path)(e)),
         }
     }
 
-    /// Replaces the needs file; when this returns Ok the new list is on disk.
-    pub fn write_needs(&self, needs: &[Need]) -> Result<(), StoreError> {
-        let text = NeedsFile(needs.to_vec()).to_text();
-        write_atomic(&self.needs, text.as_bytes()).map_err(io_err(&self.needs))
+    /// Replaces `needs.runtime`; when this returns Ok the new layer is on disk.
+    pub fn write_runtime(&self, runtime: &[RuntimeEntry]) -> Result<(), StoreError> {
+        let text = Layers {
+            runtime: runtime.to_vec(),
+            ..Layers::default()
+        }
+        .runtime_text();
+        write_atomic(&self.runtime, text.as_bytes()).map_err(io_err(&self.runtime))
     }
 
     /// The highest generation bound reserved so far (0 when none).
@@ -265,6 +315,10 @@ impl Store {
     }
 }
 
+fn source<'a>(path: &'a Path, text: Option<&'a str>) -> Option<Source<'a>> {
+    text.map(|text| Source { path, text })
+}
+
 /// Removes temp files a killed lan manager left mid-write (`.<name>.tmp.<pid>.<seq>`),
 /// so that crashes do not fill the disk; a live writer's files are left alone.
 fn sweep_dead_temp_files(dir: &Path) {
@@ -335,17 +389,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn missing_needs_file_is_created_empty_and_round_trips() {
+    fn missing_needs_file_is_created_empty_and_the_runtime_layer_round_trips() {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(d.path()).unwrap();
-        assert_eq!(s.load_needs().unwrap(), vec![]);
+        assert_eq!(s.load_layers().unwrap(), Layers::default());
         assert_eq!(fs::read_to_string(s.needs_path()).unwrap(), "[]\n");
-        let needs = vec![
-            Need::new("m", allex_protocol::instance!("A")),
-            Need::new("m", allex_protocol::instance!("B")),
-        ];
-        s.write_needs(&needs).unwrap();
-        assert_eq!(s.load_needs().unwrap(), needs);
+        let mut layers = Layers::default();
+        layers.add(allex_protocol::Need::new(
+            "m",
+            allex_protocol::instance!("A"),
+        ));
+        layers.add(allex_protocol::Need::new(
+            "m",
+            allex_protocol::instance!("B"),
+        ));
+        s.write_runtime(&layers.runtime).unwrap();
+        assert_eq!(s.load_layers().unwrap(), layers);
+        assert_eq!(
+            fs::read_to_string(s.needs_path()).unwrap(),
+            "[]\n",
+            "needs is not written"
+        );
         let leftovers: Vec<_> = fs::read_dir(s.dir())
             .unwrap()
             .filter_map(|e| e.ok())

@@ -42,9 +42,18 @@ impl Server {
     ///
     /// Must be called inside a tokio runtime.
     pub async fn start(settings: Settings) -> Result<Server, StartError> {
-        let settings = Arc::new(settings);
+        let mut settings = settings;
         let store = Store::open(&settings.dir)?;
-        let needs = store.load_needs()?;
+        settings.subnets = store.load_subnets()?;
+        if let Some(s) = &settings.subnets {
+            tracing::info!(
+                ranges = s.0.len(),
+                "masters may connect only from the subnets file's ranges and 127.0.0.1"
+            );
+        }
+        let settings = Arc::new(settings);
+        let layers = store.load_layers()?;
+        let needs = layers.effective();
         let hints = store.load_running();
         let identities = store.load_masters()?;
         // Everything below the stored bound may have been handed out already.
@@ -53,7 +62,7 @@ impl Server {
         store.write_generation(generation_bound)?;
         tracing::info!(
             needs = needs.len(),
-            settling = hints.keys().filter(|k| needs.iter().any(|n| &n.instancename == *k)).count(),
+            settling = hints.keys().filter(|k| needs.iter().any(|n| &n.need.instancename == *k)).count(),
             path = %store.needs_path().display(),
             "needs loaded"
         );
@@ -67,7 +76,7 @@ impl Server {
         let http = bind_http(&settings).await?;
         let (events, inbox) = mpsc::channel(EVENT_QUEUE);
         let startup = Startup {
-            needs,
+            layers,
             hints,
             next_generation,
             generation_bound,
@@ -113,6 +122,13 @@ impl Server {
             };
             tokio::spawn(http::serve(listener, ctx));
         }
+        tokio::spawn(crate::reload::watch(
+            self.ctx
+                .settings
+                .watch_needs
+                .then(|| self.ctx.settings.dir.join(".allexlanmanager")),
+            self.ctx.events.clone(),
+        ));
         let mut next_id: u64 = 0;
         loop {
             match self.listener.accept().await {

@@ -42,6 +42,11 @@ pub struct Settings {
     /// Whether the operator named the HTTP address: then failing to bind it
     /// stops the start; the default address, when taken, only warns.
     pub http_required: bool,
+    /// Whether edits of the needs files are picked up without a SIGHUP.
+    pub watch_needs: bool,
+    /// `.allexlanmanager/subnets`, read at start: where masters may connect
+    /// from (127.0.0.1 always); `None` when there is no such file.
+    pub subnets: Option<allex_protocol::subnets::Subnets>,
 }
 
 impl Default for Settings {
@@ -63,6 +68,8 @@ impl Default for Settings {
             fence: None,
             http: Some(crate::http::DEFAULT_HTTP.into()),
             http_required: false,
+            watch_needs: true,
+            subnets: None,
         }
     }
 }

@@ -27,6 +27,7 @@ fn state(s: NeedState) -> &'static str {
         NeedState::Running => "running",
         NeedState::Backoff => "backoff",
         NeedState::Settling => "settling",
+        NeedState::Closed => "closed",
     }
 }
 
@@ -68,7 +69,7 @@ fn numeric(t: &mut Table, cols: &[usize]) {
 
 /// The needs, one row each.
 pub fn needs_table(needs: &[NeedStatus]) -> String {
-    let mut t = table(&["INSTANCE", "MODULE", "STATE", "FAILURES", "MASTER"]);
+    let mut t = table(&["INSTANCE", "MODULE", "STATE", "FAILURES", "MASTER", "FROM"]);
     for n in needs {
         let st = match n.retry_in_ms {
             Some(ms) => format!("{} (retry in {})", state(n.state), duration(ms)),
@@ -80,6 +81,11 @@ pub fn needs_table(needs: &[NeedStatus]) -> String {
             st,
             n.failures.to_string(),
             n.master.clone().unwrap_or_else(|| "-".into()),
+            if n.layer.is_empty() {
+                "-".into()
+            } else {
+                n.layer.clone()
+            },
         ]);
     }
     numeric(&mut t, &[3]);
@@ -176,6 +182,7 @@ mod tests {
             master: None,
             retry_in_ms: Some(1500),
             failures: 3,
+            layer: String::new(),
         };
         let short = needs_table(std::slice::from_ref(&n));
         n.need.instancename = allex_protocol::instance!("a-much-longer-instance-name");

@@ -3,7 +3,7 @@
 
 mod common;
 
-use allex_protocol::{LanStatus, MasterSummary, NeedStatus, NeedsFile, RunningService};
+use allex_protocol::{LanStatus, MasterSummary, NeedStatus, RunningService};
 use common::*;
 use serde_json::{json, Value};
 
@@ -109,7 +109,7 @@ async fn needs_added_and_removed_over_http_are_on_disk_when_acknowledged() {
     assert_eq!(added.status, 201, "{added:?}");
     assert_eq!(added.json::<Value>().unwrap()["message"], "need A added");
     // Acknowledged: already on disk, and offered to the master.
-    let on_disk = NeedsFile::load(&lm.needs_path()).unwrap().0;
+    let on_disk = lm.needs_on_disk();
     assert_eq!(on_disk.len(), 1);
     assert_eq!(on_disk[0].propertyhash["x"], 1);
     m.expect("need_open A", |msg| {
@@ -119,7 +119,7 @@ async fn needs_added_and_removed_over_http_are_on_disk_when_acknowledged() {
 
     let removed = http.delete("/v1/needs/A").unwrap();
     assert_eq!(removed.status, 200, "{removed:?}");
-    assert!(NeedsFile::load(&lm.needs_path()).unwrap().0.is_empty());
+    assert!(lm.needs_on_disk().is_empty());
     let again = http.delete("/v1/needs/A").unwrap();
     assert_eq!(again.status, 404, "{again:?}");
     assert_eq!(again.json::<Value>().unwrap()["error"], "unknown");
@@ -133,7 +133,7 @@ async fn bad_requests_get_a_clear_error_and_change_nothing() {
     let http = lm.http().unwrap();
     let file = std::fs::read(lm.needs_path()).unwrap();
     let before = lm.status().unwrap();
-    let cases: [(&str, &str, &str, u16, &str, &str); 6] = [
+    let cases: [(&str, &str, &str, u16, &str, &str); 9] = [
         (
             "POST",
             "/v1/needs",
@@ -167,6 +167,30 @@ async fn bad_requests_get_a_clear_error_and_change_nothing() {
             "modulename",
         ),
         ("DELETE", "/v1/needs/..", "", 400, "invalid", "instance"),
+        (
+            "POST",
+            "/v1/needs",
+            r#"{"modulename":"svc","instancename":"B","tcpport":0}"#,
+            400,
+            "invalid",
+            "tcpport",
+        ),
+        (
+            "POST",
+            "/v1/needs/Nope/disable",
+            "",
+            404,
+            "unknown",
+            "no need Nope",
+        ),
+        (
+            "POST",
+            "/v1/needs/Nope/enable",
+            "",
+            404,
+            "unknown",
+            "no need Nope",
+        ),
         ("GET", "/v1/nothing", "", 404, "unknown", "no such endpoint"),
     ];
     for (method, path, body, status, code, words) in cases {
@@ -183,6 +207,7 @@ async fn bad_requests_get_a_clear_error_and_change_nothing() {
         assert!(message.contains(words), "{method} {path} {body}: {message}");
     }
     assert_eq!(std::fs::read(lm.needs_path()).unwrap(), file);
+    assert!(!lm.runtime_path().exists(), "nothing was written");
     assert_eq!(lm.status().unwrap(), before);
 }
 

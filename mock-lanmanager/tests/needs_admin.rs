@@ -3,7 +3,7 @@
 mod common;
 
 use allex_protocol::InstanceName;
-use allex_protocol::{LanToMaster, Need, NeedState, NeedsFile, Protocol};
+use allex_protocol::{LanToMaster, Need, NeedState, Protocol};
 use common::*;
 
 #[tokio::test]
@@ -46,7 +46,7 @@ async fn need_add_and_remove_are_on_disk_when_acknowledged_and_survive_restart()
     })
     .unwrap();
     // The CLI exited 0: the need must already be on disk.
-    let on_disk = NeedsFile::load(&lm.needs_path()).unwrap().0;
+    let on_disk = lm.needs_on_disk();
     assert_eq!(on_disk.len(), 1);
     assert_eq!(on_disk[0].instancename, "A");
     assert_eq!(on_disk[0].propertyhash["k"], "v");
@@ -69,9 +69,8 @@ async fn need_add_and_remove_are_on_disk_when_acknowledged_and_survive_restart()
 
     let out = lm.cli(&["need", "remove", "B"]).unwrap();
     assert!(out.status.success(), "{out:?}");
-    let names: Vec<InstanceName> = NeedsFile::load(&lm.needs_path())
-        .unwrap()
-        .0
+    let names: Vec<InstanceName> = lm
+        .needs_on_disk()
         .into_iter()
         .map(|n| n.instancename)
         .collect();
@@ -122,9 +121,9 @@ async fn unwritable_needs_file_refuses_the_change_and_keeps_memory() {
     let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
     lm.need_add(&need("svc", "A")).unwrap();
     // A non-empty directory where the file is makes the rename fail, even for root.
-    let saved = std::fs::read_to_string(lm.needs_path()).unwrap();
-    std::fs::remove_file(lm.needs_path()).unwrap();
-    std::fs::create_dir_all(lm.needs_path().join("block")).unwrap();
+    let saved = std::fs::read_to_string(lm.runtime_path()).unwrap();
+    std::fs::remove_file(lm.runtime_path()).unwrap();
+    std::fs::create_dir_all(lm.runtime_path().join("block")).unwrap();
     let out = lm
         .cli(&["need", "add", "--module", "svc", "--instance", "B"])
         .unwrap();
@@ -132,11 +131,11 @@ async fn unwritable_needs_file_refuses_the_change_and_keeps_memory() {
     assert!(out.stderr.contains("storage"), "{out:?}");
     let st = lm.status().unwrap();
     assert_eq!(st.needs.len(), 1, "{st:?}");
-    std::fs::remove_dir_all(lm.needs_path()).unwrap();
-    std::fs::write(lm.needs_path(), saved).unwrap();
+    std::fs::remove_dir_all(lm.runtime_path()).unwrap();
+    std::fs::write(lm.runtime_path(), saved).unwrap();
     lm.need_add(&need("svc", "B")).unwrap();
     assert_eq!(lm.status().unwrap().needs.len(), 2);
-    assert_eq!(NeedsFile::load(&lm.needs_path()).unwrap().0.len(), 2);
+    assert_eq!(lm.needs_on_disk().len(), 2);
 }
 
 #[tokio::test]
@@ -205,9 +204,8 @@ async fn concurrent_admin_changes_all_land_on_disk() {
         let out = a.join().unwrap();
         assert!(out.status.success(), "{out:?}");
     }
-    let mut on_disk: Vec<InstanceName> = NeedsFile::load(&lm.needs_path())
-        .unwrap()
-        .0
+    let mut on_disk: Vec<InstanceName> = lm
+        .needs_on_disk()
         .into_iter()
         .map(|n| n.instancename)
         .collect();

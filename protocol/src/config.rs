@@ -33,6 +33,10 @@ pub struct MasterConfig {
     /// The lan manager's WebSocket port.
     #[serde(default = "default_lanmanagerport")]
     pub lanmanagerport: u16,
+    /// AllexJS: added to `lanmanagerport` to get the port actually dialled
+    /// (several LANs on one machine shift all their ports by one offset).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lanmanagerportcorrection: i32,
     /// First port of each protocol's range.
     pub portrangestart: PortStarts,
     /// How many ports each protocol's range holds, from its start.
@@ -209,7 +213,20 @@ fn default_stoptimeoutms() -> u64 {
     5000
 }
 
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
+/// The hidden name AllexJS's own code reads the master's config under.
+pub const ALLEXJS_CONFIG_FILE_NAME: &str = ".allexmasterconfig.json";
+
 impl MasterConfig {
+    /// The lan manager port to dial: `lanmanagerport` plus `lanmanagerportcorrection`.
+    pub fn lanmanager_port(&self) -> u16 {
+        u16::try_from(i64::from(self.lanmanagerport) + i64::from(self.lanmanagerportcorrection))
+            .unwrap_or(self.lanmanagerport)
+    }
+
     /// Parses and validates a config file's text; `path` only names it in errors.
     pub fn parse(path: &Path, text: &str) -> Result<MasterConfig, FileError> {
         let cfg: MasterConfig =
@@ -244,6 +261,16 @@ impl MasterConfig {
             return fail(
                 at("lanmanagerport", 0),
                 "lanmanagerport must be in 1..=65535".into(),
+            );
+        }
+        let corrected = i64::from(self.lanmanagerport) + i64::from(self.lanmanagerportcorrection);
+        if !(1..=65535).contains(&corrected) {
+            return fail(
+                at("lanmanagerportcorrection", 0),
+                format!(
+                    "lanmanagerport {} with lanmanagerportcorrection {} is port {corrected}, outside 1..=65535",
+                    self.lanmanagerport, self.lanmanagerportcorrection
+                ),
             );
         }
         if self.portrangesize == 0 {

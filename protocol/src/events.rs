@@ -35,6 +35,35 @@ pub enum EventKind {
         /// Instance name.
         instancename: InstanceName,
     },
+    /// A need was closed (`need disable`, or `closed` in a file): kept, not run.
+    NeedDisabled {
+        /// Instance name.
+        instancename: InstanceName,
+    },
+    /// A closed need was reopened.
+    NeedEnabled {
+        /// Instance name.
+        instancename: InstanceName,
+    },
+    /// A need's definition changed (a reload); its service restarts with it.
+    NeedChanged {
+        /// Instance name.
+        instancename: InstanceName,
+    },
+    /// The needs files were re-read and their difference applied.
+    NeedsReloaded {
+        /// Needs that appeared.
+        added: u32,
+        /// Needs that went away.
+        removed: u32,
+        /// Needs whose definition changed.
+        changed: u32,
+    },
+    /// A reload was refused: a file did not parse; nothing changed.
+    ReloadRefused {
+        /// The fault, with its `file:line:column`.
+        message: String,
+    },
     /// A need is open again, offered to the masters that can serve it.
     Opened {
         /// Instance name.
@@ -202,6 +231,11 @@ impl EventKind {
         match self {
             EventKind::NeedAdded { .. } => "need_added",
             EventKind::NeedRemoved { .. } => "need_removed",
+            EventKind::NeedDisabled { .. } => "need_disabled",
+            EventKind::NeedEnabled { .. } => "need_enabled",
+            EventKind::NeedChanged { .. } => "need_changed",
+            EventKind::NeedsReloaded { .. } => "needs_reloaded",
+            EventKind::ReloadRefused { .. } => "reload_refused",
             EventKind::Opened { .. } => "opened",
             EventKind::Claimed { .. } => "claimed",
             EventKind::ClaimRefused { .. } => "claim_refused",

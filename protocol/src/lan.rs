@@ -282,6 +282,20 @@ pub enum AdminToLan {
         /// Instance name.
         instancename: InstanceName,
     },
+    /// Closes a need (AllexJS `closed: true`): it is kept but not run, and
+    /// its service is stopped; acknowledged once `needs.runtime` is on disk.
+    NeedDisable {
+        /// Instance name.
+        instancename: InstanceName,
+    },
+    /// Reopens a closed need; acknowledged once `needs.runtime` is on disk.
+    NeedEnable {
+        /// Instance name.
+        instancename: InstanceName,
+    },
+    /// Re-reads the three needs files and applies the difference; a bad
+    /// file is refused with its `file:line:column` and changes nothing.
+    NeedReload,
     /// Asks for needs, running services and masters.
     Status,
     /// Drops the secret bound to a master name, so a new one may claim it.
@@ -403,6 +417,8 @@ pub enum ErrorCode {
     NameInUse,
     /// The master name is bound to another secret.
     IdentityMismatch,
+    /// The connection comes from an address outside `.allexlanmanager/subnets`.
+    AddressRefused,
 }
 
 impl std::fmt::Display for ErrorCode {

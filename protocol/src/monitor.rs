@@ -63,6 +63,9 @@ pub fn records(status: &LanStatus, view: MonitorView) -> Vec<MonitorRecord> {
                         .find(|r| r.instancename == n.need.instancename)
                 })
                 .flatten();
+            if n.state == NeedState::Closed {
+                return None;
+            }
             let wanted = match view {
                 MonitorView::Running => running.is_some(),
                 MonitorView::Pending => running.is_none(),
@@ -71,7 +74,11 @@ pub fn records(status: &LanStatus, view: MonitorView) -> Vec<MonitorRecord> {
             if !wanted {
                 return None;
             }
-            let port = |p: Protocol| running.and_then(|r| r.ports.get(p));
+            // A pending need shows the ports it pins, as AllexJS lists them.
+            let port = |p: Protocol| match running {
+                Some(r) => r.ports.get(p),
+                None => n.need.pinned_port(p),
+            };
             Some(MonitorRecord {
                 instancename: n.need.instancename.clone(),
                 modulename: n.need.modulename.clone(),
@@ -108,6 +115,7 @@ mod tests {
             master: None,
             retry_in_ms: None,
             failures: 0,
+            layer: String::new(),
         };
         LanStatus {
             needs: vec![

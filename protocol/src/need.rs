@@ -33,6 +33,14 @@ pub struct Need {
     /// The protocols the service listens on; all three when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocols: Option<Vec<Protocol>>,
+    /// Every other field, in the order it was written: the AllexJS fields
+    /// (`tcpport`, `httpport`, `wsport`, `strategies`, `closed`, `timeout`,
+    /// `debug`, `debug_brk`, `prof`, `gate`) and any we do not know, kept
+    /// verbatim so a need is written back exactly as it was read.
+    #[serde(flatten)]
+    #[cfg_attr(test, proptest(strategy = "arb::boxed_extra_fields()"))]
+    /// Boxed: most needs have none, and a need travels inside many messages.
+    pub extra: Box<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Why a need is refused.
@@ -47,7 +55,22 @@ pub enum NeedError {
     /// `protocols` is present but empty or repeats a protocol.
     #[error("protocols must list each of tcp, http, ws at most once, and at least one")]
     BadProtocols,
+    /// An AllexJS field we act on holds a value we cannot act on.
+    #[error("{field}: {why}")]
+    BadField {
+        /// The field, as written.
+        field: &'static str,
+        /// What it must be.
+        why: &'static str,
+    },
 }
+
+/// The pinned-port field of each protocol, as AllexJS names them.
+const PORT_FIELDS: [(Protocol, &str); 3] = [
+    (Protocol::Tcp, "tcpport"),
+    (Protocol::Http, "httpport"),
+    (Protocol::Ws, "wsport"),
+];
 
 impl Need {
     /// A need with no properties, no address restriction and all protocols.
@@ -58,6 +81,7 @@ impl Need {
             propertyhash: serde_json::Map::new(),
             ipaddress: None,
             protocols: None,
+            extra: Default::default(),
         }
     }
 
@@ -75,7 +99,109 @@ impl Need {
                 return Err(NeedError::BadProtocols);
             }
         }
+        for (_, field) in PORT_FIELDS {
+            match self.extra.get(field) {
+                None | Some(serde_json::Value::Null) => {}
+                Some(v) => match v.as_u64() {
+                    Some(1..=65535) => {}
+                    _ => {
+                        return Err(NeedError::BadField {
+                            field,
+                            why: "a pinned port is a number from 1 to 65535",
+                        })
+                    }
+                },
+            }
+        }
+        match self.extra.get("closed") {
+            None | Some(serde_json::Value::Null | serde_json::Value::Bool(_)) => {}
+            Some(_) => {
+                return Err(NeedError::BadField {
+                    field: "closed",
+                    why: "must be true or false",
+                })
+            }
+        }
+        match self.extra.get("timeout") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(v) => match v.as_f64() {
+                Some(t) if t > 0.0 && t <= 86_400.0 * 365.0 => {}
+                _ => {
+                    return Err(NeedError::BadField {
+                        field: "timeout",
+                        why: "seconds, a positive number",
+                    })
+                }
+            },
+        }
+        match self.extra.get("strategies") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::Object(s)) => match s.get("ip") {
+                None | Some(serde_json::Value::Null) => {}
+                Some(serde_json::Value::String(ip)) => {
+                    parse_ipaddress(ip).map_err(|_| NeedError::BadField {
+                        field: "strategies",
+                        why: "its ip is an IP address or a CIDR range",
+                    })?;
+                }
+                Some(_) => {
+                    return Err(NeedError::BadField {
+                        field: "strategies",
+                        why: "its ip is an IP address or a CIDR range",
+                    })
+                }
+            },
+            Some(_) => {
+                return Err(NeedError::BadField {
+                    field: "strategies",
+                    why: "an object",
+                })
+            }
+        }
         Ok(())
+    }
+
+    /// The port this need pins for `protocol` (`tcpport`, `httpport`, `wsport`).
+    pub fn pinned_port(&self, protocol: Protocol) -> Option<u16> {
+        let field = PORT_FIELDS.iter().find(|(p, _)| *p == protocol)?.1;
+        self.extra
+            .get(field)
+            .and_then(|v| v.as_u64())
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0)
+    }
+
+    /// Whether the need is `closed`: kept, but not run.
+    pub fn closed(&self) -> bool {
+        self.extra.get("closed").and_then(|v| v.as_bool()) == Some(true)
+    }
+
+    /// Sets or clears `closed`, keeping the field's place when it was written.
+    pub fn set_closed(&mut self, closed: bool) {
+        self.extra
+            .insert("closed".to_string(), serde_json::Value::Bool(closed));
+    }
+
+    /// The need's own deadline to get running (`timeout`, in seconds).
+    pub fn timeout(&self) -> Option<std::time::Duration> {
+        self.extra
+            .get("timeout")
+            .and_then(|v| v.as_f64())
+            .filter(|t| *t > 0.0 && t.is_finite())
+            .and_then(|t| std::time::Duration::try_from_secs_f64(t).ok())
+    }
+
+    /// `strategies.ip`: an address or CIDR the master must advertise.
+    pub fn strategy_ip(&self) -> Option<&str> {
+        self.extra
+            .get("strategies")
+            .and_then(|s| s.get("ip"))
+            .and_then(|ip| ip.as_str())
+    }
+
+    /// Whether the need restricts where it runs (`ipaddress` or `strategies.ip`).
+    pub fn restricted(&self) -> bool {
+        self.ipaddress.is_some() || self.strategy_ip().is_some()
     }
 
     /// The protocols the service listens on (all three when unspecified).
@@ -91,13 +217,13 @@ impl Need {
 
     /// Whether a master advertising `addr` may take this need.
     pub fn allows(&self, addr: IpAddr) -> bool {
-        match &self.ipaddress {
-            None => true,
-            Some(a) => match parse_ipaddress(a) {
+        [self.ipaddress.as_deref(), self.strategy_ip()]
+            .into_iter()
+            .flatten()
+            .all(|a| match parse_ipaddress(a) {
                 Ok(net) => net.contains(&addr),
                 Err(_) => false,
-            },
-        }
+            })
     }
 }
 
@@ -133,6 +259,7 @@ impl NeedsFile {
                     | NeedError::Name(crate::names::NameError::LeadingDot { kind, .. }) => kind,
                     NeedError::BadAddress(_) => "ipaddress",
                     NeedError::BadProtocols => "protocols",
+                    NeedError::BadField { field, .. } => field,
                 };
                 let at = find_key(text, *offset, key);
                 return Err(error_at(path, text, at, e.to_string()));
@@ -196,6 +323,28 @@ pub(crate) mod arb {
             .prop_map(|m| m.into_iter().collect())
     }
 
+    /// AllexJS fields we keep but do not act on, and one we do not know.
+    pub fn extra_fields() -> impl Strategy<Value = Map<String, Value>> {
+        let key = prop_oneof![
+            Just("debug".to_string()),
+            Just("debug_brk".to_string()),
+            Just("prof".to_string()),
+            Just("gate".to_string()),
+            Just("x_custom".to_string()),
+        ];
+        let value = prop_oneof![
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            "[a-z]{0,8}".prop_map(Value::String),
+        ];
+        proptest::collection::vec((key, value), 0..3).prop_map(|kv| kv.into_iter().collect())
+    }
+
+    /// [`extra_fields`], boxed as the field is.
+    pub fn boxed_extra_fields() -> impl Strategy<Value = Box<Map<String, Value>>> {
+        extra_fields().prop_map(Box::new)
+    }
+
     /// Needs the needs-file reader accepts: valid names, an address or a
     /// CIDR or none, a non-empty protocol list or none.
     pub fn valid_need() -> impl Strategy<Value = super::Need> {
@@ -220,6 +369,7 @@ pub(crate) mod arb {
                     propertyhash,
                     ipaddress,
                     protocols,
+                    extra: Default::default(),
                 },
             )
     }
@@ -286,5 +436,41 @@ mod tests {
         assert_eq!(n.protocols(), vec![Protocol::Tcp, Protocol::Ws]);
         n.protocols = Some(vec![]);
         assert_eq!(n.validate(), Err(NeedError::BadProtocols));
+    }
+
+    #[test]
+    fn every_allexjs_field_is_kept_verbatim_in_order() {
+        let text = r#"[{"modulename":"m","instancename":"A","propertyhash":{"z":1,"a":2},"tcpport":15000,"httpport":null,"strategies":{"ip":"10.0.0.0/8"},"closed":false,"timeout":30.5,"debug":true,"debug_brk":false,"prof":"x","gate":{"g":1},"zzz_unknown":[1,2]}]"#;
+        let f = NeedsFile::parse(Path::new("needs"), text).unwrap();
+        let n = &f.0[0];
+        assert_eq!(n.pinned_port(Protocol::Tcp), Some(15000));
+        assert_eq!(n.pinned_port(Protocol::Http), None);
+        assert!(!n.closed());
+        assert_eq!(n.timeout(), Some(std::time::Duration::from_millis(30_500)));
+        assert_eq!(n.strategy_ip(), Some("10.0.0.0/8"));
+        assert!(n.allows("10.1.2.3".parse().unwrap()));
+        assert!(!n.allows("192.168.1.1".parse().unwrap()));
+        let back = serde_json::to_string(&f.0).unwrap();
+        assert_eq!(back, text);
+    }
+
+    #[test]
+    fn fields_we_act_on_are_checked_and_located() {
+        for (field, value) in [
+            ("tcpport", "0"),
+            ("wsport", "70000"),
+            ("httpport", "\"80\""),
+            ("closed", "\"yes\""),
+            ("timeout", "-1"),
+            ("strategies", "{\"ip\":\"nowhere\"}"),
+            ("strategies", "3"),
+        ] {
+            let text = format!(
+                "[{{\"modulename\":\"m\",\n\"instancename\":\"A\",\n\"{field}\":{value}}}]"
+            );
+            let e = NeedsFile::parse(Path::new("needs"), &text).unwrap_err();
+            assert_eq!((e.line, e.column), (3, 1), "{field}: {e}");
+            assert!(e.message.starts_with(field), "{e}");
+        }
     }
 }

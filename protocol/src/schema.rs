@@ -46,9 +46,27 @@ pub fn all() -> Vec<(&'static str, Schema)> {
     ]
 }
 
-/// The text committed for a schema: pretty JSON with a trailing newline.
+/// The text committed for a schema: pretty JSON with every object's keys in
+/// name order and a trailing newline, so that a schema's text changes only
+/// with its meaning, not with the order fields are declared in.
 pub fn render(schema: &Schema) -> String {
-    let mut s = serde_json::to_string_pretty(schema).unwrap_or_default();
+    let mut s = serde_json::to_string_pretty(&sorted(schema.as_value())).unwrap_or_default();
     s.push('\n');
     s
+}
+
+/// `value` with every object's keys in name order.
+fn sorted(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            keys.into_iter()
+                .map(|k| (k.clone(), sorted(&m[k])))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        }
+        serde_json::Value::Array(a) => a.iter().map(sorted).collect(),
+        other => other.clone(),
+    }
 }

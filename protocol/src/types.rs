@@ -5,6 +5,7 @@ use crate::names::InstanceName;
 use crate::need::Need;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// One of the three protocols a service can listen on; one port each.
 #[derive(
@@ -229,6 +230,10 @@ pub struct MasterStatus {
     pub free: PortCounts,
     /// Protocols whose range is exhausted.
     pub exhausted: Vec<Protocol>,
+    /// Open needs this master leaves to others, and why (a pinned port it
+    /// cannot bind or that is outside its range).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub declined: BTreeMap<InstanceName, String>,
 }
 
 /// Where a need stands in the lan manager.
@@ -246,6 +251,8 @@ pub enum NeedState {
     Backoff,
     /// Held back after a lan manager restart until masters report back.
     Settling,
+    /// Closed (AllexJS `closed: true`): kept, not run.
+    Closed,
 }
 
 /// One need in `allexlanmanager status`.
@@ -264,6 +271,10 @@ pub struct NeedStatus {
     pub retry_in_ms: Option<u64>,
     /// Deaths soon after start in a row.
     pub failures: u32,
+    /// The needs files it comes from: `needs`, `needs+overlay`, `runtime`,
+    /// `needs+runtime` (a need of `needs` changed at runtime).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub layer: String,
 }
 
 /// A running service in `allexlanmanager status`.

@@ -191,6 +191,23 @@ fn event_examples() -> Vec<EventKind> {
         EventKind::NeedRemoved {
             instancename: time(),
         },
+        EventKind::NeedDisabled {
+            instancename: time(),
+        },
+        EventKind::NeedEnabled {
+            instancename: time(),
+        },
+        EventKind::NeedChanged {
+            instancename: time(),
+        },
+        EventKind::NeedsReloaded {
+            added: 1,
+            removed: 0,
+            changed: 2,
+        },
+        EventKind::ReloadRefused {
+            message: ".allexlanmanager/needs.overlay:3:2: tcpport: a pinned port is a number from 1 to 65535".into(),
+        },
         EventKind::Opened {
             instancename: time(),
         },
@@ -300,6 +317,13 @@ fn admin_examples() {
         AdminToLan::NeedRestart {
             instancename: allex_protocol::instance!("Time"),
         },
+        AdminToLan::NeedDisable {
+            instancename: allex_protocol::instance!("Time"),
+        },
+        AdminToLan::NeedEnable {
+            instancename: allex_protocol::instance!("Time"),
+        },
+        AdminToLan::NeedReload,
         AdminToLan::Status,
         AdminToLan::MasterForget {
             name: "host1:/tmp".into(),
@@ -330,6 +354,7 @@ fn admin_examples() {
                     master: Some("host1:/tmp".into()),
                     retry_in_ms: None,
                     failures: 0,
+                    layer: String::new(),
                 }],
                 running: vec![RunningService {
                     instancename: allex_protocol::instance!("Time"),
@@ -416,6 +441,12 @@ fn local_examples() {
                     ws: 999,
                 },
                 exhausted: vec![],
+                declined: [(
+                    allex_protocol::instance!("Pinned"),
+                    "the need pins tcp port 80, outside this master's tcp range 15000..=15999"
+                        .into(),
+                )]
+                .into(),
             },
         },
         LocalReply::Error {

@@ -127,6 +127,7 @@ pub fn testsvc_need(instance: InstanceName, ipaddress: Option<String>) -> Need {
         propertyhash: serde_json::Map::new(),
         ipaddress,
         protocols: None,
+        extra: Default::default(),
     }
 }
 

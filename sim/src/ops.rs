@@ -555,6 +555,7 @@ mod tests {
                     master: None,
                     retry_in_ms: None,
                     failures: *failures,
+                    layer: String::new(),
                 })
                 .collect(),
             running: Vec::new(),

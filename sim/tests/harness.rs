@@ -28,7 +28,7 @@ fn lan_manager_keeps_needs_across_a_restart() {
     assert_eq!(st.needs.len(), 1);
     assert_eq!(st.needs[0].need, need);
     assert_eq!(st.needs[0].state, NeedState::Open);
-    assert!(std::fs::read_to_string(lan.needs_path())
+    assert!(std::fs::read_to_string(lan.runtime_path())
         .unwrap()
         .contains("Keep"));
 

@@ -61,6 +61,7 @@ fn need(instance: &str, master: &str) -> NeedStatus {
         master: Some(master.into()),
         retry_in_ms: None,
         failures: 0,
+        layer: String::new(),
     }
 }
 
@@ -108,6 +109,7 @@ fn master(name: &str, children: Vec<ChildStatus>) -> MasterView {
             children,
             free: PortCounts::default(),
             exhausted: vec![],
+            declined: Default::default(),
         }),
         children_alive: vec![],
     }

@@ -236,9 +236,25 @@ impl LanManager {
         }
     }
 
-    /// The needs file.
+    /// The needs file (the operator's; the lan manager never rewrites it).
     pub fn needs_path(&self) -> PathBuf {
         self.dir().join(".allexlanmanager").join("needs")
+    }
+
+    /// The runtime layer, `needs.runtime`: what admin changes wrote.
+    pub fn runtime_path(&self) -> PathBuf {
+        self.dir().join(".allexlanmanager").join("needs.runtime")
+    }
+
+    /// The overlay layer, `needs.overlay`.
+    pub fn overlay_path(&self) -> PathBuf {
+        self.dir().join(".allexlanmanager").join("needs.overlay")
+    }
+
+    /// The needs in effect as the three files on disk say now (the merge a
+    /// restarted lan manager would start from); panics on a bad file.
+    pub fn needs_on_disk(&self) -> Vec<allex_protocol::Need> {
+        effective_needs(&self.dir().join(".allexlanmanager"))
     }
 
     /// Its stderr log file (empty when logs are inherited).
@@ -418,4 +434,27 @@ impl Drop for LanManager {
             maybe_keep(dir);
         }
     }
+}
+
+/// The needs in effect in the needs directory `dir` (`.allexlanmanager`),
+/// merged from `needs`, `needs.overlay` and `needs.runtime`; panics on a bad file.
+pub fn effective_needs(dir: &Path) -> Vec<allex_protocol::Need> {
+    use allex_protocol::layers::{Layers, Source};
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+    let (needs, overlay, runtime) = (read("needs"), read("needs.overlay"), read("needs.runtime"));
+    let (np, op, rp) = (
+        dir.join("needs"),
+        dir.join("needs.overlay"),
+        dir.join("needs.runtime"),
+    );
+    let layers = Layers::parse(
+        Source {
+            path: &np,
+            text: needs.as_deref().unwrap_or("[]"),
+        },
+        overlay.as_deref().map(|text| Source { path: &op, text }),
+        runtime.as_deref().map(|text| Source { path: &rp, text }),
+    )
+    .unwrap_or_else(|e| panic!("needs files do not parse: {e}"));
+    layers.effective().into_iter().map(|l| l.need).collect()
 }

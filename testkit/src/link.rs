@@ -25,6 +25,33 @@ pub async fn connect_lan(addr: SocketAddr) -> Result<Ws, tungstenite::Error> {
     Ok(ws)
 }
 
+/// A WebSocket to the lan manager from the local address `source` (such
+/// as 127.0.0.2, to come from somewhere else than 127.0.0.1); panics when it
+/// cannot (tests).
+pub async fn raw_from(addr: SocketAddr, source: std::net::IpAddr) -> Ws {
+    let socket = match source {
+        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .and_then(|s| s.bind(SocketAddr::new(source, 0)).map(|()| s))
+    .unwrap_or_else(|e| panic!("cannot bind {source}: {e}"));
+    let stream = socket
+        .connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect from {source} to {addr}: {e}"));
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_FROM_LAN_FRAME))
+        .max_frame_size(Some(MAX_FROM_LAN_FRAME));
+    let (ws, _) = tokio_tungstenite::client_async_with_config(
+        format!("ws://{addr}/"),
+        MaybeTlsStream::Plain(stream),
+        Some(config),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("no WebSocket from {source} to {addr}: {e}"));
+    ws
+}
+
 /// Opens a raw WebSocket to the lan manager; panics when it cannot (tests).
 pub async fn raw(addr: SocketAddr) -> Ws {
     connect_lan(addr)

@@ -61,6 +61,9 @@ pub struct MasterOptions {
     pub log_filter: Option<String>,
     /// Signal dispositions and limits it inherits from whoever starts it.
     pub inherited: Inherited,
+    /// Write the config under this name in the master's directory and let
+    /// the master find it there (no `--config`), as an operator's does.
+    pub config_file_name: Option<&'static str>,
 }
 
 /// What a master inherits from whoever starts it.
@@ -90,6 +93,7 @@ impl MasterOptions {
             netns: None,
             log_filter: None,
             inherited: Inherited::default(),
+            config_file_name: None,
         }
     }
 
@@ -153,6 +157,8 @@ pub struct Master {
     netns: Option<String>,
     log_filter: Option<String>,
     inherited: Inherited,
+    /// Whether `--config` names the file (else the master finds it in its cwd).
+    explicit_config: bool,
     // Declared last so the process dies before its directory goes.
     dir: Option<tempfile::TempDir>,
 }
@@ -177,7 +183,10 @@ impl Master {
         let mut m = Master {
             proc: None,
             config_text: String::new(),
-            config_path: dir.path().join(CONFIG_FILE_NAME),
+            config_path: dir
+                .path()
+                .join(opts.config_file_name.unwrap_or(CONFIG_FILE_NAME)),
+            explicit_config: opts.config_file_name.is_none(),
             socket: config
                 .runtimedirectory
                 .join(allex_protocol::local::MASTER_SOCKET_NAME),
@@ -236,10 +245,10 @@ impl Master {
             }
             None => Command::new(binary("allexmaster")?),
         };
-        cmd.arg("run")
-            .arg("--config")
-            .arg(&self.config_path)
-            .current_dir(self.dir());
+        cmd.arg("run").current_dir(self.dir());
+        if self.explicit_config {
+            cmd.arg("--config").arg(&self.config_path);
+        }
         if let Some(f) = &self.log_filter {
             cmd.env("RUST_LOG", f);
         }

@@ -3,7 +3,6 @@
 //! SIGKILLed while changes stream in always leaves the old or the new file,
 //! never a torn one, and never loses an acknowledged need.
 
-use allex_protocol::NeedsFile;
 use allex_sim::harness::{LanManager, LanOptions, Timings};
 use allex_sim::process::run_with_deadline;
 use std::collections::BTreeSet;
@@ -52,10 +51,9 @@ fn need_add(addr: &str, instance: &str, propertyhash: &str) -> Result<(), String
     }
 }
 
+/// The needs in effect as the files beside `file` (`needs.runtime`) say.
 fn names(file: &Path) -> BTreeSet<String> {
-    NeedsFile::load(file)
-        .unwrap_or_else(|e| panic!("the needs file does not parse: {e}"))
-        .0
+    allex_testkit::lanmanager::effective_needs(file.parent().unwrap())
         .into_iter()
         .map(|n| n.instancename.into_string())
         .collect()
@@ -152,7 +150,7 @@ fn on_small_disk(test: &str, root: &Path) -> Option<(Tmpfs, LanManager, PathBuf)
     };
     let lm = start_lan(root);
     need_add(&lm.addr().to_string(), "A", "{}").unwrap();
-    let file = root.join(".allexlanmanager/needs");
+    let file = root.join(".allexlanmanager/needs.runtime");
     Some((fs, lm, file))
 }
 
@@ -235,7 +233,7 @@ fn sigkill_while_changes_stream_in_never_tears_the_needs_file_or_loses_an_acknow
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("lm");
     std::fs::create_dir(&root).unwrap();
-    let file = root.join(".allexlanmanager/needs");
+    let file = root.join(".allexlanmanager/needs.runtime");
     // Large needs make every write long enough to be hit in the middle.
     let props = format!(r#"{{"pad":"{}"}}"#, "p".repeat(100 << 10));
     let mut acked: Vec<BTreeSet<String>> = vec![BTreeSet::new(); STREAMS];

@@ -56,29 +56,50 @@ impl State {
         if protocols.iter().any(|p| blocked.contains(p)) {
             return None;
         }
-        match self.ports.reserve(&protocols) {
+        let pins = PerProtocol::from_fn(|p| need.pinned_port(p));
+        match self.ports.reserve_pinned(&protocols, &pins) {
             Ok(ports) => {
                 for p in &protocols {
                     if self.exhausted.remove(p) {
                         tracing::info!("{p} ports are free again");
                     }
                 }
+                self.pin_refusals.remove(instance);
                 self.claims.insert(instance.clone(), ports);
                 self.send(MasterToLan::Claim {
                     instancename: instance.clone(),
                 });
                 None
             }
+            Err(e @ (PortError::PinnedOutside { .. } | PortError::PinnedTaken { .. })) => {
+                // Left to the other masters; said once, shown in status.
+                let why = e.to_string();
+                if self.pin_refusals.get(instance) != Some(&why) {
+                    tracing::info!(%instance, "not claiming: {why}");
+                }
+                let taken = matches!(e, PortError::PinnedTaken { .. });
+                self.pin_refusals.insert(instance.clone(), why);
+                if taken && !self.retry_scheduled {
+                    // Another process may let the port go without telling us.
+                    self.retry_scheduled = true;
+                    self.after(EXHAUSTED_RETRY, Timer::RetryClaims);
+                }
+                None
+            }
             Err(e) => {
                 self.note_exhausted(&e);
-                let PortError::Exhausted { protocol, .. } = e;
-                Some(protocol)
+                match e {
+                    PortError::Exhausted { protocol, .. } => Some(protocol),
+                    _ => None,
+                }
             }
         }
     }
 
     pub(super) fn note_exhausted(&mut self, e: &PortError) {
-        let PortError::Exhausted { protocol, .. } = e;
+        let PortError::Exhausted { protocol, .. } = e else {
+            return;
+        };
         if self.exhausted.insert(*protocol) {
             tracing::warn!(error = %e, "not claiming needs that want {protocol} ports until one is free");
         }

@@ -145,6 +145,8 @@ pub struct State {
     /// A coalesced capacity report is due.
     capacity_report_armed: bool,
     retry_scheduled: bool,
+    /// Open needs this master leaves to others because of the port they pin, and why.
+    pin_refusals: BTreeMap<InstanceName, String>,
     /// `ready` from pids not known yet: a child can speak before the
     /// spawner's report of its pid has reached this task.
     early_ready: Vec<(u32, Option<u32>, ReqId)>,
@@ -197,6 +199,7 @@ impl State {
             sent_free: None,
             capacity_report_armed: false,
             retry_scheduled: false,
+            pin_refusals: BTreeMap::new(),
             early_ready: Vec::new(),
             spawn_failures: HashMap::default(),
             shutting_down: false,

@@ -40,6 +40,12 @@ impl State {
             children,
             free,
             exhausted,
+            declined: self
+                .pin_refusals
+                .iter()
+                .filter(|(name, _)| self.open.contains_key(*name))
+                .map(|(n, why)| (n.clone(), why.clone()))
+                .collect(),
         }
     }
 }

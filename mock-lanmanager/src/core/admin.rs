@@ -8,13 +8,21 @@ use allex_protocol::InstanceName;
 pub(super) enum AdminChange {
     Add(Need, ReqId),
     Remove(InstanceName, ReqId),
+    /// `need disable` (true) or `need enable` (false).
+    Close(InstanceName, bool, ReqId),
 }
 
 impl AdminChange {
     pub(super) fn instance(&self) -> &str {
         match self {
             AdminChange::Add(n, _) => &n.instancename,
-            AdminChange::Remove(i, _) => i,
+            AdminChange::Remove(i, _) | AdminChange::Close(i, _, _) => i,
+        }
+    }
+
+    fn req(&self) -> ReqId {
+        match self {
+            AdminChange::Add(_, r) | AdminChange::Remove(_, r) | AdminChange::Close(_, _, r) => *r,
         }
     }
 }
@@ -51,6 +59,14 @@ impl State {
                 }
             }
             AdminToLan::NeedRestart { instancename } => self.on_restart(req, &instancename),
+            AdminToLan::NeedDisable { instancename } => self.on_close(req, instancename, true),
+            AdminToLan::NeedEnable { instancename } => self.on_close(req, instancename, false),
+            AdminToLan::NeedReload => {
+                if self.reloads.is_empty() {
+                    self.fx.push(Effect::Write(Write::ReadNeeds));
+                }
+                self.reloads.push(Some(req));
+            }
             AdminToLan::MasterDrain { name } => self.on_drain(req, &name),
             AdminToLan::MasterUndrain { name } => self.on_undrain(req, &name),
             AdminToLan::MasterForget { name } => match self.identities.remove(&name) {
@@ -90,6 +106,9 @@ impl State {
             Slot::Running(r) => Ok(Some((r.master.clone(), r.generation))),
             Slot::Backoff { .. } => Ok(None),
             Slot::Open => Err(format!("need {instance} is not running; it is open")),
+            Slot::Closed => Err(format!(
+                "need {instance} is disabled; `need enable {instance}` runs it again"
+            )),
             Slot::Stopping { master, .. } => Err(format!(
                 "need {instance} is already being stopped on {master}"
             )),
@@ -127,6 +146,17 @@ impl State {
         }
     }
 
+    /// `need disable`/`enable`: recorded in `needs.runtime`, applied once written.
+    fn on_close(&mut self, req: ReqId, instance: InstanceName, closed: bool) {
+        if self.will_exist(&instance) {
+            self.pending.push(AdminChange::Close(instance, closed, req));
+            self.start_write();
+        } else {
+            let msg = format!("no need {instance}");
+            self.reply(req, admin_error(ErrorCode::Unknown, msg));
+        }
+    }
+
     /// Whether the need exists once the writes under way and queued are done.
     pub(super) fn will_exist(&self, instance: &InstanceName) -> bool {
         let mut exists = self.needs.contains_key(instance);
@@ -138,74 +168,49 @@ impl State {
         exists
     }
 
-    /// Writes every queued change in one file write, unless a write is under way.
+    /// Writes every queued change in one write of `needs.runtime`, unless
+    /// a write is under way; the operator's `needs` is never written.
     pub(super) fn start_write(&mut self) {
         if !self.inflight.is_empty() || self.pending.is_empty() {
             return;
         }
         self.inflight = std::mem::take(&mut self.pending);
-        let mut list: Vec<Need> = self
-            .order
-            .iter()
-            .filter_map(|i| self.needs.get(i))
-            .map(|e| e.need.clone())
-            .collect();
+        let mut trial = self.layers.clone();
         for change in &self.inflight {
             match change {
-                AdminChange::Add(n, _) => list.push(n.clone()),
-                AdminChange::Remove(i, _) => list.retain(|n| &n.instancename != i),
+                AdminChange::Add(n, _) => trial.add(n.clone()),
+                AdminChange::Remove(i, _) => trial.remove(i),
+                AdminChange::Close(i, closed, _) => trial.set_closed(i, *closed),
             }
         }
-        self.fx.push(Effect::Write(Write::Needs(list)));
+        self.writing = trial.runtime.clone();
+        self.fx.push(Effect::Write(Write::Runtime(trial.runtime)));
     }
 
     pub(super) fn on_needs_written(&mut self, result: Result<(), String>) {
-        self.snapshot_cache.clear();
         let changes = std::mem::take(&mut self.inflight);
-        for change in changes {
-            match (change, &result) {
-                (AdminChange::Add(_, req) | AdminChange::Remove(_, req), Err(e)) => {
-                    tracing::error!("needs file not written: {e}");
-                    self.reply(
-                        req,
-                        admin_error(
-                            ErrorCode::Storage,
-                            format!("not written, nothing changed: {e}"),
-                        ),
-                    );
+        let runtime = std::mem::take(&mut self.writing);
+        match result {
+            Err(e) => {
+                tracing::error!("needs.runtime not written: {e}");
+                for change in changes {
+                    let msg = format!("not written, nothing changed: {e}");
+                    self.reply(change.req(), admin_error(ErrorCode::Storage, msg));
                 }
-                (AdminChange::Add(need, req), Ok(())) => {
-                    let instance = need.instancename.clone();
-                    tracing::info!(%instance, module = %need.modulename, "need added");
-                    self.event(EventKind::NeedAdded {
-                        instancename: instance.clone(),
-                        modulename: need.modulename.clone(),
-                    });
-                    self.order.push(instance.clone());
-                    self.needs.insert(
-                        instance.clone(),
-                        NeedEntry {
-                            need,
-                            slot: Slot::Open,
-                            failures: 0,
-                        },
-                    );
-                    self.broadcast_open(&instance);
-                    self.reply(
-                        req,
-                        LanToAdmin::Done {
-                            message: format!("need {instance} added"),
-                        },
-                    );
-                }
-                (AdminChange::Remove(instance, req), Ok(())) => {
-                    self.remove_need(&instance);
-                    self.reply(
-                        req,
-                        LanToAdmin::Done {
-                            message: format!("need {instance} removed"),
-                        },
-                    );
+            }
+            Ok(()) => {
+                self.layers.runtime = runtime;
+                self.apply_layers();
+                for change in changes {
+                    let message = match &change {
+                        AdminChange::Add(n, _) => format!("need {} added", n.instancename),
+                        AdminChange::Remove(i, _) => format!("need {i} removed"),
+                        AdminChange::Close(i, true, _) => {
+                            format!("need {i} disabled: kept, not run")
+                        }
+                        AdminChange::Close(i, false, _) => format!("need {i} enabled"),
+                    };
+                    self.reply(change.req(), LanToAdmin::Done { message });
                 }
             }
         }

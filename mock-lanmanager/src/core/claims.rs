@@ -48,8 +48,8 @@ impl State {
             None => Some("no such need".to_string()),
             Some(e) => match &e.slot {
                 Slot::Open if !allows(&e.need, ip) => Some(format!(
-                    "ipaddress {} does not allow this master's address",
-                    e.need.ipaddress.as_deref().unwrap_or("")
+                    "{} does not allow this master's address",
+                    restriction(&e.need)
                 )),
                 Slot::Open => None,
                 Slot::Claimed { master: m, .. } | Slot::Checking { master: m, .. } => {
@@ -57,6 +57,7 @@ impl State {
                 }
                 Slot::Running(r) => Some(format!("running on {}", r.master)),
                 Slot::Backoff { .. } => Some("waiting out its crash-loop delay".to_string()),
+                Slot::Closed => Some("disabled (closed)".to_string()),
                 Slot::Settling { master: m, .. } => {
                     Some(format!("held for {m} after a lan manager restart"))
                 }
@@ -100,7 +101,8 @@ impl State {
                 generation,
             },
         );
-        let deadline = self.settings.claim_timeout;
+        // AllexJS `timeout`: the need's own deadline to get running.
+        let deadline = need.timeout().unwrap_or(self.settings.claim_timeout);
         // Sent once the journal says who holds it: a lan manager killed
         // before that restarts holding the need for this master, never
         // granting it to a second one while the first spawns it.
@@ -337,6 +339,26 @@ impl State {
     // ----- timers and checks -----
 
     pub(super) fn on_claim_deadline(&mut self, instance: &InstanceName, generation: Generation) {
+        // A need with its own `timeout` must be running by then, checked or not.
+        let late = self.needs.get(instance).and_then(|e| match &e.slot {
+            Slot::Checking {
+                master,
+                generation: g,
+                ..
+            } if *g == generation && e.need.timeout().is_some() => Some(master.clone()),
+            _ => None,
+        });
+        if let Some(master) = late {
+            tracing::warn!(master, %instance, %generation, "not running within the need's timeout");
+            self.stop_and_hold(
+                &master,
+                instance,
+                generation,
+                Release::Failure,
+                "not running within the need's timeout",
+            );
+            return;
+        }
         let lapsed = match self.needs.get(instance).map(|e| &e.slot) {
             Some(Slot::Claimed {
                 master,
@@ -508,4 +530,14 @@ fn bad_spawn_report(protocols: &[Protocol], pid: u32, ports: Ports) -> Option<St
         }
     }
     None
+}
+
+/// The placement constraint of a restricted need, as the operator wrote it.
+fn restriction(need: &Need) -> String {
+    match (&need.ipaddress, need.strategy_ip()) {
+        (Some(a), Some(s)) => format!("ipaddress {a} with strategies.ip {s}"),
+        (Some(a), None) => format!("ipaddress {a}"),
+        (None, Some(s)) => format!("strategies.ip {s}"),
+        (None, None) => "nothing".to_string(),
+    }
 }

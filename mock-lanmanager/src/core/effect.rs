@@ -7,9 +7,10 @@
 use super::input::Timer;
 use crate::needs_store::RunningHint;
 use allex_protocol::events::EventKind;
+use allex_protocol::layers::RuntimeEntry;
 use allex_protocol::Generation;
 use allex_protocol::InstanceName;
-use allex_protocol::{ErrorCode, LanToAdmin, Need, Ports, Protocol};
+use allex_protocol::{ErrorCode, LanToAdmin, Ports, Protocol};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -51,8 +52,12 @@ pub struct LivenessTarget {
 /// grant waits for its journal line, and must not wait behind an fsync.
 #[derive(Debug, Clone)]
 pub enum Write {
-    /// Replace the needs file; answered by `Input::NeedsWritten`.
-    Needs(Vec<Need>),
+    /// Replace `needs.runtime` (never `needs`); answered by `Input::NeedsWritten`.
+    Runtime(Vec<RuntimeEntry>),
+    /// Read and check the three needs files; answered by `Input::NeedsRead`.
+    /// Done by the same writer, after every write asked for before it, so a
+    /// reload never reads a runtime layer older than the core's.
+    ReadNeeds,
     /// Replace the identity file; answered by `Input::MastersWritten`.
     Masters(BTreeMap<String, String>),
     /// Reserve generations below `bound`; answered by `Input::GenerationWritten`.

@@ -2,6 +2,7 @@
 
 use super::effect::{ConnId, ReqId};
 use crate::core::Liveness;
+use allex_protocol::layers::Layers;
 use allex_protocol::Generation;
 use allex_protocol::InstanceName;
 use allex_protocol::{AdminToLan, MasterHello, MasterToLan};
@@ -114,6 +115,12 @@ pub enum Input {
     NeedsWritten {
         /// Ok, or the storage error.
         result: Result<(), String>,
+    },
+    /// The needs files asked for by [`super::Effect::ReadNeeds`] (or by the
+    /// driver itself, on SIGHUP or a change to one of them) were read.
+    NeedsRead {
+        /// The parsed layers, or the first fault with its `file:line:column`.
+        result: Result<Layers, String>,
     },
     /// The identity file asked for by the oldest pending [`super::Write::Masters`] was written (or not).
     MastersWritten {

@@ -15,6 +15,7 @@ mod effect;
 mod generations;
 mod input;
 mod masters;
+mod needs;
 mod running;
 mod slot;
 mod status;
@@ -32,6 +33,7 @@ use crate::settings::Settings;
 use admin::AdminChange;
 use allex_protocol::events::EventKind;
 use allex_protocol::frame::encode;
+use allex_protocol::layers::{Layers, Origin};
 use allex_protocol::{
     AdminToLan, Capacity, ErrorCode, InventoryEntry, LanStatus, LanToAdmin, LanToMaster,
     MasterHello, MasterSummary, MasterToLan, Need, NeedState, NeedStatus, Ports, RunningService,
@@ -63,6 +65,8 @@ struct NeedEntry {
     need: Need,
     slot: Slot,
     failures: u32,
+    /// The needs files it comes from.
+    origin: Origin,
 }
 
 #[derive(Debug)]
@@ -91,10 +95,10 @@ impl MasterEntry {
 }
 
 fn allows(need: &Need, ip: Option<IpAddr>) -> bool {
-    match (&need.ipaddress, ip) {
-        (None, _) => true,
-        (Some(_), Some(ip)) => need.allows(ip),
-        (Some(_), None) => false,
+    match ip {
+        _ if !need.restricted() => true,
+        Some(ip) => need.allows(ip),
+        None => false,
     }
 }
 
@@ -116,8 +120,8 @@ fn text(msg: &LanToMaster) -> Utf8Bytes {
 /// What the core starts from, read from disk before listening.
 #[derive(Debug)]
 pub struct Startup {
-    /// The needs, in file order.
-    pub needs: Vec<Need>,
+    /// The three needs files, parsed and checked.
+    pub layers: Layers,
     /// Which needs ran on which master before the restart.
     pub hints: std::collections::HashMap<InstanceName, RunningHint>,
     /// The first generation to hand out.
@@ -148,8 +152,14 @@ pub struct State {
     generations: generations::Generations,
     epoch: u64,
     running: running::RunningJournal,
+    /// The needs files as last read or written; the needs in effect are their merge.
+    layers: Layers,
     pending: Vec<AdminChange>,
     inflight: Vec<AdminChange>,
+    /// The runtime layer being written for `inflight`.
+    writing: Vec<allex_protocol::layers::RuntimeEntry>,
+    /// Reload requests waiting for the files to be read.
+    reloads: Vec<Option<ReqId>>,
     /// Masters being drained, by name (kept across their reconnects).
     draining: HashMap<String, drain::Drain>,
     snapshot_cache: HashMap<(Vec<String>, Option<IpAddr>), Utf8Bytes>,
@@ -162,8 +172,10 @@ impl State {
         let mut needs = HashMap::default();
         let mut order = Vec::new();
         let mut settling = 0usize;
-        for need in startup.needs {
+        for layered in startup.layers.effective() {
+            let need = layered.need;
             let slot = match startup.hints.get(&need.instancename) {
+                _ if need.closed() => Slot::Closed,
                 Some(h) => {
                     settling += 1;
                     Slot::Settling {
@@ -180,6 +192,7 @@ impl State {
                     need,
                     slot,
                     failures: 0,
+                    origin: layered.origin,
                 },
             );
         }
@@ -200,8 +213,11 @@ impl State {
             ),
             epoch: 0,
             running: running::RunningJournal::default(),
+            layers: startup.layers,
             pending: Vec::new(),
             inflight: Vec::new(),
+            writing: Vec::new(),
+            reloads: Vec::new(),
             draining: HashMap::default(),
             snapshot_cache: HashMap::default(),
         };
@@ -254,6 +270,7 @@ impl State {
                 result,
             } => self.on_check_done(&instance, generation, result),
             Input::NeedsWritten { result } => self.on_needs_written(result),
+            Input::NeedsRead { result } => self.on_needs_read(result),
             Input::MastersWritten { result } => self.on_masters_written(result),
             Input::GenerationWritten { bound, result } => self.generations.written(bound, result),
             Input::JournalWritten { seq, result } => self.on_journal_written(seq, result),

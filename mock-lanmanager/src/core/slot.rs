@@ -57,6 +57,8 @@ pub(super) enum Slot {
         generation: Generation,
         why: Release,
     },
+    /// AllexJS `closed: true`: kept, offered to no master.
+    Closed,
 }
 
 impl Slot {
@@ -105,7 +107,7 @@ pub(super) fn slot_hint(slot: &Slot) -> Option<RunningHint> {
             master: master.clone(),
             generation: *generation,
         }),
-        Slot::Open | Slot::Backoff { .. } => None,
+        Slot::Open | Slot::Backoff { .. } | Slot::Closed => None,
     }
 }
 
@@ -153,7 +155,7 @@ fn slot_event(
             delay_ms: u64::try_from(until.saturating_duration_since(now).as_millis())
                 .unwrap_or(u64::MAX),
         },
-        Slot::Open | Slot::Settling { .. } | Slot::Stopping { .. } => return None,
+        Slot::Open | Slot::Settling { .. } | Slot::Stopping { .. } | Slot::Closed => return None,
     })
 }
 
@@ -163,8 +165,14 @@ impl State {
     /// journal gets a line when who runs it (or is awaited to) changes, a
     /// need that opens is offered to every master that can serve it, and
     /// one that leaves `Open` for a holder is withdrawn from the others.
+    /// A closed need that would open closes instead, so that every path
+    /// back to `Open` (a `down`, a delay over, a settle over) honours it.
     pub(super) fn set_slot(&mut self, instance: &InstanceName, slot: Slot) -> Option<Slot> {
         let e = self.needs.get_mut(instance)?;
+        let slot = match slot {
+            Slot::Open if e.need.closed() => Slot::Closed,
+            slot => slot,
+        };
         let old = std::mem::replace(&mut e.slot, slot);
         let was_open = matches!(old, Slot::Open);
         let is_open = matches!(e.slot, Slot::Open);
@@ -182,8 +190,10 @@ impl State {
         if is_open && !was_open {
             self.broadcast_open(instance);
         } else if was_open {
-            if let Some(holder) = holder {
-                self.broadcast_taken(instance, Some(&holder));
+            match holder {
+                Some(holder) => self.broadcast_taken(instance, Some(&holder)),
+                // Closed: withdrawn from every master.
+                None => self.broadcast_taken(instance, None),
             }
         }
         Some(old)

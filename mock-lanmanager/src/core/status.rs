@@ -17,6 +17,7 @@ impl State {
             };
             let (state, master, retry_in_ms) = match &e.slot {
                 Slot::Open => (NeedState::Open, None, None),
+                Slot::Closed => (NeedState::Closed, None, None),
                 Slot::Claimed { master, .. }
                 | Slot::Checking { master, .. }
                 | Slot::Stopping { master, .. } => (NeedState::Claimed, Some(master.clone()), None),
@@ -49,6 +50,7 @@ impl State {
                 master,
                 retry_in_ms,
                 failures: e.failures,
+                layer: e.origin.to_string(),
             });
         }
         let mut masters: Vec<MasterSummary> = self

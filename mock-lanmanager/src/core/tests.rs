@@ -27,6 +27,14 @@ fn need(instance: &str) -> Need {
         propertyhash: Default::default(),
         ipaddress: None,
         protocols: Some(vec![Protocol::Tcp]),
+        extra: Default::default(),
+    }
+}
+
+fn layers(needs: Vec<Need>) -> allex_protocol::layers::Layers {
+    allex_protocol::layers::Layers {
+        base: needs,
+        ..Default::default()
     }
 }
 
@@ -74,7 +82,7 @@ fn peer() -> SocketAddr {
 
 fn core(needs: &[&str]) -> State {
     let startup = Startup {
-        needs: needs.iter().map(|n| need(n)).collect(),
+        layers: layers(needs.iter().map(|n| need(n)).collect()),
         hints: std::collections::HashMap::new(),
         next_generation: 1,
         generation_bound: 1 + crate::needs_store::GENERATION_BLOCK,
@@ -414,7 +422,7 @@ fn a_need_is_acknowledged_only_after_the_needs_file_is_written() {
             request: AdminToLan::NeedAdd { need: need("b") },
         },
     );
-    assert!(matches!(&fx[..], [Effect::Write(Write::Needs(list))] if list.len() == 1));
+    assert!(matches!(&fx[..], [Effect::Write(Write::Runtime(list))] if list.len() == 1));
     assert!(st.status().needs.is_empty());
     let fx = st.handle(now, Input::NeedsWritten { result: Ok(()) });
     assert!(matches!(
@@ -661,7 +669,7 @@ fn after_a_restart_a_need_held_for_one_master_is_not_adopted_from_another() {
         },
     );
     let startup = Startup {
-        needs: vec![need("a")],
+        layers: layers(vec![need("a")]),
         hints,
         next_generation: 100,
         generation_bound: 100 + crate::needs_store::GENERATION_BLOCK,
@@ -698,4 +706,37 @@ fn after_a_restart_a_need_held_for_one_master_is_not_adopted_from_another() {
     let status = st.status();
     assert_eq!(status.needs[0].state, NeedState::Settling);
     assert_eq!(status.needs[0].master.as_deref(), Some("m1"));
+}
+
+#[test]
+fn a_need_with_its_own_timeout_must_be_running_by_then() {
+    let mut n = need("a");
+    n.extra.insert("timeout".into(), serde_json::json!(2.5));
+    let startup = Startup {
+        layers: layers(vec![n]),
+        hints: std::collections::HashMap::new(),
+        next_generation: 1,
+        generation_bound: 1 + crate::needs_store::GENERATION_BLOCK,
+        identities: BTreeMap::new(),
+    };
+    let mut st = State::new(Arc::new(Settings::default()), startup, t0()).0;
+    let now = t0();
+    connect(&mut st, now, "m1", 1);
+    let fx = claim(&mut st, now, 1, "a");
+    let g = grant_generation(&fx, 1).expect("granted");
+    let deadline = now.at + Duration::from_millis(2500);
+    assert!(fx.iter().any(|e| matches!(e,
+        Effect::Timer { at, timer: Timer::ClaimDeadline { generation, .. } }
+            if *generation == g && *at == deadline)));
+    // Spawned, but its port check has not passed when the timeout comes.
+    spawned(&mut st, now, 1, "a", g);
+    let fx = st.handle(
+        later(now, 2500),
+        Input::Timer(Timer::ClaimDeadline {
+            instance: allex_protocol::instance!("a"),
+            generation: g,
+        }),
+    );
+    assert!(sent(&fx, 1).iter().any(|m| matches!(m,
+        LanToMaster::Stop { generation, reason, .. } if *generation == g && reason.contains("timeout"))));
 }

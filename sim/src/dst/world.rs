@@ -227,7 +227,10 @@ struct Proc {
 
 #[derive(Default)]
 struct Disk {
+    /// The operator's `needs`, never written by the lan manager.
     needs: Vec<Need>,
+    /// `needs.runtime`: what admin changes wrote.
+    runtime: Vec<allex_protocol::layers::RuntimeEntry>,
     masters: BTreeMap<String, String>,
     generation: u64,
     running: HashMap<InstanceName, RunningHint>,
@@ -394,6 +397,7 @@ impl World {
             next_pid: 10_000,
             disk: Disk {
                 needs,
+                runtime: Vec::new(),
                 ..Disk::default()
             },
             crash_loop: BTreeMap::new(),
@@ -741,7 +745,7 @@ impl World {
         let generation_bound = next_generation.saturating_add(GENERATION_BLOCK);
         self.disk.generation = generation_bound;
         let startup = lan::Startup {
-            needs: self.disk.needs.clone(),
+            layers: self.disk_layers(),
             hints,
             next_generation,
             generation_bound,
@@ -750,6 +754,15 @@ impl World {
         let (core, fx) = lan::State::new(self.settings.clone(), startup, self.lan_now());
         self.lan.core = Some(core);
         self.lan_effects(fx);
+    }
+
+    /// The needs files as the simulated disk holds them.
+    fn disk_layers(&self) -> allex_protocol::layers::Layers {
+        allex_protocol::layers::Layers {
+            base: self.disk.needs.clone(),
+            overlay: Vec::new(),
+            runtime: self.disk.runtime.clone(),
+        }
     }
 
     // ----- the network -----
@@ -1314,12 +1327,15 @@ impl World {
             Ok(())
         };
         let input = match w {
-            lan::Write::Needs(needs) => {
+            lan::Write::Runtime(runtime) => {
                 if !full {
-                    self.disk.needs = needs;
+                    self.disk.runtime = runtime;
                 }
                 Some(lan::Input::NeedsWritten { result })
             }
+            lan::Write::ReadNeeds => Some(lan::Input::NeedsRead {
+                result: Ok(self.disk_layers()),
+            }),
             lan::Write::Masters(m) => {
                 if !full {
                     self.disk.masters = m;
