@@ -16,6 +16,11 @@ use tokio::signal::unix::{signal, SignalKind};
 
 /// Runs the master until SIGTERM or SIGINT, then stops every child.
 pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
+    // Re-read on SIGHUP from the same file.
+    let config_path = match config {
+        Some(p) => p.to_path_buf(),
+        None => crate::config::default_path(Path::new("."))?,
+    };
     let mut cfg = load_for_run(config)?;
     let fdlimit = crate::fdlimit::raise();
     socket::check_runtime_dir(&cfg.runtimedirectory)?;
@@ -79,10 +84,32 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
     }
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    // Started with SIGHUP ignored (`nohup`): that wish is kept, and the
+    // config is re-read only on a restart.
+    let mut hup = if crate::spawner::ignored_signals().contains(&libc::SIGHUP) {
+        tracing::info!("SIGHUP is ignored (nohup): the config is not re-read on SIGHUP");
+        None
+    } else {
+        Some(signal(SignalKind::hangup()).context("cannot watch SIGHUP")?)
+    };
     tell_service_manager("READY=1");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = int.recv() => tracing::info!("SIGINT"),
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM"); break }
+            _ = int.recv() => { tracing::info!("SIGINT"); break }
+            Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                tracing::info!(path = %config_path.display(), "SIGHUP: re-reading the config");
+                let path = config_path.clone();
+                let result = tokio::task::spawn_blocking(move || {
+                    allex_protocol::MasterConfig::load(&path).map_err(|e| e.to_string())
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("the config reader failed: {e}")));
+                if tx.send(Event::ConfigReloaded(result)).is_err() {
+                    break;
+                }
+            }
+        }
     }
     tell_service_manager("STOPPING=1");
     let _ = tx.send(Event::Shutdown);

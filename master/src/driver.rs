@@ -69,6 +69,8 @@ pub enum Event {
     Shutdown,
     /// A timer or a log sweep of the driver's own is done.
     Done(Input),
+    /// SIGHUP re-read the config: the new one, or why it was refused.
+    ConfigReloaded(Result<allex_protocol::MasterConfig, String>),
 }
 
 /// The process group of `pid`, for a `ready` from a child's descendant.
@@ -230,6 +232,7 @@ impl Driver {
                 }
             }
             Event::Shutdown => Input::Shutdown,
+            Event::ConfigReloaded(result) => Input::ConfigReloaded(result),
             Event::Done(input) => input,
         })
     }

@@ -63,7 +63,7 @@ pub struct Spawner {
 }
 
 /// Signals whose disposition is SIG_IGN right now.
-fn ignored_signals() -> Vec<libc::c_int> {
+pub fn ignored_signals() -> Vec<libc::c_int> {
     (1..=libc::SIGRTMAX())
         .filter(|s| *s != libc::SIGKILL && *s != libc::SIGSTOP)
         .filter(|s| {

@@ -200,3 +200,95 @@ async fn a_follower_sees_each_new_event_as_it_happens() {
     let streamed = reader.join().unwrap();
     assert_eq!(streamed[3]["instancename"], "F4");
 }
+
+/// Sends `n` claims of needs that do not exist from a fresh master `name`
+/// (each one a `claim_refused` event), reading its answers meanwhile.
+async fn flood_claims(lm: &LanManager, name: &str, n: usize) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut ws = raw(lm.addr()).await;
+    let hello = allex_protocol::MasterToLan::Hello(hello(name, &["svc"], Vec::new()));
+    ws.send(Message::text(allex_protocol::frame::encode(&hello)))
+        .await
+        .unwrap();
+    // Claims before the welcome would race the hello.
+    loop {
+        match next(&mut ws).await {
+            Next::Text(t) if t.contains("\"welcome\"") => break,
+            Next::Text(_) => {}
+            Next::Closed(why) => panic!("{name}: closed: {why}"),
+        }
+    }
+    let (mut tx, mut rx) = ws.split();
+    let reader = tokio::spawn(async move {
+        let mut refused = 0usize;
+        while let Some(Ok(m)) = rx.next().await {
+            if m.to_text().is_ok_and(|t| t.contains("claim_refused")) {
+                refused += 1;
+                if refused == n {
+                    break;
+                }
+            }
+        }
+        refused
+    });
+    for i in 0..n {
+        let claim = allex_protocol::MasterToLan::Claim {
+            instancename: allex_protocol::InstanceName::new(format!("Nothing{i}")).unwrap(),
+        };
+        tx.send(Message::text(allex_protocol::frame::encode(&claim)))
+            .await
+            .unwrap();
+    }
+    let refused = match tokio::time::timeout(SOON, reader).await {
+        Ok(r) => r.unwrap(),
+        Err(_) => panic!(
+            "{name}: not every claim was answered within {SOON:?}; {:?}",
+            lm.status_direct().map(|s| s.masters)
+        ),
+    };
+    assert_eq!(refused, n, "{name}: every claim answered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_stops_reading_is_dropped_and_never_slows_the_state_owner() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
+    let http = lm.http_addr().unwrap();
+    // A follower with a tiny receive window that reads nothing.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = socket.connect(http).await.unwrap();
+    slow.write_all(b"GET /v1/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    // Far more events than the hub lets a follower lag plus what the
+    // kernel's buffers hold.
+    const PER_MASTER: usize = 15_000;
+    let names = ["f1", "f2", "f3", "f4"];
+    for name in names {
+        flood_claims(&lm, name, PER_MASTER).await;
+    }
+    // The state owner kept its pace: everything was answered, and it answers now.
+    let st = lm.status_direct().unwrap();
+    assert_eq!(st.masters.len(), names.len(), "{:?}", st.masters);
+    // The slow follower was cut off: its stream ends, short of the last event.
+    let mut body = Vec::new();
+    tokio::time::timeout(SOON, slow.read_to_end(&mut body))
+        .await
+        .expect("the stalled follower is disconnected")
+        .unwrap();
+    let text = String::from_utf8_lossy(&body);
+    let got = text.matches("\ndata:").count() + usize::from(text.starts_with("data:"));
+    let produced = names.len() * PER_MASTER;
+    assert!(
+        got > 0,
+        "it was a follower: {}",
+        &text[..text.len().min(400)]
+    );
+    assert!(
+        got < produced,
+        "dropped before the end: {got} of {produced}"
+    );
+}

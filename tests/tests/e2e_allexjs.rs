@@ -105,3 +105,65 @@ fn both_config_names_are_refused_naming_both_and_neither_is_touched() {
         );
     }
 }
+
+#[test]
+fn sighup_restarts_only_the_children_whose_catalogue_entry_changed() {
+    let lm = ok(LanManager::start(LanOptions::default()));
+    let opts = MasterOptions {
+        testsvc_modules: vec!["testsvc".into(), "othersvc".into()],
+        ..MasterOptions::new(lm.addr())
+    };
+    let m = ok(Master::start(&opts));
+    let name = |s: &str| allex_protocol::InstanceName::new(s).unwrap();
+    ok(lm.need_add(&allex_protocol::Need::new("testsvc", name("Same"))));
+    ok(lm.need_add(&allex_protocol::Need::new("othersvc", name("Changed"))));
+    let running = |lm: &LanManager| -> Result<
+        std::collections::BTreeMap<String, (u32, allex_protocol::Ports)>,
+        String,
+    > {
+        let st = lm.status().map_err(|e| e.to_string())?;
+        let map: std::collections::BTreeMap<_, _> = st
+            .running
+            .iter()
+            .map(|r| (r.instancename.to_string(), (r.pid, r.ports)))
+            .collect();
+        if map.len() == 2 {
+            Ok(map)
+        } else {
+            Err(format!("{st:?}"))
+        }
+    };
+    let before = wait_until("both run", DEADLINE, || running(&lm)).unwrap();
+
+    // A broken file changes nothing.
+    let good = std::fs::read_to_string(m.config_path()).unwrap();
+    std::fs::write(m.config_path(), "{ not json").unwrap();
+    ok(m.signal(nix::sys::signal::Signal::SIGHUP));
+    wait_until("the refusal is logged", DEADLINE, || {
+        let log = m.log();
+        if log.contains("config not reloaded") {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    })
+    .unwrap();
+    assert_eq!(running(&lm).unwrap(), before);
+
+    // Only othersvc's entry changes.
+    let mut cfg: serde_json::Value = serde_json::from_str(&good).unwrap();
+    cfg["services"]["othersvc"]["stoptimeoutms"] = json!(1234);
+    std::fs::write(m.config_path(), serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+    ok(m.signal(nix::sys::signal::Signal::SIGHUP));
+    let after = wait_until("Changed runs again under a new pid", DEADLINE, || {
+        let now = running(&lm)?;
+        if now["Changed"].0 != before["Changed"].0 {
+            Ok(now)
+        } else {
+            Err(format!("{now:?}"))
+        }
+    })
+    .unwrap();
+    assert_eq!(after["Same"], before["Same"], "same pid, same ports");
+    assert!(m.is_running());
+}

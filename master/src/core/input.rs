@@ -94,4 +94,6 @@ pub enum Input {
     },
     /// Stop every child and end.
     Shutdown,
+    /// The config was re-read (SIGHUP): the new one, or why it was refused.
+    ConfigReloaded(Result<allex_protocol::MasterConfig, String>),
 }

@@ -13,6 +13,7 @@ mod claims;
 mod effect;
 mod input;
 mod local;
+mod reload;
 mod session;
 mod status;
 
@@ -278,6 +279,7 @@ impl State {
                 }
             }
             Input::Shutdown => self.shutdown(),
+            Input::ConfigReloaded(result) => self.on_config_reloaded(result),
         }
         std::mem::take(&mut self.fx)
     }
