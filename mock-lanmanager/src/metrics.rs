@@ -67,12 +67,13 @@ pub fn metrics() -> &'static LanMetrics {
     &METRICS
 }
 
-const STATES: [(NeedState, &str); 5] = [
+const STATES: [(NeedState, &str); 6] = [
     (NeedState::Open, "open"),
     (NeedState::Claimed, "claimed"),
     (NeedState::Running, "running"),
     (NeedState::Backoff, "backoff"),
     (NeedState::Settling, "settling"),
+    (NeedState::Closed, "closed"),
 ];
 
 impl LanMetrics {

@@ -740,3 +740,33 @@ fn a_need_with_its_own_timeout_must_be_running_by_then() {
     assert!(sent(&fx, 1).iter().any(|m| matches!(m,
         LanToMaster::Stop { generation, reason, .. } if *generation == g && reason.contains("timeout"))));
 }
+
+#[test]
+fn strategies_ip_places_a_need_like_ipaddress() {
+    let mut far = need("far");
+    far.extra
+        .insert("strategies".into(), serde_json::json!({"ip": "10.0.0.0/8"}));
+    let mut near = need("near");
+    near.extra.insert(
+        "strategies".into(),
+        serde_json::json!({"ip": "127.0.0.0/8"}),
+    );
+    let startup = Startup {
+        layers: layers(vec![far, near]),
+        hints: std::collections::HashMap::new(),
+        next_generation: 1,
+        generation_bound: 1 + crate::needs_store::GENERATION_BLOCK,
+        identities: BTreeMap::new(),
+    };
+    let mut st = State::new(Arc::new(Settings::default()), startup, t0()).0;
+    let now = t0();
+    let fx = connect(&mut st, now, "m1", 1);
+    // Only the need it may take is in its snapshot.
+    assert!(sent(&fx, 1).iter().any(|m| matches!(m,
+        LanToMaster::Needs { needs } if needs.len() == 1 && needs[0].instancename == "near")));
+    let fx = claim(&mut st, now, 1, "far");
+    assert!(sent(&fx, 1).iter().any(|m| matches!(m,
+        LanToMaster::ClaimRefused { reason, .. } if reason.contains("strategies.ip 10.0.0.0/8"))));
+    let fx = claim(&mut st, now, 1, "near");
+    assert!(grant_generation(&fx, 1).is_some());
+}
