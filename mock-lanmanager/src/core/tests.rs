@@ -81,8 +81,13 @@ fn peer() -> SocketAddr {
 }
 
 fn core(needs: &[&str]) -> State {
+    core_of(needs.iter().map(|n| need(n)).collect())
+}
+
+/// A fresh core whose `needs` file holds `needs`.
+fn core_of(needs: Vec<Need>) -> State {
     let startup = Startup {
-        layers: layers(needs.iter().map(|n| need(n)).collect()),
+        layers: layers(needs),
         hints: std::collections::HashMap::new(),
         next_generation: 1,
         generation_bound: 1 + crate::needs_store::GENERATION_BLOCK,
@@ -712,14 +717,7 @@ fn after_a_restart_a_need_held_for_one_master_is_not_adopted_from_another() {
 fn a_need_with_its_own_timeout_must_be_running_by_then() {
     let mut n = need("a");
     n.extra.insert("timeout".into(), serde_json::json!(2.5));
-    let startup = Startup {
-        layers: layers(vec![n]),
-        hints: std::collections::HashMap::new(),
-        next_generation: 1,
-        generation_bound: 1 + crate::needs_store::GENERATION_BLOCK,
-        identities: BTreeMap::new(),
-    };
-    let mut st = State::new(Arc::new(Settings::default()), startup, t0()).0;
+    let mut st = core_of(vec![n]);
     let now = t0();
     connect(&mut st, now, "m1", 1);
     let fx = claim(&mut st, now, 1, "a");
@@ -751,14 +749,7 @@ fn strategies_ip_places_a_need_like_ipaddress() {
         "strategies".into(),
         serde_json::json!({"ip": "127.0.0.0/8"}),
     );
-    let startup = Startup {
-        layers: layers(vec![far, near]),
-        hints: std::collections::HashMap::new(),
-        next_generation: 1,
-        generation_bound: 1 + crate::needs_store::GENERATION_BLOCK,
-        identities: BTreeMap::new(),
-    };
-    let mut st = State::new(Arc::new(Settings::default()), startup, t0()).0;
+    let mut st = core_of(vec![far, near]);
     let now = t0();
     let fx = connect(&mut st, now, "m1", 1);
     // Only the need it may take is in its snapshot.
