@@ -116,10 +116,12 @@ impl ChildHandle {
             libc::CLD_EXITED => ExitInfo {
                 code: Some(status),
                 signal: None,
+                reason: None,
             },
             _ => ExitInfo {
                 code: None,
                 signal: Some(status),
+                reason: None,
             },
         })
     }

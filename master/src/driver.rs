@@ -291,6 +291,23 @@ impl Driver {
                 });
                 None
             }
+            Effect::Probe {
+                instance,
+                pid,
+                check,
+                port,
+            } => {
+                let events = self.events.clone();
+                tokio::spawn(async move {
+                    let result = crate::probe::run(&check, port).await;
+                    let _ = events.send(Event::Done(Input::ProbeDone {
+                        instance,
+                        pid,
+                        result,
+                    }));
+                });
+                None
+            }
             Effect::SweepLogs {
                 runtimedir,
                 live,

@@ -22,6 +22,7 @@ pub mod log_stream;
 pub mod logs;
 pub mod metrics;
 pub mod ports;
+pub mod probe;
 pub mod retention;
 pub mod socket;
 pub mod spawner;

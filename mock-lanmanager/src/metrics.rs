@@ -159,6 +159,8 @@ impl LanMetrics {
             } => {
                 let cause = if *ordered {
                     "ordered"
+                } else if exit.reason == Some(allex_protocol::types::DownReason::Unhealthy) {
+                    "unhealthy"
                 } else if exit.signal.is_some() {
                     "signal"
                 } else {

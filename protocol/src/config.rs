@@ -143,6 +143,10 @@ pub struct ServiceSpec {
     /// Milliseconds between the stop signal and SIGKILL.
     #[serde(default = "default_stoptimeoutms")]
     pub stoptimeoutms: u64,
+    /// A health check the master runs on each child of this entry (a need's
+    /// own `check` overrides it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<crate::health::HealthCheck>,
 }
 
 /// Signals a service may be stopped with.
@@ -332,6 +336,12 @@ impl MasterConfig {
                 return fail(
                     at("command", here),
                     format!("services.{module} holds a NUL character in its command or args"),
+                );
+            }
+            if let Some((field, why)) = spec.check.as_ref().and_then(|c| c.problem()) {
+                return fail(
+                    at(field, at("check", here)),
+                    format!("services.{module}.check.{field} {why}"),
                 );
             }
         }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod events;
 pub mod frame;
 pub mod generation;
+pub mod health;
 pub mod lan;
 pub mod layers;
 pub mod local;

@@ -134,6 +134,25 @@ impl Need {
                 }
             },
         }
+        match self.extra.get("check") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(v) => match serde_json::from_value::<crate::health::HealthCheck>(v.clone()) {
+                Err(_) => {
+                    return Err(NeedError::BadField {
+                        field: "check",
+                        why: "a health check: {\"type\": \"tcp\"|\"http\"|\"exec\", ...}",
+                    })
+                }
+                Ok(c) => {
+                    if let Some((_, why)) = c.problem() {
+                        return Err(NeedError::BadField {
+                            field: "check",
+                            why,
+                        });
+                    }
+                }
+            },
+        }
         match self.extra.get("strategies") {
             None | Some(serde_json::Value::Null) => {}
             Some(serde_json::Value::Object(s)) => match s.get("ip") {
@@ -189,6 +208,14 @@ impl Need {
             .and_then(|v| v.as_f64())
             .filter(|t| *t > 0.0 && t.is_finite())
             .and_then(|t| std::time::Duration::try_from_secs_f64(t).ok())
+    }
+
+    /// The need's own health check (`check`), overriding its catalogue
+    /// entry's; `None` when it has none or it does not parse ([`Need::validate`]
+    /// refuses that).
+    pub fn check(&self) -> Option<crate::health::HealthCheck> {
+        let v = self.extra.get("check").filter(|v| !v.is_null())?;
+        serde_json::from_value(v.clone()).ok()
     }
 
     /// `strategies.ip`: an address or CIDR the master must advertise.

@@ -107,10 +107,25 @@ pub struct ExitInfo {
     /// Signal number, when a signal killed the child.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
+    /// Why the master stopped it itself, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<DownReason>,
+}
+
+/// Why a master stopped a child on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[serde(rename_all = "snake_case")]
+pub enum DownReason {
+    /// Its health check failed `failures` times in a row.
+    Unhealthy,
 }
 
 impl std::fmt::Display for ExitInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.reason == Some(DownReason::Unhealthy) {
+            f.write_str("unhealthy: ")?;
+        }
         match (self.code, self.signal) {
             (_, Some(s)) => write!(f, "killed by signal {s}"),
             (Some(c), None) => write!(f, "exited with code {c}"),
@@ -194,6 +209,21 @@ pub struct ChildStatus {
     pub uptime_ms: u64,
     /// Grant generation it runs under (0 when spawned without a lan manager).
     pub generation: Generation,
+    /// Its health check's last result, when it has a check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthStatus>,
+}
+
+/// Where a child's health check stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct HealthStatus {
+    /// Whether the last probe passed (false before the first).
+    pub passing: bool,
+    /// Failures in a row so far.
+    pub failures: u32,
+    /// What the last probe said (`ok`, or why it failed; `not checked yet`).
+    pub last: String,
 }
 
 /// What `allexmaster status` prints.

@@ -85,6 +85,7 @@ fn master_to_lan_examples() {
             exit: ExitInfo {
                 code: None,
                 signal: Some(9),
+                reason: None,
             },
             ordered: false,
             uptime_ms: 1500,
@@ -256,6 +257,7 @@ fn event_examples() -> Vec<EventKind> {
             exit: ExitInfo {
                 code: None,
                 signal: Some(9),
+                reason: None,
             },
             ordered: false,
             uptime_ms: 5000,
@@ -434,6 +436,11 @@ fn local_examples() {
                     ready: true,
                     uptime_ms: 1500,
                     generation: Generation(7),
+                    health: Some(allex_protocol::types::HealthStatus {
+                        passing: false,
+                        failures: 1,
+                        last: "GET /health on port 15001 answered 503".into(),
+                    }),
                 }],
                 free: PortCounts {
                     tcp: 999,

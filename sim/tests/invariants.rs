@@ -79,6 +79,7 @@ fn child(instance: &str, pid: u32, port: u16) -> ChildStatus {
         ready: true,
         uptime_ms: 1,
         generation: Generation(1),
+        health: None,
     }
 }
 

@@ -329,6 +329,7 @@ impl FakeMaster {
             exit: ExitInfo {
                 code: Some(1),
                 signal: None,
+                reason: None,
             },
             ordered,
             uptime_ms,

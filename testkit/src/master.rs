@@ -27,6 +27,7 @@ pub fn testsvc_spec(stop_timeout_ms: u64) -> Result<ServiceSpec, HarnessError> {
         env: BTreeMap::new(),
         stopsignal: StopSignal::Term,
         stoptimeoutms: stop_timeout_ms,
+        check: None,
     })
 }
 

@@ -35,10 +35,18 @@ struct Started {
 /// on drop this also kills whatever the demo said it started.
 struct Demo {
     proc: Proc,
+    /// Held while the demo runs: every demo's master takes the seed's fixed
+    /// port ranges, so two side by side could hand one port to both their
+    /// services (one port check then passes on the other's listener).
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+static SEED_RANGES: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Demo {
     fn start(args: &[&str]) -> Demo {
+        // A test that failed while holding it poisons it; the ranges are free again.
+        let guard = SEED_RANGES.lock().unwrap_or_else(|p| p.into_inner());
         let mut cmd = Command::new(binary("allex-sim").unwrap());
         // The binaries are built by `cargo test` already; the build step is
         // what `cargo run -p allex-sim -- demo` adds in front.
@@ -48,6 +56,7 @@ impl Demo {
             .env_remove("CARGO");
         Demo {
             proc: Proc::spawn("allex-sim demo", cmd, Stderr::Inherit).unwrap(),
+            _one_at_a_time: guard,
         }
     }
 

@@ -90,6 +90,7 @@ impl State {
             wsport: ports.ws,
             masterpid: self.pid,
         };
+        let need_check = need.check();
         let plan = SpawnPlan {
             instance: instance.clone(),
             generation,
@@ -102,6 +103,7 @@ impl State {
         };
         self.children.insert(
             instance.clone(),
+            // A need's own `check` overrides its catalogue entry's.
             Child {
                 module: need.modulename.clone(),
                 need,
@@ -114,6 +116,7 @@ impl State {
                 stop: None,
                 stopsignal: spec.stopsignal.number(),
                 stoptimeout: Duration::from_millis(spec.stoptimeoutms),
+                health: super::health::Health::for_child(need_check, spec.check.as_ref()),
             },
         );
         self.fx.push(Effect::Spawn(Box::new(plan)));
@@ -150,6 +153,7 @@ impl State {
                 let stop = c.stop;
                 self.by_pid.insert(pid, instance.clone());
                 self.spawn_failures.remove(&instance);
+                self.start_checks(&instance, pid);
                 let n = self.quick_deaths.get(&instance).copied().unwrap_or(0) + 1;
                 allex_protocol::log_repeated!(n, info, %instance, %generation, pid, ?ports, "child spawned");
                 self.send_report(MasterToLan::Spawned {
@@ -265,6 +269,14 @@ impl State {
             };
             allex_protocol::log_repeated!(n, warn, %instance, %generation, pid, %exit, uptime_ms, "child died");
         }
+        let exit = ExitInfo {
+            reason: c
+                .health
+                .as_ref()
+                .filter(|h| h.unhealthy)
+                .map(|_| allex_protocol::types::DownReason::Unhealthy),
+            ..exit
+        };
         self.send_report(MasterToLan::Down {
             instancename: instance.clone(),
             generation,

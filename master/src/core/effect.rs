@@ -62,6 +62,17 @@ pub enum Effect {
         /// What.
         timer: Timer,
     },
+    /// Run one health probe within its timeout; answered by `Input::ProbeDone`.
+    Probe {
+        /// Instance name.
+        instance: InstanceName,
+        /// The child's pid.
+        pid: u32,
+        /// What to probe.
+        check: allex_protocol::health::HealthCheck,
+        /// The port probed (tcp and http checks).
+        port: Option<u16>,
+    },
     /// Delete expired logs of instances not in `live`; answered by `Input::LogsSwept`.
     SweepLogs {
         /// The runtime directory.

@@ -20,6 +20,13 @@ pub enum Timer {
         /// Its pid.
         pid: u32,
     },
+    /// A child's health probe is due.
+    HealthCheck {
+        /// Instance name.
+        instance: InstanceName,
+        /// The child's pid, so a probe never outlives its child.
+        pid: u32,
+    },
     /// Time to check whether the lan manager has been silent for the fence time.
     FenceCheck,
     /// Time to delete logs of instances that no longer run here.
@@ -94,6 +101,15 @@ pub enum Input {
     },
     /// Stop every child and end.
     Shutdown,
+    /// A health probe asked for by `Effect::Probe` ended.
+    ProbeDone {
+        /// Instance name.
+        instance: InstanceName,
+        /// The child's pid.
+        pid: u32,
+        /// Ok, or why it failed.
+        result: Result<(), String>,
+    },
     /// The config was re-read (SIGHUP): the new one, or why it was refused.
     ConfigReloaded(Result<allex_protocol::MasterConfig, String>),
 }

@@ -11,6 +11,7 @@ mod capacity;
 mod children;
 mod claims;
 mod effect;
+mod health;
 mod input;
 mod local;
 mod reload;
@@ -61,6 +62,8 @@ struct Child {
     stop: Option<bool>,
     stopsignal: i32,
     stoptimeout: Duration,
+    /// Its health check and how it stands, when it has one.
+    health: Option<health::Health>,
 }
 
 /// Where a child is in its life, as far as the master knows it.
@@ -280,6 +283,11 @@ impl State {
             }
             Input::Shutdown => self.shutdown(),
             Input::ConfigReloaded(result) => self.on_config_reloaded(result),
+            Input::ProbeDone {
+                instance,
+                pid,
+                result,
+            } => self.on_probe_done(&instance, pid, result),
         }
         std::mem::take(&mut self.fx)
     }
@@ -312,6 +320,7 @@ impl State {
             }
             Timer::FenceCheck => self.fence_check(),
             Timer::SweepLogs => self.sweep_logs(),
+            Timer::HealthCheck { instance, pid } => self.on_health_timer(&instance, pid),
         }
     }
 

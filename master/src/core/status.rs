@@ -18,6 +18,7 @@ impl State {
                 ready: c.ready,
                 uptime_ms: c.uptime_ms(self.now),
                 generation: c.generation,
+                health: c.health.as_ref().map(|h| h.status()),
             })
             .collect();
         children.sort_by(|a, b| a.instancename.cmp(&b.instancename));

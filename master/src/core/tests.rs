@@ -244,6 +244,7 @@ fn a_stale_exit_report_changes_nothing() {
             exit: ExitInfo {
                 code: Some(0),
                 signal: None,
+                reason: None,
             },
         },
     );

@@ -348,6 +348,7 @@ fn run_and_crash(
                 exit: allex_protocol::ExitInfo {
                     code: Some(1),
                     signal: None,
+                    reason: None,
                 },
                 ordered: false,
                 uptime_ms,

@@ -1398,7 +1398,8 @@ impl World {
                 }
                 mcore::Effect::Spawn(plan) => self.spawn(m, *plan),
                 mcore::Effect::Signal { pid, signal } => self.signal(pid, signal),
-                mcore::Effect::Reply { .. } => {}
+                // The simulated services have no checks configured.
+                mcore::Effect::Reply { .. } | mcore::Effect::Probe { .. } => {}
                 mcore::Effect::Timer { at, timer } => {
                     let at = self.us(at);
                     self.push(
@@ -1473,6 +1474,7 @@ impl World {
                     exit: ExitInfo {
                         code: Some(1),
                         signal: None,
+                        reason: None,
                     },
                 },
             );
@@ -1689,5 +1691,6 @@ fn exit_signal(signal: i32) -> ExitInfo {
     ExitInfo {
         code: None,
         signal: Some(signal),
+        reason: None,
     }
 }
