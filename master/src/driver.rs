@@ -300,6 +300,7 @@ impl Driver {
                 let events = self.events.clone();
                 tokio::spawn(async move {
                     let result = crate::probe::run(&check, port).await;
+                    crate::metrics::metrics().probe(result.is_ok());
                     let _ = events.send(Event::Done(Input::ProbeDone {
                         instance,
                         pid,

@@ -43,6 +43,13 @@ pub struct MasterMetrics {
     spawn_seconds: Histogram,
     deaths: Family<CauseLabel, Counter>,
     log_bytes: Counter,
+    probes: Family<ResultLabel, Counter>,
+}
+
+/// A health probe's result, as a label: `passed` or `failed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
 }
 
 /// The process's metrics: one master per process.
@@ -60,6 +67,12 @@ impl MasterMetrics {
         let spawn_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         let deaths = Family::<CauseLabel, Counter>::default();
         let log_bytes = Counter::default();
+        let probes = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "health_probes",
+            "Health probes run, by result (passed, failed)",
+            probes.clone(),
+        );
         registry.register("children", "Children running or starting", children.clone());
         registry.register("free_ports", "Free ports by protocol", free_ports.clone());
         registry.register(
@@ -84,7 +97,17 @@ impl MasterMetrics {
             spawn_seconds,
             deaths,
             log_bytes,
+            probes,
         }
+    }
+
+    /// Counts one health probe's result.
+    pub fn probe(&self, passed: bool) {
+        self.probes
+            .get_or_create(&ResultLabel {
+                result: if passed { "passed" } else { "failed" }.into(),
+            })
+            .inc();
     }
 
     /// Counts a spawn's outcome and how long it took.

@@ -34,6 +34,16 @@ pub fn line(e: &LanEvent) -> String {
             changed,
         } => format!("{added} added, {removed} removed, {changed} changed"),
         EventKind::ReloadRefused { message } => format!("nothing changed: {message}"),
+        EventKind::Health {
+            instancename,
+            master,
+            passing,
+            failures,
+            last,
+        } => {
+            let state = if *passing { "passing" } else { "failing" };
+            format!("{instancename} on {master}: {state} ({failures} in a row): {last}")
+        }
         EventKind::Claimed {
             instancename,
             master,

@@ -56,6 +56,7 @@ pub struct LanMetrics {
     recovery_seconds: Histogram,
     frames_refused: Family<CodeLabel, Counter>,
     events: Counter,
+    health_failing: Counter,
     /// When each instance last died on its own, to time it back to running.
     died_at: Mutex<HashMap<InstanceName, u64>>,
 }
@@ -93,6 +94,7 @@ impl LanMetrics {
             recovery_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 16)),
             frames_refused: Family::default(),
             events: Counter::default(),
+            health_failing: Counter::default(),
             died_at: Mutex::new(HashMap::new()),
             registry: Registry::default(),
         };
@@ -135,6 +137,11 @@ impl LanMetrics {
             m.frames_refused.clone(),
         );
         registry.register("events", "Events published", m.events.clone());
+        registry.register(
+            "health_failing",
+            "Times a running service's health check started failing",
+            m.health_failing.clone(),
+        );
         LanMetrics { registry, ..m }
     }
 
@@ -183,6 +190,9 @@ impl LanMetrics {
             }
             EventKind::NeedRemoved { instancename } => {
                 self.died().remove(instancename);
+            }
+            EventKind::Health { passing: false, .. } => {
+                self.health_failing.inc();
             }
             _ => {}
         }

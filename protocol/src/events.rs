@@ -197,6 +197,19 @@ pub enum EventKind {
         /// Services it held then.
         services: u32,
     },
+    /// A running service's health check started or stopped passing.
+    Health {
+        /// Instance name.
+        instancename: InstanceName,
+        /// Its master.
+        master: String,
+        /// Whether it passes now.
+        passing: bool,
+        /// Failures in a row.
+        failures: u32,
+        /// What the last probe said.
+        last: String,
+    },
     /// A draining master runs none of the LAN's needs any more.
     MasterDrained {
         /// The master.
@@ -250,6 +263,7 @@ impl EventKind {
             EventKind::FrameRefused { .. } => "frame_refused",
             EventKind::MasterDraining { .. } => "master_draining",
             EventKind::MasterDrained { .. } => "master_drained",
+            EventKind::Health { .. } => "health",
             EventKind::MasterUndrained { .. } => "master_undrained",
             EventKind::MasterDisconnected { .. } => "master_disconnected",
             EventKind::MasterExpired { .. } => "master_expired",

@@ -101,6 +101,16 @@ pub enum MasterToLan {
     },
     /// Free ports or catalogue changed.
     Capacity(Capacity),
+    /// A child's health check started or stopped passing (sent on each change,
+    /// not on each probe).
+    Health {
+        /// Instance name.
+        instancename: InstanceName,
+        /// The generation it runs under.
+        generation: Generation,
+        /// Where its check stands.
+        health: crate::types::HealthStatus,
+    },
     /// A child asked where a service runs; answered by `lookup_result`.
     Lookup {
         /// Correlates the answer.

@@ -135,6 +135,7 @@ mod tests {
                 pid: 77,
                 generation: Generation(3),
                 since_unix_ms: 0,
+                health: None,
             }],
             masters: Vec::new(),
         }

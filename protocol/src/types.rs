@@ -327,6 +327,9 @@ pub struct RunningService {
     pub generation: Generation,
     /// Unix time in milliseconds when it was listed as running.
     pub since_unix_ms: u64,
+    /// Its health check as its master last reported it, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthStatus>,
 }
 
 /// A master in `allexlanmanager status`.

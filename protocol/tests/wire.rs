@@ -90,6 +90,15 @@ fn master_to_lan_examples() {
             ordered: false,
             uptime_ms: 1500,
         },
+        MasterToLan::Health {
+            instancename: allex_protocol::instance!("Time"),
+            generation: Generation(7),
+            health: allex_protocol::types::HealthStatus {
+                passing: true,
+                failures: 0,
+                last: "ok".into(),
+            },
+        },
         MasterToLan::Capacity(Capacity {
             modules: vec!["allex_timeservice".into()],
             free: PortCounts {
@@ -287,6 +296,13 @@ fn event_examples() -> Vec<EventKind> {
             services: 3,
         },
         EventKind::MasterDrained { master: m() },
+        EventKind::Health {
+            instancename: time(),
+            master: m(),
+            passing: false,
+            failures: 1,
+            last: "GET / on port 15001: no answer within 2000 ms".into(),
+        },
         EventKind::MasterUndrained { master: m() },
         EventKind::MasterDisconnected {
             master: m(),
@@ -367,6 +383,7 @@ fn admin_examples() {
                     pid: 4343,
                     generation: Generation(7),
                     since_unix_ms: 1_764_000_000_000,
+                    health: None,
                 }],
                 masters: vec![MasterSummary {
                     name: "host1:/tmp".into(),

@@ -48,6 +48,7 @@ fn record(instance: &str, master: &str, pid: u32, port: u16) -> RunningService {
         pid,
         generation: Generation(1),
         since_unix_ms: 0,
+        health: None,
     }
 }
 

@@ -50,6 +50,20 @@ fn a_hung_service_is_stopped_as_unhealthy_and_replaced() {
     })
     .unwrap();
     assert_eq!((passing.failures, passing.last.as_str()), (0, "ok"));
+    // The lan manager shows what the master reported.
+    wait_until("the lan manager shows it passing", DEADLINE, || {
+        let st = lm.status().map_err(|e| e.to_string())?;
+        match st
+            .running
+            .iter()
+            .find(|r| r.instancename == "Sick")
+            .and_then(|r| r.health.clone())
+        {
+            Some(h) if h.passing => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .unwrap();
 
     // Hung with its port open: the kernel still accepts, nothing answers.
     kill(Pid::from_raw(first.pid as i32), Signal::SIGSTOP).unwrap();
@@ -72,6 +86,20 @@ fn a_hung_service_is_stopped_as_unhealthy_and_replaced() {
         v["type"] == "down" && v["instancename"] == "Sick" && v["exit"]["reason"] == "unhealthy"
     });
     assert!(unhealthy, "{events}");
+    let failing = events.lines().any(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        v["type"] == "health" && v["instancename"] == "Sick" && v["passing"] == false
+    });
+    assert!(failing, "{events}");
+    let metrics = ok(lm.http()).get("/metrics").unwrap().body;
+    assert!(
+        metrics.contains("allex_lan_deaths_total{cause=\"unhealthy\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("allex_lan_health_failing_total 0"),
+        "{metrics}"
+    );
     assert!(
         m.log().contains("unhealthy: stopping the child"),
         "{}",

@@ -109,7 +109,9 @@ impl State {
         if c.pid() != Some(pid) || c.state == ChildState::Stopping {
             return;
         }
+        let generation = c.generation;
         let Some(h) = c.health.as_mut() else { return };
+        let changed = h.last.as_ref().map(Result::is_ok) != Some(result.is_ok());
         match &result {
             Ok(()) => {
                 if h.failures > 0 {
@@ -124,8 +126,24 @@ impl State {
         }
         h.last = Some(result);
         let interval = Duration::from_millis(h.check.intervalms);
-        if h.failures >= h.check.failures {
-            h.unhealthy = true;
+        let status = h.status();
+        let unhealthy = h.failures >= h.check.failures;
+        if changed {
+            // Told on each change only: a passing service costs no message.
+            self.send(MasterToLan::Health {
+                instancename: instance.clone(),
+                generation,
+                health: status,
+            });
+        }
+        if unhealthy {
+            if let Some(h) = self
+                .children
+                .get_mut(instance)
+                .and_then(|c| c.health.as_mut())
+            {
+                h.unhealthy = true;
+            }
             tracing::warn!(%instance, pid, "unhealthy: stopping the child");
             self.stop_child(instance, false);
         } else {

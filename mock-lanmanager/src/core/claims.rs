@@ -436,6 +436,7 @@ impl State {
                         ports,
                         address,
                         since_unix_ms: self.now.unix_ms,
+                        health: None,
                     }),
                 );
                 self.send_to(

@@ -758,6 +758,11 @@ impl State {
             // Relayed by the driver; never reaches here in a running lan manager.
             MasterToLan::LogChunk { .. } | MasterToLan::LogsEnd { .. } => {}
             MasterToLan::Capacity(capacity) => self.on_capacity(&master, capacity),
+            MasterToLan::Health {
+                instancename,
+                generation,
+                health,
+            } => self.on_health(&master, &instancename, generation, health),
             MasterToLan::Leaving => {
                 tracing::info!(master, "master shutting down: its stops are not failures");
                 if let Some(m) = self.masters.get_mut(&master) {
@@ -783,6 +788,31 @@ impl State {
             }),
             _ => None,
         }
+    }
+
+    /// A running service's check changed: kept on its record (status) and
+    /// published; a report for anything but the running generation is stale.
+    pub(super) fn on_health(
+        &mut self,
+        master: &str,
+        instance: &InstanceName,
+        generation: Generation,
+        health: allex_protocol::types::HealthStatus,
+    ) {
+        let Some(Slot::Running(r)) = self.needs.get_mut(instance).map(|e| &mut e.slot) else {
+            return;
+        };
+        if r.master != master || r.generation != generation {
+            return;
+        }
+        r.health = Some(health.clone());
+        self.event(EventKind::Health {
+            instancename: instance.clone(),
+            master: master.to_string(),
+            passing: health.passing,
+            failures: health.failures,
+            last: health.last,
+        });
     }
 
     pub(super) fn on_capacity(&mut self, master: &str, capacity: Capacity) {

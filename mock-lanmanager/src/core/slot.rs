@@ -21,6 +21,8 @@ pub(super) struct Record {
     pub(super) ports: Ports,
     pub(super) address: String,
     pub(super) since_unix_ms: u64,
+    /// Its health check, as its master last reported it.
+    pub(super) health: Option<allex_protocol::types::HealthStatus>,
 }
 
 /// Where one need stands.

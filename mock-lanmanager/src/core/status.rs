@@ -31,6 +31,7 @@ impl State {
                         pid: r.pid,
                         generation: r.generation,
                         since_unix_ms: r.since_unix_ms,
+                        health: r.health.clone(),
                     });
                     (NeedState::Running, Some(r.master.clone()), None)
                 }
