@@ -53,6 +53,10 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
     let core = State::new(cfg, name, secret, sock.clone(), pid, ports, now).with_fdlimit(fdlimit);
     let driver = Driver::new(core, spawner, tx.clone());
     let state_task = tokio::spawn(driver.run(rx, Duration::from_millis(grace)));
+    let notify = rt.join(crate::notify::NOTIFY_SOCKET_NAME);
+    if let Err(e) = crate::notify::serve(&notify, tx.clone()) {
+        tracing::warn!(path = %notify.display(), "no NOTIFY_SOCKET for the children ({e}); they say ready on the master's socket");
+    }
     let server = tokio::spawn(socket::serve_guarded(
         rt.clone(),
         sock.clone(),

@@ -93,6 +93,8 @@ pub struct Driver {
     logs: crate::log_stream::LogStreams,
     /// When each spawn under way was handed to the spawner, for its latency.
     spawning: HashMap<(InstanceName, Generation), Instant>,
+    /// Sockets held for `sockets: inherit` entries, by instance.
+    held: HashMap<InstanceName, crate::held_sockets::Held>,
     next_req: ReqId,
 }
 
@@ -108,7 +110,27 @@ impl Driver {
             handles: HashMap::new(),
             spawning: HashMap::new(),
             logs: Default::default(),
+            held: HashMap::new(),
             next_req: 0,
+        }
+    }
+
+    /// Copies of the sockets held for `instance` on `ports`, bound now when
+    /// none are held (or they are held on other ports).
+    fn sockets_for(
+        &mut self,
+        instance: &InstanceName,
+        ports: &allex_protocol::Ports,
+    ) -> std::io::Result<Vec<(allex_protocol::Protocol, std::os::fd::OwnedFd)>> {
+        if self.held.get(instance).is_none_or(|h| h.ports != *ports) {
+            self.held.remove(instance);
+            let held = crate::held_sockets::Held::bind(ports)?;
+            tracing::info!(%instance, ?ports, "holding the service's sockets");
+            self.held.insert(instance.clone(), held);
+        }
+        match self.held.get(instance) {
+            Some(h) => h.copies(),
+            None => Err(std::io::Error::other("no sockets held")),
         }
     }
 
@@ -268,7 +290,25 @@ impl Driver {
             Effect::Spawn(plan) => {
                 self.spawning
                     .insert((plan.instance.clone(), plan.generation), Instant::now());
-                self.spawner.spawn(*plan, self.events.clone());
+                let listen = if plan.inherit_sockets {
+                    match self.sockets_for(&plan.instance, &plan.ports) {
+                        Ok(fds) => fds,
+                        Err(e) => {
+                            return Some(Input::Spawned {
+                                instance: plan.instance.clone(),
+                                generation: plan.generation,
+                                result: Err(e.to_string()),
+                            })
+                        }
+                    }
+                } else {
+                    Vec::new()
+                };
+                self.spawner.spawn(*plan, listen, self.events.clone());
+                None
+            }
+            Effect::ReleaseSockets { instance } => {
+                self.held.remove(&instance);
                 None
             }
             Effect::Signal { pid, signal } => {

@@ -6,6 +6,21 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Not a command for people: the spawner's step between fork and a
+    // `sockets: inherit` service (see `spawner::listen_exec`).
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(allex_master::spawner::LISTEN_EXEC) {
+        let Some(program) = argv.get(2) else {
+            eprintln!(
+                "allexmaster: {} needs a program",
+                allex_master::spawner::LISTEN_EXEC
+            );
+            return ExitCode::from(127);
+        };
+        let e = allex_master::spawner::listen_exec(program, &argv[3..]);
+        eprintln!("allexmaster: cannot run {program}: {e}");
+        return ExitCode::from(127);
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

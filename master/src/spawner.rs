@@ -17,11 +17,28 @@ use crate::child_handle::ChildHandle;
 use crate::driver::Event;
 use crate::logs::{log_path, pump, RotatingLog};
 use allex_protocol::spawn::{
-    ENV_HTTP_PORT, ENV_INSTANCE, ENV_MASTER_SOCKET, ENV_MODULE, ENV_RUNTIMEDIRECTORY, ENV_SPAWN,
-    ENV_TCP_PORT, ENV_WS_PORT,
+    ENV_HTTP_PORT, ENV_INSTANCE, ENV_LISTEN_FDNAMES, ENV_LISTEN_FDS, ENV_MASTER_SOCKET, ENV_MODULE,
+    ENV_RUNTIMEDIRECTORY, ENV_SPAWN, ENV_TCP_PORT, ENV_WS_PORT, LISTEN_FDS_START,
 };
 use allex_protocol::{ExitInfo, Protocol};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// The hidden `allexmaster` subcommand that sets `LISTEN_PID` to its own
+/// pid and execs the service (see [`listen_exec`]).
+pub const LISTEN_EXEC: &str = "__listen-exec";
+
+/// `allexmaster __listen-exec PROGRAM ARGS...`: runs in the forked child,
+/// with the held sockets at fd 3 onwards, and becomes the service.
+pub fn listen_exec(program: &str, args: &[String]) -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new(program)
+        .args(args)
+        .env(
+            allex_protocol::spawn::ENV_LISTEN_PID,
+            std::process::id().to_string(),
+        )
+        .exec()
+}
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -116,11 +133,16 @@ impl Spawner {
     }
 
     /// Starts a child; reports `Event::Spawned` and later `Event::Exited` on `events`.
-    pub fn spawn(&self, plan: SpawnPlan, events: UnboundedSender<Event>) {
+    pub fn spawn(
+        &self,
+        plan: SpawnPlan,
+        listen: Vec<(Protocol, OwnedFd)>,
+        events: UnboundedSender<Event>,
+    ) {
         let failed = events.clone();
         let (instance, generation) = (plan.instance.clone(), plan.generation);
         let ignored = self.ignored.clone();
-        let job: Job = Box::new(move || spawn_now(plan, &ignored, events));
+        let job: Job = Box::new(move || spawn_now(plan, &listen, &ignored, events));
         if self.jobs.send(job).is_err() {
             let _ = failed.send(Event::Spawned {
                 instance,
@@ -178,11 +200,24 @@ fn port_env(cmd: &mut std::process::Command, name: &str, port: Option<u16>) {
 
 fn build_command(
     plan: &SpawnPlan,
+    listen: &[(Protocol, OwnedFd)],
     ignored: &Arc<Vec<libc::c_int>>,
     output: std::io::PipeWriter,
 ) -> std::io::Result<std::process::Command> {
     let spec = &plan.spec;
-    let mut cmd = std::process::Command::new(&spec.command);
+    let mut cmd = if listen.is_empty() {
+        std::process::Command::new(&spec.command)
+    } else {
+        // LISTEN_PID must name the service's own pid, known only after the
+        // fork: the master's own binary sets it and execs the service, which
+        // keeps that pid.
+        let mut c = std::process::Command::new(std::env::current_exe()?);
+        c.arg(LISTEN_EXEC).arg(&spec.command);
+        let names: Vec<&str> = listen.iter().map(|(p, _)| p.as_str()).collect();
+        c.env(ENV_LISTEN_FDS, listen.len().to_string())
+            .env(ENV_LISTEN_FDNAMES, names.join(":"));
+        c
+    };
     cmd.args(&spec.args)
         .envs(&spec.env)
         .env(ENV_SPAWN, allex_protocol::frame::encode(&plan.info))
@@ -190,6 +225,10 @@ fn build_command(
         .env(ENV_INSTANCE, plan.instance.as_str())
         .env(ENV_MASTER_SOCKET, &plan.socket)
         .env(ENV_RUNTIMEDIRECTORY, &plan.runtimedir)
+        .env(
+            "NOTIFY_SOCKET",
+            plan.runtimedir.join(crate::notify::NOTIFY_SOCKET_NAME),
+        )
         .stdin(Stdio::null())
         .stderr(output.try_clone()?)
         .stdout(output);
@@ -201,6 +240,7 @@ fn build_command(
     }
     let master = nix::unistd::getpid().as_raw();
     let ignored = ignored.clone();
+    let fds: Vec<i32> = listen.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
     // SAFETY: the closure runs between fork and exec and only makes
     // async-signal-safe system calls; it allocates nothing.
     unsafe {
@@ -224,13 +264,32 @@ fn build_command(
             if libc::getppid() != master {
                 return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
+            // The held sockets become fd 3 onwards, without close-on-exec:
+            // first out of the way (above any target), then into place.
+            let mut high = [0i32; 3];
+            for (i, fd) in fds.iter().enumerate().take(3) {
+                high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 64);
+                if high[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, fd) in high.iter().enumerate().take(fds.len().min(3)) {
+                if libc::dup2(*fd, LISTEN_FDS_START + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }
     Ok(cmd)
 }
 
-fn spawn_now(plan: SpawnPlan, ignored: &Arc<Vec<libc::c_int>>, events: UnboundedSender<Event>) {
+fn spawn_now(
+    plan: SpawnPlan,
+    listen: &[(Protocol, OwnedFd)],
+    ignored: &Arc<Vec<libc::c_int>>,
+    events: UnboundedSender<Event>,
+) {
     let (instance, generation) = (plan.instance.clone(), plan.generation);
     // Created close-on-exec: a child forked at the same moment on another
     // spawner thread must not inherit this one's pipe (it would hold the pipe
@@ -238,7 +297,7 @@ fn spawn_now(plan: SpawnPlan, ignored: &Arc<Vec<libc::c_int>>, events: Unbounded
     let started = std::io::pipe().and_then(|(reader, writer)| {
         // Registered before the fork, so nothing can fail once a child runs.
         let output = Receiver::from_owned_fd(OwnedFd::from(reader))?;
-        let child = build_command(&plan, ignored, writer)?.spawn()?;
+        let child = build_command(&plan, listen, ignored, writer)?.spawn()?;
         // The command (and with it our copies of the write end) is gone by
         // now, so the pipe reports end-of-file once the child's group is.
         let pid = child.id();

@@ -147,6 +147,20 @@ pub struct ServiceSpec {
     /// own `check` overrides it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<crate::health::HealthCheck>,
+    /// `inherit`: the master binds the service's ports, keeps them across
+    /// its restarts and hands them over as `sd_listen_fds(3)` expects; the
+    /// service is running once it said it is ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sockets: Option<SocketsMode>,
+}
+
+/// Who binds a service's listening sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[serde(rename_all = "snake_case")]
+pub enum SocketsMode {
+    /// The master binds them and passes them as fd 3 onwards.
+    Inherit,
 }
 
 /// Signals a service may be stopped with.

@@ -6,6 +6,14 @@ use serde::{Deserialize, Serialize};
 
 /// `ALLEX_SPAWN`: JSON of [`SpawnInfo`].
 pub const ENV_SPAWN: &str = "ALLEX_SPAWN";
+/// `sd_listen_fds(3)`: how many listening sockets start at fd 3.
+pub const ENV_LISTEN_FDS: &str = "LISTEN_FDS";
+/// `sd_listen_fds(3)`: the pid they are meant for.
+pub const ENV_LISTEN_PID: &str = "LISTEN_PID";
+/// `sd_listen_fds_with_names(3)`: their names, `:`-separated (`tcp:http:ws`).
+pub const ENV_LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
+/// The first descriptor `sd_listen_fds(3)` hands over.
+pub const LISTEN_FDS_START: i32 = 3;
 /// Module name.
 pub const ENV_MODULE: &str = "ALLEX_MODULE";
 /// Instance name.

@@ -86,6 +86,8 @@ pub struct Knobs {
     pub lookup: Option<InstanceName>,
     /// Do not tell the master we are ready.
     pub no_ready: bool,
+    /// Say `READY=1` on `NOTIFY_SOCKET` once listening, as `sd_notify(3)` does.
+    pub notify: bool,
     /// Start a `sleep` that leaves our process group and session (`setsid`)
     /// and keeps our stdout and stderr: a service that forks a daemon.
     pub setsid_grandchild: bool,
@@ -143,6 +145,7 @@ impl Knobs {
             tick_ms: uint("tick_ms")?,
             lookup,
             no_ready: flag("no_ready")?,
+            notify: flag("notify")?,
             setsid_grandchild: flag("setsid_grandchild")?,
         })
     }
@@ -220,7 +223,10 @@ pub fn run() -> Result<(), TestsvcError> {
                 port,
                 source,
             };
-            let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).map_err(bind_err)?;
+            let listener = match inherited_listener(proto) {
+                Some(l) => l,
+                None => TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).map_err(bind_err)?,
+            };
             let actual = listener.local_addr().map_err(bind_err)?.port();
             say(&format!("listening {proto} {actual}"));
             let reply = if proto == Protocol::Http {
@@ -233,6 +239,9 @@ pub fn run() -> Result<(), TestsvcError> {
             };
             std::thread::spawn(move || serve(listener, reply));
         }
+    }
+    if knobs.notify {
+        sd_notify_ready();
     }
     if !knobs.no_ready || knobs.lookup.is_some() {
         talk_to_master(&knobs);
@@ -353,6 +362,45 @@ fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
+}
+
+/// `READY=1` on `NOTIFY_SOCKET`, as `sd_notify(3)` sends it.
+fn sd_notify_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        say("notify-error NOTIFY_SOCKET is not set");
+        return;
+    };
+    let sent = std::os::unix::net::UnixDatagram::unbound()
+        .and_then(|s| s.send_to(b"READY=1\n", std::path::Path::new(&path)));
+    match sent {
+        Ok(_) => say("notified READY=1"),
+        Err(e) => say(&format!("notify-error {e}")),
+    }
+}
+
+/// The listening socket the master handed over for `proto`, as
+/// `sd_listen_fds(3)` passes them: fd 3 onwards, named by `LISTEN_FDNAMES`,
+/// meant for us when `LISTEN_PID` is our pid.
+fn inherited_listener(proto: Protocol) -> Option<TcpListener> {
+    use allex_protocol::spawn::{
+        ENV_LISTEN_FDNAMES, ENV_LISTEN_FDS, ENV_LISTEN_PID, LISTEN_FDS_START,
+    };
+    use std::os::fd::FromRawFd;
+    let pid: u32 = std::env::var(ENV_LISTEN_PID).ok()?.parse().ok()?;
+    if pid != std::process::id() {
+        return None;
+    }
+    let count: usize = std::env::var(ENV_LISTEN_FDS).ok()?.parse().ok()?;
+    let names = std::env::var(ENV_LISTEN_FDNAMES).unwrap_or_default();
+    let index = names.split(':').position(|n| n == proto.as_str())?;
+    if index >= count {
+        return None;
+    }
+    let fd = LISTEN_FDS_START + i32::try_from(index).ok()?;
+    // SAFETY: the master put a listening socket at this descriptor for us
+    // (LISTEN_PID is our pid) and nothing else in this process owns it; each
+    // protocol is taken once.
+    Some(unsafe { TcpListener::from_raw_fd(fd) })
 }
 
 #[cfg(test)]

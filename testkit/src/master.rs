@@ -28,6 +28,7 @@ pub fn testsvc_spec(stop_timeout_ms: u64) -> Result<ServiceSpec, HarnessError> {
         stopsignal: StopSignal::Term,
         stoptimeoutms: stop_timeout_ms,
         check: None,
+        sockets: None,
     })
 }
 

@@ -100,6 +100,7 @@ impl State {
             socket: self.socket.clone(),
             runtimedir: self.cfg.runtimedirectory.clone(),
             logmaxbytes: self.cfg.logmaxbytes,
+            inherit_sockets: spec.sockets.is_some(),
         };
         self.children.insert(
             instance.clone(),
@@ -117,6 +118,8 @@ impl State {
                 stopsignal: spec.stopsignal.number(),
                 stoptimeout: Duration::from_millis(spec.stoptimeoutms),
                 health: super::health::Health::for_child(need_check, spec.check.as_ref()),
+                inherit: spec.sockets.is_some(),
+                reported: false,
             },
         );
         self.fx.push(Effect::Spawn(Box::new(plan)));
@@ -151,24 +154,32 @@ impl State {
                 c.started = self.now;
                 let ports = c.ports;
                 let stop = c.stop;
+                // The ports of an inherited socket accept before the
+                // service does: it is reported once it said it is ready.
+                let wait = c.inherit && !c.ready;
                 self.by_pid.insert(pid, instance.clone());
                 self.spawn_failures.remove(&instance);
                 self.start_checks(&instance, pid);
                 let n = self.quick_deaths.get(&instance).copied().unwrap_or(0) + 1;
                 allex_protocol::log_repeated!(n, info, %instance, %generation, pid, ?ports, "child spawned");
-                self.send_report(MasterToLan::Spawned {
-                    instancename: instance.clone(),
-                    generation,
-                    pid,
-                    ports,
-                });
+                self.kept.remove(&instance);
+                if !wait {
+                    self.report_spawned(&instance);
+                }
                 if let Some(ordered) = stop {
                     self.stop_child(&instance, ordered);
                 }
             }
             Err(reason) => {
                 let ports = c.ports;
+                let inherit = c.inherit;
                 self.children.remove(&instance);
+                self.kept.remove(&instance);
+                if inherit {
+                    self.fx.push(Effect::ReleaseSockets {
+                        instance: instance.clone(),
+                    });
+                }
                 tracing::warn!(%instance, %generation, %reason, "spawn failed");
                 self.hold_back(&instance);
                 self.release_ports(&ports);
@@ -180,6 +191,25 @@ impl State {
                 self.capacity_changed();
             }
         }
+    }
+
+    /// Tells the lan manager a child runs (once per child).
+    pub(super) fn report_spawned(&mut self, instance: &InstanceName) {
+        let Some(c) = self.children.get_mut(instance) else {
+            return;
+        };
+        let Some(pid) = c.pid() else { return };
+        if c.reported {
+            return;
+        }
+        c.reported = true;
+        let (generation, ports) = (c.generation, c.ports);
+        self.send_report(MasterToLan::Spawned {
+            instancename: instance.clone(),
+            generation,
+            pid,
+            ports,
+        });
     }
 
     /// The lan manager ordered `generation` of `instance` stopped. What
@@ -200,6 +230,9 @@ impl State {
                 %generation,
                 "stop for an instance not running here: confirmed"
             ),
+        }
+        if !self.children.contains_key(instance) {
+            self.release_kept(instance);
         }
         self.send_report(MasterToLan::Down {
             instancename: instance.clone(),
@@ -285,7 +318,18 @@ impl State {
             ordered,
             uptime_ms,
         });
-        self.release_ports(&c.ports);
+        if c.inherit && !ordered && !self.shutting_down {
+            // The need stays here: its replacement gets the same sockets,
+            // which accept into their backlog meanwhile.
+            self.kept.insert(instance.clone(), c.ports);
+        } else {
+            self.release_ports(&c.ports);
+            if c.inherit {
+                self.fx.push(Effect::ReleaseSockets {
+                    instance: instance.clone(),
+                });
+            }
+        }
         // Its log is stale now (unless it runs again soon); sweeps are
         // gathered, so a kill-all costs one.
         self.arm_sweep(LOG_SWEEP_DELAY);

@@ -10,7 +10,21 @@ const EXHAUSTED_RETRY: Duration = Duration::from_secs(1);
 impl State {
     pub(super) fn drop_claim(&mut self, instance: &str) {
         if let Some(ports) = self.claims.remove(instance) {
+            // Kept ports stay held until the need leaves this master.
+            if !self.kept.contains_key(instance) {
+                self.release_ports(&ports);
+            }
+        }
+    }
+
+    /// The need of kept sockets left this master: ports and sockets go.
+    pub(super) fn release_kept(&mut self, instance: &InstanceName) {
+        if let Some(ports) = self.kept.remove(instance) {
+            tracing::info!(%instance, "its need left this master: closing the sockets kept for it");
             self.release_ports(&ports);
+            self.fx.push(Effect::ReleaseSockets {
+                instance: instance.clone(),
+            });
         }
     }
 
@@ -54,6 +68,14 @@ impl State {
         }
         let protocols = need.protocols();
         if protocols.iter().any(|p| blocked.contains(p)) {
+            return None;
+        }
+        if let Some(ports) = self.kept.get(instance).copied() {
+            // Its sockets are still held here: the same ports again.
+            self.claims.insert(instance.clone(), ports);
+            self.send(MasterToLan::Claim {
+                instancename: instance.clone(),
+            });
             return None;
         }
         let pins = PerProtocol::from_fn(|p| need.pinned_port(p));

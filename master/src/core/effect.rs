@@ -30,6 +30,9 @@ pub struct SpawnPlan {
     pub runtimedir: PathBuf,
     /// Log rotation size.
     pub logmaxbytes: u64,
+    /// The entry says `sockets: inherit`: the driver binds (or reuses) the
+    /// ports and the child gets them as fd 3 onwards.
+    pub inherit_sockets: bool,
 }
 
 /// One thing for the driver to do.
@@ -61,6 +64,12 @@ pub enum Effect {
         at: Instant,
         /// What.
         timer: Timer,
+    },
+    /// Close the listening sockets held for `instance` (its need left this
+    /// master, or it was stopped on an order).
+    ReleaseSockets {
+        /// Instance name.
+        instance: InstanceName,
     },
     /// Run one health probe within its timeout; answered by `Input::ProbeDone`.
     Probe {

@@ -78,6 +78,9 @@ impl State {
             c.state = ChildState::Ready;
         }
         tracing::info!(instance = %name, pid = ?c.pid(), "child is ready");
+        if c.inherit {
+            self.report_spawned(&name);
+        }
         true
     }
 

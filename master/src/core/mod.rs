@@ -64,6 +64,10 @@ struct Child {
     stoptimeout: Duration,
     /// Its health check and how it stands, when it has one.
     health: Option<health::Health>,
+    /// Its entry says `sockets: inherit`: `spawned` waits for its `ready`.
+    inherit: bool,
+    /// `spawned` was sent for it.
+    reported: bool,
 }
 
 /// Where a child is in its life, as far as the master knows it.
@@ -149,6 +153,10 @@ pub struct State {
     /// A coalesced capacity report is due.
     capacity_report_armed: bool,
     retry_scheduled: bool,
+    /// Ports (and the sockets the driver holds on them) kept for needs of
+    /// `sockets: inherit` entries whose child died: the need stays on this
+    /// master, so its replacement gets the same sockets.
+    kept: HashMap<InstanceName, Ports>,
     /// Open needs this master leaves to others because of the port they pin, and why.
     pin_refusals: BTreeMap<InstanceName, String>,
     /// `ready` from pids not known yet: a child can speak before the
@@ -204,6 +212,7 @@ impl State {
             capacity_report_armed: false,
             retry_scheduled: false,
             pin_refusals: BTreeMap::new(),
+            kept: HashMap::default(),
             early_ready: Vec::new(),
             spawn_failures: HashMap::default(),
             shutting_down: false,

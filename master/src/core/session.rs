@@ -169,6 +169,7 @@ impl State {
             LanToMaster::NeedTaken { instancename } => {
                 self.open.remove(&instancename);
                 self.drop_claim(&instancename);
+                self.release_kept(&instancename);
             }
             LanToMaster::ClaimRefused {
                 instancename,

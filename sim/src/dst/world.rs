@@ -1398,8 +1398,10 @@ impl World {
                 }
                 mcore::Effect::Spawn(plan) => self.spawn(m, *plan),
                 mcore::Effect::Signal { pid, signal } => self.signal(pid, signal),
-                // The simulated services have no checks configured.
-                mcore::Effect::Reply { .. } | mcore::Effect::Probe { .. } => {}
+                // The simulated services have no checks nor held sockets.
+                mcore::Effect::Reply { .. }
+                | mcore::Effect::Probe { .. }
+                | mcore::Effect::ReleaseSockets { .. } => {}
                 mcore::Effect::Timer { at, timer } => {
                     let at = self.us(at);
                     self.push(
