@@ -93,6 +93,12 @@ impl BenchArgs {
             if !has(5) {
                 c.event_followers = 0;
             }
+            if !has(6) {
+                c.socket_kills = 0;
+            }
+            if !has(7) {
+                c.checked_services = 0;
+            }
         }
         c
     }

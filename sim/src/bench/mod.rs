@@ -15,6 +15,7 @@ pub mod raw;
 pub mod recovery;
 pub mod report;
 pub mod scale;
+pub mod sockets;
 pub mod system;
 
 pub use report::{Machine, Report, Row};
@@ -81,6 +82,10 @@ pub struct BenchConfig {
     pub event_followers: usize,
     /// Needs added while they follow.
     pub event_needs: usize,
+    /// SIGKILLs of figure 6 (plain and inherited sockets); 0 skips it.
+    pub socket_kills: usize,
+    /// Services under health checks in figure 7; 0 skips it.
+    pub checked_services: usize,
     /// Whether this is the small smoke run: no targets apply.
     pub quick: bool,
 }
@@ -98,6 +103,8 @@ impl BenchConfig {
             racing: false,
             event_followers: 10,
             event_needs: 10_000,
+            socket_kills: 50,
+            checked_services: 200,
             quick: false,
         }
     }
@@ -114,6 +121,8 @@ impl BenchConfig {
             racing: false,
             event_followers: 2,
             event_needs: 50,
+            socket_kills: 3,
+            checked_services: 5,
             quick: true,
         }
     }
@@ -435,6 +444,58 @@ pub fn run_bench(cfg: &BenchConfig, command: String) -> Result<Report, BenchErro
             ));
         }
     }
+    if cfg.socket_kills > 0 {
+        for inherit in [false, true] {
+            let k = sockets::kills(inherit, cfg.socket_kills)?;
+            tracing::info!(?k, "kills");
+            let what = if inherit {
+                "inherited sockets"
+            } else {
+                "plain entry"
+            };
+            let n = k.kills;
+            rows.push(
+                Row::new(
+                    6,
+                    format!(
+                        "{n} SIGKILLs, {what}: connections refused (of {})",
+                        k.attempts
+                    ),
+                    k.refused as f64,
+                    "conn",
+                )
+                .target(inherit && !cfg.quick, 0.5),
+            );
+            rows.push(Row::new(
+                6,
+                format!("{n} SIGKILLs, {what}: served again after, median"),
+                k.served_again_ms,
+                "ms",
+            ));
+            rows.push(Row::new(
+                6,
+                format!("{n} SIGKILLs, {what}: served again after, slowest"),
+                k.served_again_max_ms,
+                "ms",
+            ));
+        }
+    }
+    if cfg.checked_services > 0 {
+        let c = sockets::checks(cfg.checked_services, 1000, cfg.idle)?;
+        tracing::info!(?c, "checks");
+        rows.push(
+            Row::new(
+                7,
+                format!(
+                    "{} services, tcp check every {} ms: master CPU per 30 s",
+                    c.services, c.interval_ms
+                ),
+                c.master_cpu_ms_per_30s,
+                "ms",
+            )
+            .target(!cfg.quick && c.services == 200, 20.0),
+        );
+    }
     rows.sort_by_key(|r| r.group);
 
     Ok(Report {
@@ -461,6 +522,8 @@ fn method_notes() -> Vec<String> {
         "lan manager timings: production defaults except --stable-ms 500; killed children had run over 1.1 s".into(),
         "CPU: /proc/PID/task/*/schedstat run time over the idle window, scaled to 30 s; memory: /proc/PID/smaps_rollup".into(),
         "figure 4: needs added before the virtual masters connect; time from the first connect to the last `running`; each virtual master's services share its 3 real accepting ports".into(),
+        "figure 6: one tcp service; a client thread connects every 1 ms and reads the banner (served) or is refused; each SIGKILL after 600 ms of uptime (past --stable-ms 500, so no crash-loop delay); served again = kill to the first connection, started after it, that got the banner".into(),
+        "figure 7: tcp checks every second on every service; the master's CPU from schedstat over the idle window, scaled to 30 s, from two intervals after all run".into(),
         "figure 5: followers subscribe (`events --follow` over the admin WebSocket) before the first need_add; needs added over 32 admin sessions; per-follower rate = needs / (first need_add -> the last follower's last need_added); CPU over that run, from schedstat".into(),
     ]
 }
