@@ -64,6 +64,24 @@ pub fn add_needs(c: &Cluster, prefix: &str, n: usize) -> Vec<String> {
 }
 
 /// The running list by instance name.
+/// Waits until `name` is listed running under a pid other than `not`; returns its record.
+pub fn wait_listed(
+    lm: &allex_sim::harness::LanManager,
+    name: &str,
+    not: Option<u32>,
+) -> RunningService {
+    wait_until(&format!("{name} running"), DEADLINE, || {
+        let st = lm.status().map_err(|e| e.to_string())?;
+        st.running
+            .iter()
+            .find(|r| r.instancename == name && Some(r.pid) != not)
+            .cloned()
+            .ok_or(format!("{st:?}"))
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The running services of a status, by instance name.
 pub fn running_map(st: &LanStatus) -> BTreeMap<String, RunningService> {
     st.running
         .iter()

@@ -3,7 +3,7 @@
 //! both names refused, and pinned ports (`tcpport`) taken exactly or left
 //! to others with why.
 
-use allex_e2e::{ok, DEADLINE};
+use allex_e2e::{ok, wait_listed, DEADLINE};
 use allex_protocol::{NeedState, Protocol};
 use allex_sim::harness::{LanManager, LanOptions, Master, MasterOptions};
 use allex_sim::wait::wait_until;
@@ -49,15 +49,7 @@ fn a_master_finds_the_allexjs_config_name_and_takes_a_pinned_port_exactly() {
     add(
         json!({"modulename": "testsvc", "instancename": "Far", "protocols": ["tcp"], "tcpport": 1}),
     );
-    let rec = wait_until("Pinned runs", DEADLINE, || {
-        let st = lm.status().map_err(|e| e.to_string())?;
-        st.running
-            .iter()
-            .find(|r| r.instancename == "Pinned")
-            .cloned()
-            .ok_or(format!("{st:?}"))
-    })
-    .unwrap();
+    let rec = wait_listed(&lm, "Pinned", None);
     assert_eq!(rec.ports.tcp, Some(u16::try_from(pinned).unwrap()));
     std::net::TcpStream::connect(("127.0.0.1", rec.ports.tcp.unwrap()))
         .expect("the pinned port accepts");

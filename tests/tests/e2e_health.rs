@@ -2,7 +2,7 @@
 //! (SIGSTOPped, its port still open) is stopped by its master after its
 //! failures in a row, reported down as `unhealthy`, and runs again.
 
-use allex_e2e::{ok, DEADLINE};
+use allex_e2e::{ok, wait_listed, DEADLINE};
 use allex_sim::harness::{LanManager, LanOptions, Master, MasterOptions};
 use allex_sim::wait::wait_until;
 use nix::sys::signal::{kill, Signal};
@@ -27,15 +27,7 @@ fn a_hung_service_is_stopped_as_unhealthy_and_replaced() {
     ));
     let name = allex_protocol::InstanceName::new("Sick").unwrap();
     ok(lm.need_add(&allex_protocol::Need::new("testsvc", name)));
-    let first = wait_until("Sick runs", DEADLINE, || {
-        let st = lm.status().map_err(|e| e.to_string())?;
-        st.running
-            .iter()
-            .find(|r| r.instancename == "Sick")
-            .cloned()
-            .ok_or(format!("{st:?}"))
-    })
-    .unwrap();
+    let first = wait_listed(&lm, "Sick", None);
     let passing = wait_until("the check passes", DEADLINE, || {
         let st = m.status().map_err(|e| e.to_string())?;
         let h = st

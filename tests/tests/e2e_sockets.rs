@@ -3,7 +3,7 @@
 //! connecting every millisecond is never refused while it is SIGKILLed and
 //! replaced; the replacement gets the same socket through `LISTEN_FDS`.
 
-use allex_e2e::{ok, DEADLINE};
+use allex_e2e::{ok, wait_listed, DEADLINE};
 use allex_sim::harness::{LanManager, LanOptions, Master, MasterOptions};
 use allex_sim::wait::wait_until;
 use nix::sys::signal::{kill, Signal};
@@ -30,15 +30,7 @@ fn a_port_held_by_the_master_never_refuses_across_kills() {
     );
     need.protocols = Some(vec![allex_protocol::Protocol::Tcp]);
     ok(lm.need_add(&need));
-    let running = |lm: &LanManager| -> Result<allex_protocol::RunningService, String> {
-        let st = lm.status().map_err(|e| e.to_string())?;
-        st.running
-            .iter()
-            .find(|r| r.instancename == "Kept")
-            .cloned()
-            .ok_or(format!("{st:?}"))
-    };
-    let mut rec = wait_until("Kept runs", DEADLINE, || running(&lm)).unwrap();
+    let mut rec = wait_listed(&lm, "Kept", None);
     let port = rec.ports.tcp.unwrap();
     assert!(
         m.log().contains("holding the service's sockets"),
@@ -64,16 +56,7 @@ fn a_port_held_by_the_master_never_refuses_across_kills() {
     };
     for _ in 0..KILLS {
         kill(Pid::from_raw(rec.pid as i32), Signal::SIGKILL).unwrap();
-        let old = rec.pid;
-        rec = wait_until("a replacement runs", DEADLINE, || {
-            let r = running(&lm)?;
-            if r.pid != old {
-                Ok(r)
-            } else {
-                Err(format!("still {old}"))
-            }
-        })
-        .unwrap();
+        rec = wait_listed(&lm, "Kept", Some(rec.pid));
         assert_eq!(rec.ports.tcp, Some(port), "the same port every time");
     }
     stop.store(true, Ordering::Relaxed);
@@ -116,15 +99,7 @@ fn a_service_that_says_ready_on_notify_socket_is_listed_running() {
         .unwrap()
         .clone();
     ok(lm.need_add(&need));
-    wait_until("Notified runs", DEADLINE, || {
-        let st = lm.status().map_err(|e| e.to_string())?;
-        st.running
-            .iter()
-            .find(|r| r.instancename == "Notified")
-            .map(|_| ())
-            .ok_or(format!("{st:?}"))
-    })
-    .unwrap();
+    wait_listed(&lm, "Notified", None);
     let child = ok(m.status())
         .children
         .into_iter()
