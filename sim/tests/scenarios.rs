@@ -101,6 +101,16 @@ fn bad_input() {
 }
 
 #[test]
+fn inherited_sockets() {
+    run("inherited-sockets");
+}
+
+#[test]
+fn unhealthy() {
+    run("unhealthy");
+}
+
+#[test]
 fn every_scenario_has_a_test() {
     let names: Vec<&str> = allex_sim::scenarios::all().iter().map(|s| s.name).collect();
     let here = include_str!("scenarios.rs");

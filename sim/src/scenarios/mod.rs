@@ -5,6 +5,7 @@ mod bad_input;
 mod churn;
 mod claims;
 mod failures;
+mod kept;
 mod link;
 mod ports;
 mod random;
@@ -72,6 +73,8 @@ pub fn all() -> Vec<Scenario> {
         claims::stop_timeout(),
         services::lookup(),
         services::log_bounded(),
+        kept::inherited_sockets(),
+        kept::unhealthy(),
         bad_input::bad_input(),
     ]
 }
