@@ -15,8 +15,8 @@ use std::sync::Arc;
 /// Kills of the service in a row.
 const KILLS: usize = 5;
 
-#[test]
-fn a_port_held_by_the_master_never_refuses_across_kills() {
+/// A lan manager and a master whose `testsvc` entry inherits its sockets.
+fn inheriting() -> (LanManager, Master) {
     let lm = ok(LanManager::start(LanOptions::default()));
     let m = ok(Master::start_edited(
         &MasterOptions::new(lm.addr()),
@@ -24,6 +24,12 @@ fn a_port_held_by_the_master_never_refuses_across_kills() {
             cfg["services"]["testsvc"]["sockets"] = json!("inherit");
         },
     ));
+    (lm, m)
+}
+
+#[test]
+fn a_port_held_by_the_master_never_refuses_across_kills() {
+    let (lm, m) = inheriting();
     let mut need = allex_protocol::Need::new(
         "testsvc",
         allex_protocol::InstanceName::new("Kept").unwrap(),
@@ -82,13 +88,7 @@ fn a_port_held_by_the_master_never_refuses_across_kills() {
 
 #[test]
 fn a_service_that_says_ready_on_notify_socket_is_listed_running() {
-    let lm = ok(LanManager::start(LanOptions::default()));
-    let m = ok(Master::start_edited(
-        &MasterOptions::new(lm.addr()),
-        |cfg| {
-            cfg["services"]["testsvc"]["sockets"] = json!("inherit");
-        },
-    ));
+    let (lm, m) = inheriting();
     // Ready only through sd_notify, never on the master's socket.
     let mut need = allex_protocol::Need::new(
         "testsvc",

@@ -129,15 +129,7 @@ impl State {
             }
             Ok(Some((master, generation))) => {
                 tracing::info!(%instance, master, %generation, "restart ordered");
-                self.stop(&master, instance, generation, "restarted by the operator");
-                self.set_slot(
-                    instance,
-                    Slot::Stopping {
-                        master: master.clone(),
-                        generation,
-                        why: Release::Neutral,
-                    },
-                );
+                self.leave_holder(instance, "restarted by the operator");
                 let message = format!(
                     "need {instance} restarting: {master} stops it, then it is offered again"
                 );

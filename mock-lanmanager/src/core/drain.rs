@@ -58,7 +58,7 @@ impl State {
     }
 
     /// The needs `master` holds, in the needs' order.
-    fn held_by(&self, master: &str) -> Vec<InstanceName> {
+    pub(super) fn held_by(&self, master: &str) -> Vec<InstanceName> {
         self.order
             .iter()
             .filter(|i| {

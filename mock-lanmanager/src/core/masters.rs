@@ -664,17 +664,7 @@ impl State {
             }
             _ => return,
         };
-        let held: Vec<InstanceName> = self
-            .order
-            .iter()
-            .filter(|i| {
-                self.needs
-                    .get(i.as_str())
-                    .and_then(|e| e.slot.holder())
-                    .is_some_and(|(m, _)| m == master)
-            })
-            .cloned()
-            .collect();
+        let held = self.held_by(master);
         let (kept, moved): (Vec<InstanceName>, Vec<InstanceName>) =
             held.into_iter().partition(|i| answering.contains(i));
         tracing::info!(

@@ -188,7 +188,7 @@ impl State {
 
     /// Tells the master holding `instance` (claimed, checking or running)
     /// to stop it, and holds the slot until it confirms with `down`.
-    fn leave_holder(&mut self, instance: &InstanceName, reason: &str) {
+    pub(super) fn leave_holder(&mut self, instance: &InstanceName, reason: &str) {
         let held = self.needs.get(instance).and_then(|e| match &e.slot {
             Slot::Claimed { master, generation }
             | Slot::Checking {
