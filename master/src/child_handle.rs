@@ -7,7 +7,12 @@
 //! while the leader is not reaped: a zombie leader keeps its pid, and with
 //! it the group's id, from being handed out again. So reaping and group
 //! signals take one lock, and no group signal goes out after the reap.
+//!
+//! Where the child has a cgroup of its own ([`ServiceGroup`]), every signal
+//! also goes to each process the group holds, and SIGKILL and the reap kill
+//! the whole group: what left the process group (`setsid`) goes too.
 
+use crate::cgroups::ServiceGroup;
 use allex_protocol::ExitInfo;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
@@ -18,12 +23,13 @@ pub struct ChildHandle {
     pidfd: OwnedFd,
     pid: u32,
     reaped: Mutex<bool>,
+    group: Option<ServiceGroup>,
 }
 
 impl ChildHandle {
     /// Opens the pidfd of `pid`, which must be an unreaped child of ours
     /// (so the pid cannot have been reused yet).
-    pub fn open(pid: u32) -> std::io::Result<ChildHandle> {
+    pub fn open(pid: u32, group: Option<ServiceGroup>) -> std::io::Result<ChildHandle> {
         let raw = libc::pid_t::try_from(pid)
             .map_err(|_| std::io::Error::from_raw_os_error(libc::ESRCH))?;
         // SAFETY: pidfd_open(2) takes a pid and flags and returns a new
@@ -39,6 +45,7 @@ impl ChildHandle {
             pidfd,
             pid,
             reaped: Mutex::new(false),
+            group,
         })
     }
 
@@ -79,7 +86,19 @@ impl ChildHandle {
                 }
             }
             self.signal(sig);
+            if let Some(g) = &self.group {
+                if sig == libc::SIGKILL {
+                    g.kill();
+                } else {
+                    g.signal(sig);
+                }
+            }
         }
+    }
+
+    /// The child's cgroup, when it has one.
+    pub fn group(&self) -> Option<&ServiceGroup> {
+        self.group.as_ref()
     }
 
     /// Reaps the exited child: first SIGKILLs what is left of its group
@@ -93,6 +112,9 @@ impl ChildHandle {
         if let Ok(pgid) = libc::pid_t::try_from(self.pid) {
             // SAFETY: as in signal_group; the leader is a zombie, not reaped.
             unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+        if let Some(g) = &self.group {
+            g.kill();
         }
         // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid(2),
         // which fills it for the child the pidfd names.
@@ -143,7 +165,7 @@ mod tests {
             .arg("30")
             .spawn()
             .unwrap();
-        let h = ChildHandle::open(child.id()).unwrap();
+        let h = ChildHandle::open(child.id(), None).unwrap();
         h.signal(libc::SIGTERM);
         // The pidfd becomes readable when the child exits; poll(2) waits for it.
         let mut pfd = libc::pollfd {

@@ -32,7 +32,8 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
     let sock = socket_path(&rt);
     let listener = socket::bind(&sock)?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
-    let spawner = Spawner::start().context("cannot start the spawner thread")?;
+    let tree = crate::cgroups::open_for(&rt, &cfg.services);
+    let spawner = Spawner::start(tree.clone()).context("cannot start the spawner thread")?;
     let grace = cfg
         .services
         .values()
@@ -50,7 +51,9 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
     let name = master_name(&cfg);
     let pid = std::process::id();
     let now = std::time::Instant::now();
-    let core = State::new(cfg, name, secret, sock.clone(), pid, ports, now).with_fdlimit(fdlimit);
+    let core = State::new(cfg, name, secret, sock.clone(), pid, ports, now)
+        .with_fdlimit(fdlimit)
+        .with_cgroup(tree.as_ref().map(|t| t.root().display().to_string()));
     let driver = Driver::new(core, spawner, tx.clone());
     let state_task = tokio::spawn(driver.run(rx, Duration::from_millis(grace)));
     let notify = rt.join(crate::notify::NOTIFY_SOCKET_NAME);
@@ -118,6 +121,18 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
     tell_service_manager("STOPPING=1");
     let _ = tx.send(Event::Shutdown);
     let _ = state_task.await;
+    if let Some(tree) = tree {
+        // Every child was stopped; what they forked and left goes now.
+        let swept = tokio::task::spawn_blocking(move || tree.remove_all())
+            .await
+            .unwrap_or_default();
+        if swept.processes > 0 {
+            tracing::info!(
+                processes = swept.processes,
+                "killed what the stopped services had left"
+            );
+        }
+    }
     link_task.abort();
     server.abort();
     if let Some(t) = metrics_task {

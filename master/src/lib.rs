@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cgroups;
 pub mod child_handle;
 pub mod cli;
 pub mod config;

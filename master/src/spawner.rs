@@ -13,6 +13,7 @@
 //! closed when idle). Every descriptor is opened close-on-exec, so none leaks
 //! into a child.
 
+use crate::cgroups::{ServiceGroup, Tree};
 use crate::child_handle::ChildHandle;
 use crate::driver::Event;
 use crate::logs::{log_path, pump, RotatingLog};
@@ -77,6 +78,8 @@ pub struct Spawner {
     /// `trap '' QUIT`); exec keeps ignored dispositions, so each child sets
     /// them back to the default.
     ignored: Arc<Vec<libc::c_int>>,
+    /// Where each child gets a cgroup of its own; `None`: process groups only.
+    tree: Option<Arc<Tree>>,
 }
 
 /// Signals whose disposition is SIG_IGN right now.
@@ -94,8 +97,9 @@ pub fn ignored_signals() -> Vec<libc::c_int> {
 }
 
 impl Spawner {
-    /// Starts the spawner threads inside the current tokio runtime.
-    pub fn start() -> std::io::Result<Spawner> {
+    /// Starts the spawner threads inside the current tokio runtime; with a
+    /// `tree`, each child is started in a cgroup of its own under it.
+    pub fn start(tree: Option<Arc<Tree>>) -> std::io::Result<Spawner> {
         cloexec_inherited();
         let handle = tokio::runtime::Handle::current();
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
@@ -129,6 +133,7 @@ impl Spawner {
         Ok(Spawner {
             jobs: tx,
             ignored: Arc::new(ignored),
+            tree,
         })
     }
 
@@ -142,7 +147,9 @@ impl Spawner {
         let failed = events.clone();
         let (instance, generation) = (plan.instance.clone(), plan.generation);
         let ignored = self.ignored.clone();
-        let job: Job = Box::new(move || spawn_now(plan, &listen, &ignored, events));
+        let tree = self.tree.clone();
+        let job: Job =
+            Box::new(move || spawn_now(plan, &listen, &ignored, tree.as_deref(), events));
         if self.jobs.send(job).is_err() {
             let _ = failed.send(Event::Spawned {
                 instance,
@@ -202,6 +209,7 @@ fn build_command(
     plan: &SpawnPlan,
     listen: &[(Protocol, OwnedFd)],
     ignored: &Arc<Vec<libc::c_int>>,
+    procs: Option<&OwnedFd>,
     output: std::io::PipeWriter,
 ) -> std::io::Result<std::process::Command> {
     let spec = &plan.spec;
@@ -241,10 +249,17 @@ fn build_command(
     let master = nix::unistd::getpid().as_raw();
     let ignored = ignored.clone();
     let fds: Vec<i32> = listen.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+    let procs = procs.map(AsRawFd::as_raw_fd);
     // SAFETY: the closure runs between fork and exec and only makes
     // async-signal-safe system calls; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
+            // Into its own cgroup first, before it can fork anything.
+            if let Some(fd) = procs {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             // Every signal at its default and none blocked, whatever the
             // master inherited: handlers are reset by exec, ignores are not.
             for sig in ignored.iter() {
@@ -284,26 +299,42 @@ fn build_command(
     Ok(cmd)
 }
 
+/// A new cgroup for a child of `plan`, or `None` (logged) when the tree
+/// cannot make one: the child then runs in the master's group, as without
+/// cgroups, rather than not at all.
+fn new_group(tree: Option<&Tree>, plan: &SpawnPlan) -> Option<(ServiceGroup, OwnedFd)> {
+    match tree?.create(plan.instance.as_str(), plan.spec.limits.as_ref()) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            tracing::warn!(instance = %plan.instance, error = %e, "no cgroup of its own for this child; what it forks outside its process group may outlive it");
+            None
+        }
+    }
+}
+
 fn spawn_now(
     plan: SpawnPlan,
     listen: &[(Protocol, OwnedFd)],
     ignored: &Arc<Vec<libc::c_int>>,
+    tree: Option<&Tree>,
     events: UnboundedSender<Event>,
 ) {
     let (instance, generation) = (plan.instance.clone(), plan.generation);
+    let (mut group, procs) = new_group(tree, &plan).unzip();
     // Created close-on-exec: a child forked at the same moment on another
     // spawner thread must not inherit this one's pipe (it would hold the pipe
     // open past this child's exit).
     let started = std::io::pipe().and_then(|(reader, writer)| {
         // Registered before the fork, so nothing can fail once a child runs.
         let output = Receiver::from_owned_fd(OwnedFd::from(reader))?;
-        let child = build_command(&plan, listen, ignored, writer)?.spawn()?;
+        let child = build_command(&plan, listen, ignored, procs.as_ref(), writer)?.spawn()?;
+        drop(procs);
         // The command (and with it our copies of the write end) is gone by
         // now, so the pipe reports end-of-file once the child's group is.
         let pid = child.id();
         // Our unreaped child: its pid cannot have been reused yet. Should
         // the pidfd fail, kill the child at once rather than lose track of it.
-        let handle = match ChildHandle::open(pid).and_then(|h| {
+        let handle = match ChildHandle::open(pid, group.take()).and_then(|h| {
             let h = Arc::new(h);
             // SAFETY: the AsyncFd owns a clone of the Arc, so the pidfd stays
             // open and the same for the AsyncFd's whole life.
@@ -327,6 +358,9 @@ fn spawn_now(
     let (pid, (handle, exited), output) = match started {
         Ok(started) => started,
         Err(e) => {
+            if let Some(g) = group {
+                g.remove();
+            }
             let _ = events.send(Event::Spawned {
                 instance,
                 generation,
@@ -366,6 +400,15 @@ fn spawn_now(
             pid,
             exit,
         });
+        // The reap killed the group; it is removed once empty, off the
+        // async workers, after the death is reported.
+        if handle.group().is_some() {
+            drop(tokio::task::spawn_blocking(move || {
+                if let Some(g) = handle.group() {
+                    g.remove();
+                }
+            }));
+        }
     };
     tokio::spawn(async move {
         let pump = pump(output, log);

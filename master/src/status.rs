@@ -95,6 +95,14 @@ pub fn render(st: &MasterStatus) -> String {
             format!(" (exhausted: {})", names.join(","))
         }
     );
+    let _ = writeln!(
+        out,
+        "children: {}",
+        match &st.cgroup {
+            Some(dir) => format!("a cgroup each, under {dir}"),
+            None => "process groups only (no cgroup v2)".to_string(),
+        }
+    );
     for (instance, why) in &st.declined {
         let _ = writeln!(out, "left to other masters: {instance}: {why}");
     }

@@ -152,6 +152,45 @@ pub struct ServiceSpec {
     /// service is running once it said it is ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sockets: Option<SocketsMode>,
+    /// Resource limits for the service's cgroup, applied where the kernel's
+    /// cgroup v2 controllers allow (the master says at start when not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+}
+
+/// What a service's cgroup may use (`"limits"` in a catalogue entry).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// `memory.max`: bytes of memory the whole cgroup may use before the
+    /// kernel's OOM killer picks from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memorymaxbytes: Option<u64>,
+    /// `cpu.weight`, 1 to 10000 (100 is the kernel's default share).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, proptest(strategy = "proptest::option::of(1u32..=10_000)"))]
+    pub cpuweight: Option<u32>,
+}
+
+impl Limits {
+    /// Why these limits cannot be applied by any kernel, if they cannot.
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        if let Some(w) = self.cpuweight {
+            if !(1..=10_000).contains(&w) {
+                return Some(("cpuweight", format!("is {w}; it must be 1 to 10000")));
+            }
+        }
+        if self.memorymaxbytes == Some(0) {
+            return Some(("memorymaxbytes", "is 0; the service could not start".into()));
+        }
+        None
+    }
+
+    /// Whether anything is asked for.
+    pub fn is_empty(&self) -> bool {
+        self.memorymaxbytes.is_none() && self.cpuweight.is_none()
+    }
 }
 
 /// Who binds a service's listening sockets.
@@ -356,6 +395,12 @@ impl MasterConfig {
                 return fail(
                     at(field, at("check", here)),
                     format!("services.{module}.check.{field} {why}"),
+                );
+            }
+            if let Some((field, why)) = spec.limits.as_ref().and_then(|l| l.problem()) {
+                return fail(
+                    at(field, at("limits", here)),
+                    format!("services.{module}.limits.{field} {why}"),
                 );
             }
         }

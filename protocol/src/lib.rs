@@ -32,7 +32,7 @@ pub mod version;
 
 mod located;
 
-pub use config::{MasterConfig, ServiceSpec, StopSignal, DEFAULT_CONFIG_TEXT};
+pub use config::{Limits, MasterConfig, ServiceSpec, StopSignal, DEFAULT_CONFIG_TEXT};
 pub use error::{DecodeError, FileError};
 pub use generation::Generation;
 pub use lan::{AdminToLan, ErrorCode, LanToAdmin, LanToMaster, MasterHello, MasterToLan, Opening};

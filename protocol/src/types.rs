@@ -264,6 +264,10 @@ pub struct MasterStatus {
     /// cannot bind or that is outside its range).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub declined: BTreeMap<InstanceName, String>,
+    /// The cgroup v2 directory its children's groups are in; absent when
+    /// children are tracked by process group only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
 }
 
 /// Where a need stands in the lan manager.

@@ -471,6 +471,7 @@ fn local_examples() {
                         .into(),
                 )]
                 .into(),
+                cgroup: Some("/sys/fs/cgroup/unified/allexmaster-1f2e3d4c5b6a7988".into()),
             },
         },
         LocalReply::Error {

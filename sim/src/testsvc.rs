@@ -91,6 +91,11 @@ pub struct Knobs {
     /// Start a `sleep` that leaves our process group and session (`setsid`)
     /// and keeps our stdout and stderr: a service that forks a daemon.
     pub setsid_grandchild: bool,
+    /// Start a daemon the way daemons start: a shell forks `setsid sleep`
+    /// and exits, so the daemon is in its own session and no child of ours,
+    /// with an empty environment, so no `ALLEX_*` variable ties it to us
+    /// (only its cgroup does). Its pid is printed as `daemon PID`.
+    pub double_fork: bool,
 }
 
 impl Knobs {
@@ -147,6 +152,7 @@ impl Knobs {
             no_ready: flag("no_ready")?,
             notify: flag("notify")?,
             setsid_grandchild: flag("setsid_grandchild")?,
+            double_fork: flag("double_fork")?,
         })
     }
 }
@@ -197,6 +203,19 @@ pub fn run() -> Result<(), TestsvcError> {
         }
         let child = cmd.spawn().map_err(TestsvcError::Grandchild)?;
         say(&format!("grandchild {}", child.id()));
+    }
+    if knobs.double_fork {
+        let out = std::process::Command::new("/bin/sh")
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .arg("-c")
+            .arg("setsid /bin/sleep 3600 </dev/null >/dev/null 2>&1 & echo $!")
+            .output()
+            .map_err(TestsvcError::Grandchild)?;
+        say(&format!(
+            "daemon {}",
+            String::from_utf8_lossy(&out.stdout).trim()
+        ));
     }
     if knobs.exit_at_once {
         say(&format!("exiting {}", knobs.exit_code));

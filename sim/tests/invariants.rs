@@ -112,6 +112,7 @@ fn master(name: &str, children: Vec<ChildStatus>) -> MasterView {
             free: PortCounts::default(),
             exhausted: vec![],
             declined: Default::default(),
+            cgroup: None,
         }),
         children_alive: vec![],
     }

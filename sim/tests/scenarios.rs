@@ -111,6 +111,11 @@ fn unhealthy() {
 }
 
 #[test]
+fn forked_daemon() {
+    run("forked-daemon");
+}
+
+#[test]
 fn every_scenario_has_a_test() {
     let names: Vec<&str> = allex_sim::scenarios::all().iter().map(|s| s.name).collect();
     let here = include_str!("scenarios.rs");

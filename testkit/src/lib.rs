@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod bins;
 pub mod browser;
+pub mod cgroups;
 pub mod error;
 pub mod fake_master;
 pub mod http;

@@ -29,6 +29,7 @@ pub fn testsvc_spec(stop_timeout_ms: u64) -> Result<ServiceSpec, HarnessError> {
         stoptimeoutms: stop_timeout_ms,
         check: None,
         sockets: None,
+        limits: None,
     })
 }
 
@@ -161,6 +162,9 @@ pub struct Master {
     inherited: Inherited,
     /// Whether `--config` names the file (else the master finds it in its cwd).
     explicit_config: bool,
+    /// The cgroup directories its starts recorded, removed on drop (the
+    /// runtime directory's record may be gone by then).
+    cgroups: Vec<PathBuf>,
     // Declared last so the process dies before its directory goes.
     dir: Option<tempfile::TempDir>,
 }
@@ -189,6 +193,7 @@ impl Master {
                 .path()
                 .join(opts.config_file_name.unwrap_or(CONFIG_FILE_NAME)),
             explicit_config: opts.config_file_name.is_none(),
+            cgroups: Vec::new(),
             socket: config
                 .runtimedirectory
                 .join(allex_protocol::local::MASTER_SOCKET_NAME),
@@ -263,6 +268,12 @@ impl Master {
             Ok(line) => {
                 self.socket = PathBuf::from(line.trim_start_matches("allexmaster ready socket="));
                 self.proc = Some(proc);
+                // Written before the ready line.
+                if let Some(dir) = crate::cgroups::recorded(self.runtime_dir()) {
+                    if !self.cgroups.contains(&dir) {
+                        self.cgroups.push(dir);
+                    }
+                }
                 Ok(())
             }
             Err(e) => Err(HarnessError::Start {
@@ -502,6 +513,9 @@ impl Drop for Master {
         // The master should take its children down with it; make sure anyway,
         // so a faulty master cannot leak processes out of a test.
         crate::procscan::kill_all(&self.children_alive());
+        for dir in &self.cgroups {
+            crate::cgroups::remove_dir(dir);
+        }
         if let Some(dir) = self.dir.take() {
             maybe_keep(dir);
         }

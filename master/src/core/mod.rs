@@ -136,6 +136,8 @@ pub struct State {
     /// The descriptor limit in force, and how many children fit under it.
     fdlimit: u64,
     max_children: usize,
+    /// The cgroup directory the children's groups are in, for the status.
+    cgroup: Option<String>,
     /// The limit was reached (logged once per episode).
     fd_exhausted: bool,
     /// When the next log sweep is due, if one is armed.
@@ -199,6 +201,7 @@ impl State {
             fenced: false,
             fdlimit: u64::MAX,
             max_children: usize::MAX,
+            cgroup: None,
             fd_exhausted: false,
             sweep_at: None,
             quick_deaths: HashMap::default(),
@@ -228,6 +231,12 @@ impl State {
     pub fn with_fdlimit(mut self, limit: u64) -> State {
         self.fdlimit = limit;
         self.max_children = crate::fdlimit::max_children(limit);
+        self
+    }
+
+    /// Names the cgroup directory the driver starts children in (status only).
+    pub fn with_cgroup(mut self, dir: Option<String>) -> State {
+        self.cgroup = dir;
         self
     }
 

@@ -47,6 +47,7 @@ impl State {
                 .filter(|(name, _)| self.open.contains_key(*name))
                 .map(|(n, why)| (n.clone(), why.clone()))
                 .collect(),
+            cgroup: self.cgroup.clone(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Services the master keeps an eye and a hand on: sockets it holds across
-//! a service's deaths (`sockets: inherit`) and health checks that replace a
-//! service that hangs.
+//! a service's deaths (`sockets: inherit`), health checks that replace a
+//! service that hangs, and cgroups that take a service's daemons with it.
 
 use super::{cluster_options, expect, running_map, Scenario, ScenarioOptions};
 use crate::harness::{testsvc_spec, ClusterOptions, HarnessError};
@@ -132,6 +132,90 @@ pub fn unhealthy() -> Scenario {
                         other => Err(format!("{other:?}")),
                     }
                 })
+            })?;
+            Ok(())
+        },
+    }
+}
+
+/// The daemon pid a `double_fork` test service printed into its log.
+fn daemon_of(r: &super::Run, instance: &str) -> Result<u32, HarnessError> {
+    let log = r
+        .cluster
+        .master(0)
+        .runtime_dir()
+        .join("logs")
+        .join(format!("{instance}.log"));
+    crate::wait::wait_until("the daemon's pid in the service's log", r.deadline(), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix("daemon ")?.trim().parse::<u32>().ok())
+            .ok_or("not yet")
+    })
+    .map_err(|e| HarnessError::Expectation(e.to_string()))
+}
+
+fn wait_gone(r: &super::Run, pid: u32) -> Result<(), HarnessError> {
+    crate::wait::wait_until(&format!("pid {pid} to be gone"), r.deadline(), || {
+        if crate::procscan::is_alive(pid) {
+            Err("alive")
+        } else {
+            Ok(())
+        }
+    })
+    .map_err(|e| HarnessError::Expectation(e.to_string()))
+}
+
+/// A service double-forks a daemon into its own session; the need is
+/// removed and the daemon goes with the service's cgroup. Then a master
+/// SIGKILL leaves such a daemon behind, and its next start kills it.
+pub fn forked_daemon() -> Scenario {
+    Scenario {
+        name: "forked-daemon",
+        about: "a daemon a service double-forked goes with need remove, and after a master SIGKILL with its next start",
+        cluster: with_entries,
+        run: |r| {
+            let cgroups = r.step("the master runs its children in cgroups", |r| {
+                Ok(r.cluster.master(0).status()?.cgroup.is_some())
+            })?;
+            if !cgroups {
+                crate::skip::skip("forked-daemon", "no usable cgroup v2 here");
+                return Ok(());
+            }
+            let mut forker = need("testsvc", "forker0", vec![Protocol::Tcp])?;
+            forker.propertyhash = serde_json::json!({ "double_fork": true })
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            r.step("add a need whose service double-forks a daemon", |r| {
+                r.cluster.need_add(&forker)
+            })?;
+            let rec = r.step("wait until it runs", |r| {
+                Ok(r.wait_all_running(&["forker0".to_string()])?["forker0"].clone())
+            })?;
+            let daemon = r.step("find its daemon", |r| daemon_of(r, "forker0"))?;
+            r.step("remove the need: service and daemon are gone", |r| {
+                r.cluster.need_remove("forker0")?;
+                wait_gone(r, rec.pid)?;
+                wait_gone(r, daemon)
+            })?;
+            forker.instancename = InstanceName::new("forker1")
+                .map_err(|e| HarnessError::Expectation(e.to_string()))?;
+            r.step("add it again under another name", |r| r.cluster.need_add(&forker))?;
+            let rec = r.step("wait until it runs", |r| {
+                Ok(r.wait_all_running(&["forker1".to_string()])?["forker1"].clone())
+            })?;
+            let daemon = r.step("find its daemon", |r| daemon_of(r, "forker1"))?;
+            r.step("SIGKILL the master: its daemon is left", |r| {
+                r.cluster.master_mut(0).kill()?;
+                wait_gone(r, rec.pid)?;
+                expect(crate::procscan::is_alive(daemon), || {
+                    "the daemon died with the master; nothing left to test".into()
+                })
+            })?;
+            r.step("start the master again: it kills what was left", |r| {
+                r.cluster.master_mut(0).restart()?;
+                wait_gone(r, daemon)
             })?;
             Ok(())
         },

@@ -75,6 +75,7 @@ pub fn all() -> Vec<Scenario> {
         services::log_bounded(),
         kept::inherited_sockets(),
         kept::unhealthy(),
+        kept::forked_daemon(),
         bad_input::bad_input(),
     ]
 }
