@@ -193,7 +193,12 @@ pub fn open_for(
         .fold(Controllers::default(), |a, l| {
             a.union(Controllers::wanted_by(l))
         });
-    match Tree::open(runtimedir, want) {
+    // Both are enabled where offered, so that limits a reload adds apply too.
+    let all = Controllers {
+        memory: true,
+        cpu: true,
+    };
+    match Tree::open(runtimedir, all) {
         Ok((tree, swept)) => {
             if swept.processes > 0 || swept.groups > 0 {
                 tracing::warn!(
