@@ -80,6 +80,12 @@ fn process_group(pid: Option<u32>) -> Option<u32> {
     u32::try_from(pgid.as_raw()).ok()
 }
 
+/// Counts a batch's results in the master's metrics.
+fn count_probes(results: &[crate::core::ProbeResult]) {
+    let passed = results.iter().filter(|r| r.result.is_ok()).count() as u64;
+    crate::metrics::metrics().probes(passed, results.len() as u64 - passed);
+}
+
 /// Runs the core: executes its effects and feeds it what happens.
 pub struct Driver {
     core: State,
@@ -331,23 +337,31 @@ impl Driver {
                 });
                 None
             }
-            Effect::Probe {
-                instance,
-                pid,
-                check,
-                port,
-            } => {
-                let events = self.events.clone();
-                tokio::spawn(async move {
-                    let result = crate::probe::run(&check, port).await;
-                    crate::metrics::metrics().probe(result.is_ok());
-                    let _ = events.send(Event::Done(Input::ProbeDone {
-                        instance,
-                        pid,
-                        result,
-                    }));
-                });
-                None
+            Effect::Probes(jobs) => {
+                let (tcp, mut slow): (Vec<_>, Vec<_>) = jobs
+                    .into_iter()
+                    .partition(|j| j.check.kind == allex_protocol::health::CheckKind::Tcp);
+                let now = match crate::probe::tcp_now(tcp) {
+                    Ok(results) => results,
+                    Err(jobs) => {
+                        slow.extend(jobs);
+                        Vec::new()
+                    }
+                };
+                if !slow.is_empty() {
+                    let events = self.events.clone();
+                    tokio::spawn(async move {
+                        let results = crate::probe::run_each(slow).await;
+                        count_probes(&results);
+                        let _ = events.send(Event::Done(Input::ProbesDone(results)));
+                    });
+                }
+                if now.is_empty() {
+                    None
+                } else {
+                    count_probes(&now);
+                    Some(Input::ProbesDone(now))
+                }
             }
             Effect::SweepLogs {
                 runtimedir,

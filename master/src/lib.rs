@@ -27,6 +27,7 @@ pub mod notify;
 pub mod ports;
 pub mod probe;
 pub mod retention;
+pub mod sock_diag;
 pub mod socket;
 pub mod spawner;
 pub mod status;

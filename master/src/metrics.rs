@@ -101,13 +101,18 @@ impl MasterMetrics {
         }
     }
 
-    /// Counts one health probe's result.
-    pub fn probe(&self, passed: bool) {
-        self.probes
-            .get_or_create(&ResultLabel {
-                result: if passed { "passed" } else { "failed" }.into(),
-            })
-            .inc();
+    /// Counts the results of one tick's probes (one label lookup each, not
+    /// one per probe: a tick may hold hundreds).
+    pub fn probes(&self, passed: u64, failed: u64) {
+        for (n, result) in [(passed, "passed"), (failed, "failed")] {
+            if n > 0 {
+                self.probes
+                    .get_or_create(&ResultLabel {
+                        result: result.into(),
+                    })
+                    .inc_by(n);
+            }
+        }
     }
 
     /// Counts a spawn's outcome and how long it took.

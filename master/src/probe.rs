@@ -1,10 +1,55 @@
-//! Runs one health probe (`tcp`, `http`, `exec`) within its timeout, on
-//! the runtime: no thread per check, and nothing left running after it.
+//! Runs the health probes of one tick (`tcp`, `http`, `exec`) within their
+//! timeouts, on the runtime: no thread per check, and nothing left running
+//! after it. All `tcp` probes of a tick are answered by one `sock_diag` dump
+//! of the listening sockets; `http` and `exec` probes run side by side.
 
+use crate::core::{ProbeJob, ProbeResult};
 use allex_protocol::health::{CheckKind, HealthCheck};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// Answers the `tcp` probes of a tick at once from one dump of the
+/// listening sockets (a few hundred microseconds for hundreds of children,
+/// cheap enough to run on the state owner); gives the jobs back when the
+/// dump is not possible here (a seccomp filter, an odd kernel).
+pub fn tcp_now(jobs: Vec<ProbeJob>) -> Result<Vec<ProbeResult>, Vec<ProbeJob>> {
+    let ports: Vec<u16> = jobs.iter().filter_map(|j| j.port).collect();
+    match crate::sock_diag::Listening::read(&ports) {
+        Ok(table) => Ok(jobs
+            .into_iter()
+            .map(|j| {
+                let result = match j.port {
+                    Some(port) => table.check(port),
+                    None => Err("the service declares no port".into()),
+                };
+                ProbeResult {
+                    instance: j.instance,
+                    pid: j.pid,
+                    result,
+                }
+            })
+            .collect()),
+        Err(e) => {
+            tracing::debug!(error = %e, "no sock_diag; tcp checks connect instead");
+            Err(jobs)
+        }
+    }
+}
+
+/// Runs probes that need a conversation or a process (`http`, `exec`, and
+/// `tcp` without sock_diag) side by side; a result for every job.
+pub async fn run_each(jobs: Vec<ProbeJob>) -> Vec<ProbeResult> {
+    let each = jobs.into_iter().map(|j| async move {
+        let result = run(&j.check, j.port).await;
+        ProbeResult {
+            instance: j.instance,
+            pid: j.pid,
+            result,
+        }
+    });
+    futures_util::future::join_all(each).await
+}
 
 /// Probes once: Ok, or why it failed.
 pub async fn run(check: &HealthCheck, port: Option<u16>) -> Result<(), String> {

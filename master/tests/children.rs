@@ -183,7 +183,7 @@ fn child_ignoring_sigterm_is_killed_after_its_stop_timeout() {
     );
     assert!(took < Duration::from_secs(5), "took {took:?}");
     lan.wait_msg("the reopened need claimed", SOON, |msg| match msg {
-        MasterToLan::Claim { instancename } if instancename == "Stubborn" => Some(()),
+        MasterToLan::Claim { instancename, .. } if instancename == "Stubborn" => Some(()),
         _ => None,
     });
     spawned(&lan, "Stubborn");

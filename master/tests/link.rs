@@ -123,7 +123,7 @@ fn exhausted_range_stops_claims_says_so_once_and_recovers() {
     ]);
     let mut claims = Vec::new();
     let free = lan.wait_msg("capacity with no free port", SOON, |msg| match msg {
-        MasterToLan::Claim { instancename } => {
+        MasterToLan::Claim { instancename, .. } => {
             claims.push(instancename.clone());
             None
         }
@@ -155,7 +155,7 @@ fn exhausted_range_stops_claims_says_so_once_and_recovers() {
     .unwrap();
     // The freed ports serve the next open need at once.
     let next = lan.wait_msg("a claim once ports are free", SOON, |msg| match msg {
-        MasterToLan::Claim { instancename } => Some(instancename.clone()),
+        MasterToLan::Claim { instancename, .. } => Some(instancename.clone()),
         _ => None,
     });
     assert!(["X2", "X3", "X4"].contains(&next.as_str()), "{next}");
@@ -183,7 +183,7 @@ fn only_servable_needs_are_claimed() {
     lan.offer(vec![foreign, elsewhere, here]);
     // Claims go out in name order within one snapshot, so the first claim tells all.
     let first = lan.wait_msg("first claim", SOON, |msg| match msg {
-        MasterToLan::Claim { instancename } => Some(instancename.clone()),
+        MasterToLan::Claim { instancename, .. } => Some(instancename.clone()),
         _ => None,
     });
     assert_eq!(first, "c_here");
@@ -218,7 +218,7 @@ fn spawn_failure_is_reported_and_frees_the_ports() {
     let reopened = std::time::Instant::now();
     lan.open(Need::new("broken", allex_protocol::instance!("Broken")));
     lan.wait_msg("a second claim", SOON, |msg| match msg {
-        MasterToLan::Claim { instancename } if instancename == "Broken" => Some(()),
+        MasterToLan::Claim { instancename, .. } if instancename == "Broken" => Some(()),
         _ => None,
     });
     let waited = reopened.elapsed();
@@ -422,7 +422,7 @@ fn a_spawn_that_finishes_before_the_welcome_is_reported_right_after_it() {
             after += 1;
             None
         }
-        MasterToLan::Claim { instancename } if instancename == "Barrier" => Some(()),
+        MasterToLan::Claim { instancename, .. } if instancename == "Barrier" => Some(()),
         _ => None,
     });
     assert_eq!(

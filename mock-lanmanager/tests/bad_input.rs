@@ -89,6 +89,7 @@ async fn a_connection_without_hello_is_refused() {
     early
         .send(Message::text(encode(&MasterToLan::Claim {
             instancename: allex_protocol::instance!("A"),
+            ports: None,
         })))
         .await
         .unwrap();

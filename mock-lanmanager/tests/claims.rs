@@ -34,6 +34,7 @@ async fn two_masters_racing_for_50_needs_each_need_is_granted_exactly_once() {
             for n in &needs {
                 m.send(&MasterToLan::Claim {
                     instancename: n.instancename.clone(),
+                    ports: None,
                 })
                 .await;
             }

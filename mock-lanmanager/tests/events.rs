@@ -235,6 +235,7 @@ async fn flood_claims(lm: &LanManager, name: &str, n: usize) {
     for i in 0..n {
         let claim = allex_protocol::MasterToLan::Claim {
             instancename: allex_protocol::InstanceName::new(format!("Nothing{i}")).unwrap(),
+            ports: None,
         };
         tx.send(Message::text(allex_protocol::frame::encode(&claim)))
             .await

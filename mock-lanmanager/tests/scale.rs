@@ -52,6 +52,7 @@ async fn run_all(masters: usize, k: usize, race: bool) -> Duration {
             for i in &mine {
                 m.send(&MasterToLan::Claim {
                     instancename: i.clone(),
+                    ports: None,
                 })
                 .await;
             }

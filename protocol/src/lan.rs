@@ -63,6 +63,11 @@ pub enum MasterToLan {
     Claim {
         /// The need's instance name.
         instancename: InstanceName,
+        /// The ports this master reserved for it, so that while its link is
+        /// down the lan manager can tell a service spawned from the grant
+        /// (its `spawned` lost with the link) from one that never started.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ports: Option<Ports>,
     },
     /// The child for a grant is spawned; the lan manager port-checks it next.
     Spawned {

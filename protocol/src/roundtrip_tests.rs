@@ -18,6 +18,42 @@ fn roundtrip<T: Serialize + DeserializeOwned + PartialEq + Debug>(value: &T) {
     assert_eq!(&back, value, "{text}");
 }
 
+/// Each seed frame, edited, through every decoder and reader: none panics,
+/// and what a reader accepts reads back unchanged.
+fn mutated_seeds_never_panic(
+    seeds: Vec<String>,
+    edits: &[(usize, u8, u8)],
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    for frame in seeds {
+        let mut bytes = frame.into_bytes();
+        for (at, byte, op) in edits {
+            bytes = mutate(bytes, *at, *byte, *op);
+        }
+        decodes_or_refuses::<MasterToLan>(&bytes);
+        decodes_or_refuses::<LanToMaster>(&bytes);
+        decodes_or_refuses::<crate::lan::Opening>(&bytes);
+        decodes_or_refuses::<AdminToLan>(&bytes);
+        decodes_or_refuses::<LanToAdmin>(&bytes);
+        decodes_or_refuses::<LocalRequest>(&bytes);
+        decodes_or_refuses::<LocalReply>(&bytes);
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            // Through the real readers, validation included: a value
+            // they accept is written back and read again unchanged.
+            let path = std::path::Path::new("n");
+            if let Ok(file) = crate::need::NeedsFile::parse(path, text) {
+                let again = crate::need::NeedsFile::parse(path, &file.to_text());
+                prop_assert_eq!(again.map(|f| f.0).ok(), Some(file.0));
+            }
+            let path = std::path::Path::new("c");
+            if let Ok(cfg) = MasterConfig::parse(path, text) {
+                let text = serde_json::to_string(&cfg).unwrap_or_default();
+                prop_assert_eq!(MasterConfig::parse(path, &text).ok(), Some(cfg));
+            }
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -128,56 +164,30 @@ proptest! {
     /// The CI-sized fuzz pass: valid frames with edits hit the decoders' deep
     /// paths (wrong types, broken strings, cut objects) far more often than
     /// random bytes do. Raise ALLEX_FUZZ_CASES for a longer run; the
-    /// coverage-guided targets live in fuzz/.
+    /// coverage-guided targets live in fuzz/. Seeded from the master's
+    /// messages here, from the admin's and the needs file's below (the
+    /// strategies of every type at once overflow a test thread's stack).
     #[test]
     fn mutated_frames_never_panic(
         m in any::<MasterToLan>(),
         r in any::<LanToMaster>(),
-        a in any::<AdminToLan>(),
-        ra in any::<LanToAdmin>(),
         q in any::<LocalRequest>(),
         rq in any::<LocalReply>(),
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 1..4),
+    ) {
+        // A master's `hello`, the opening frame, is among them.
+        mutated_seeds_never_panic(vec![encode(&m), encode(&r), encode(&q), encode(&rq)], &edits)?;
+    }
+
+    /// As above, seeded from the admin's messages and the needs file's entries.
+    #[test]
+    fn mutated_admin_frames_never_panic(
+        a in any::<AdminToLan>(),
+        ra in any::<LanToAdmin>(),
         n in any::<Need>(),
         edits in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 1..4),
     ) {
-        // Seeds from every decoder, the opening frame (a master's `hello` is
-        // one) and the needs file's entries among them.
-        let seeds = [
-            encode(&m),
-            encode(&r),
-            encode(&a),
-            encode(&ra),
-            encode(&q),
-            encode(&rq),
-            format!("[{}]", encode(&n)),
-        ];
-        for frame in seeds {
-            let mut bytes = frame.into_bytes();
-            for (at, byte, op) in &edits {
-                bytes = mutate(bytes, *at, *byte, *op);
-            }
-            decodes_or_refuses::<MasterToLan>(&bytes);
-            decodes_or_refuses::<LanToMaster>(&bytes);
-            decodes_or_refuses::<crate::lan::Opening>(&bytes);
-            decodes_or_refuses::<AdminToLan>(&bytes);
-            decodes_or_refuses::<LanToAdmin>(&bytes);
-            decodes_or_refuses::<LocalRequest>(&bytes);
-            decodes_or_refuses::<LocalReply>(&bytes);
-            if let Ok(text) = std::str::from_utf8(&bytes) {
-                // Through the real readers, validation included: a value
-                // they accept is written back and read again unchanged.
-                let path = std::path::Path::new("n");
-                if let Ok(file) = crate::need::NeedsFile::parse(path, text) {
-                    let again = crate::need::NeedsFile::parse(path, &file.to_text());
-                    prop_assert_eq!(again.map(|f| f.0).ok(), Some(file.0));
-                }
-                let path = std::path::Path::new("c");
-                if let Ok(cfg) = MasterConfig::parse(path, text) {
-                    let text = serde_json::to_string(&cfg).unwrap_or_default();
-                    prop_assert_eq!(MasterConfig::parse(path, &text).ok(), Some(cfg));
-                }
-            }
-        }
+        mutated_seeds_never_panic(vec![encode(&a), encode(&ra), format!("[{}]", encode(&n))], &edits)?;
     }
 
     /// Config texts with edits never panic the located-error code.

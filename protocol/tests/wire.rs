@@ -66,6 +66,7 @@ fn master_to_lan_examples() {
         MasterToLan::Hello(hello()),
         MasterToLan::Claim {
             instancename: allex_protocol::instance!("Time"),
+            ports: Some(ports()),
         },
         MasterToLan::Spawned {
             instancename: allex_protocol::instance!("Time"),

@@ -110,6 +110,7 @@ async fn claim(
     master
         .try_send(&MasterToLan::Claim {
             instancename: instancename.clone(),
+            ports: None,
         })
         .await
 }

@@ -262,6 +262,7 @@ impl FakeMaster {
         let instancename = self.instance(instance);
         self.send(&MasterToLan::Claim {
             instancename: instancename.clone(),
+            ports: None,
         })
         .await;
         self.expect("grant or refusal", move |m| match m {

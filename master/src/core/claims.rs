@@ -75,6 +75,7 @@ impl State {
             self.claims.insert(instance.clone(), ports);
             self.send(MasterToLan::Claim {
                 instancename: instance.clone(),
+                ports: Some(ports),
             });
             return None;
         }
@@ -90,6 +91,7 @@ impl State {
                 self.claims.insert(instance.clone(), ports);
                 self.send(MasterToLan::Claim {
                     instancename: instance.clone(),
+                    ports: Some(ports),
                 });
                 None
             }

@@ -71,17 +71,9 @@ pub enum Effect {
         /// Instance name.
         instance: InstanceName,
     },
-    /// Run one health probe within its timeout; answered by `Input::ProbeDone`.
-    Probe {
-        /// Instance name.
-        instance: InstanceName,
-        /// The child's pid.
-        pid: u32,
-        /// What to probe.
-        check: allex_protocol::health::HealthCheck,
-        /// The port probed (tcp and http checks).
-        port: Option<u16>,
-    },
+    /// Run every probe due at one tick, each within its timeout; answered
+    /// by one `Input::ProbesDone`.
+    Probes(Vec<ProbeJob>),
     /// Delete expired logs of instances not in `live`; answered by `Input::LogsSwept`.
     SweepLogs {
         /// The runtime directory.
@@ -93,4 +85,17 @@ pub enum Effect {
         /// Most bytes of stale logs kept.
         max_bytes: u64,
     },
+}
+
+/// One health probe of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeJob {
+    /// Instance name.
+    pub instance: InstanceName,
+    /// The child's pid.
+    pub pid: u32,
+    /// What to probe.
+    pub check: std::sync::Arc<allex_protocol::health::HealthCheck>,
+    /// The port probed (tcp and http checks).
+    pub port: Option<u16>,
 }

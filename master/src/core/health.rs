@@ -1,7 +1,8 @@
-//! Health checks: one timer per child in the driver's timer wheel, one
-//! short task per probe; after `failures` failures in a row the child is
-//! stopped and its `down` says `unhealthy`, and its need comes back like
-//! after any other death.
+//! Health checks: probes are due on a grid (multiples of their interval
+//! from one origin), so every child of one interval shares a tick: one
+//! timer and one batch of probes per tick, whatever the number of children.
+//! After `failures` failures in a row the child is stopped and its `down`
+//! says `unhealthy`, and its need comes back like after any other death.
 
 use super::*;
 use allex_protocol::health::{CheckKind, HealthCheck};
@@ -10,7 +11,8 @@ use allex_protocol::types::HealthStatus;
 /// A child's check and how it stands.
 #[derive(Debug, Clone)]
 pub(super) struct Health {
-    pub(super) check: HealthCheck,
+    /// Shared with each probe job, so a tick clones no check.
+    pub(super) check: std::sync::Arc<HealthCheck>,
     failures: u32,
     last: Option<Result<(), String>>,
     /// Set when the check stopped the child: its `down` says so.
@@ -24,7 +26,7 @@ impl Health {
         entry: Option<&HealthCheck>,
     ) -> Option<Health> {
         need.or_else(|| entry.cloned()).map(|check| Health {
-            check,
+            check: std::sync::Arc::new(check),
             failures: 0,
             last: None,
             unhealthy: false,
@@ -56,6 +58,15 @@ fn probed_port(kind: CheckKind, ports: &Ports) -> Option<u16> {
     }
 }
 
+/// The first point of the grid `epoch + k * interval` at or after `earliest`.
+fn on_grid(epoch: Instant, interval: Duration, earliest: Instant) -> Instant {
+    let step = interval.as_nanos().max(1);
+    let since = earliest.saturating_duration_since(epoch).as_nanos();
+    let k = since.div_ceil(step);
+    let nanos = u64::try_from(k.saturating_mul(step)).unwrap_or(u64::MAX);
+    epoch + Duration::from_nanos(nanos)
+}
+
 impl State {
     /// Arms the first probe of a child that just got its pid.
     pub(super) fn start_checks(&mut self, instance: &InstanceName, pid: u32) {
@@ -67,43 +78,63 @@ impl State {
         else {
             return;
         };
-        self.after(
-            interval,
-            Timer::HealthCheck {
-                instance: instance.clone(),
-                pid,
-            },
-        );
+        self.schedule_probe(instance.clone(), pid, interval);
     }
 
-    /// A probe is due: asked of the driver unless the child went or stops.
-    pub(super) fn on_health_timer(&mut self, instance: &InstanceName, pid: u32) {
-        let Some(c) = self.children.get(instance) else {
-            return;
-        };
-        if c.pid() != Some(pid) || c.state == ChildState::Stopping {
-            return;
+    /// Puts the child's next probe on the first tick of its interval's grid
+    /// at least half an interval away: a steady child is probed exactly
+    /// every interval, a new one within 0.5 to 1.5 intervals.
+    fn schedule_probe(&mut self, instance: InstanceName, pid: u32, interval: Duration) {
+        let at = on_grid(self.checks_epoch, interval, self.now + interval / 2);
+        let due = self.checks_due.entry(at).or_default();
+        if due.is_empty() {
+            self.fx.push(Effect::Timer {
+                at,
+                timer: Timer::HealthTick,
+            });
         }
-        let Some(h) = &c.health else { return };
-        let check = h.check.clone();
-        let port = probed_port(check.kind, &c.ports);
-        self.fx.push(Effect::Probe {
-            instance: instance.clone(),
-            pid,
-            check,
-            port,
-        });
+        due.push((instance, pid));
+    }
+
+    /// A tick: every probe due by now, of children still there and not
+    /// stopping, goes to the driver as one batch.
+    pub(super) fn on_health_tick(&mut self) {
+        let later = self
+            .checks_due
+            .split_off(&(self.now + Duration::from_nanos(1)));
+        let due = std::mem::replace(&mut self.checks_due, later);
+        let jobs: Vec<ProbeJob> = due
+            .into_values()
+            .flatten()
+            .filter_map(|(instance, pid)| {
+                let c = self.children.get(&instance)?;
+                if c.pid() != Some(pid) || c.state == ChildState::Stopping {
+                    return None;
+                }
+                let check = c.health.as_ref()?.check.clone();
+                let port = probed_port(check.kind, &c.ports);
+                Some(ProbeJob {
+                    instance,
+                    pid,
+                    check,
+                    port,
+                })
+            })
+            .collect();
+        if !jobs.is_empty() {
+            self.fx.push(Effect::Probes(jobs));
+        }
     }
 
     /// A probe ended: the count moves, the next one is armed, or the child
     /// is stopped once the failures in a row reach the threshold.
     pub(super) fn on_probe_done(
         &mut self,
-        instance: &InstanceName,
+        instance: InstanceName,
         pid: u32,
         result: Result<(), String>,
     ) {
-        let Some(c) = self.children.get_mut(instance) else {
+        let Some(c) = self.children.get_mut(&instance) else {
             return;
         };
         if c.pid() != Some(pid) || c.state == ChildState::Stopping {
@@ -126,34 +157,28 @@ impl State {
         }
         h.last = Some(result);
         let interval = Duration::from_millis(h.check.intervalms);
-        let status = h.status();
         let unhealthy = h.failures >= h.check.failures;
         if changed {
             // Told on each change only: a passing service costs no message.
+            let health = h.status();
             self.send(MasterToLan::Health {
                 instancename: instance.clone(),
                 generation,
-                health: status,
+                health,
             });
         }
         if unhealthy {
             if let Some(h) = self
                 .children
-                .get_mut(instance)
+                .get_mut(&instance)
                 .and_then(|c| c.health.as_mut())
             {
                 h.unhealthy = true;
             }
             tracing::warn!(%instance, pid, "unhealthy: stopping the child");
-            self.stop_child(instance, false);
+            self.stop_child(&instance, false);
         } else {
-            self.after(
-                interval,
-                Timer::HealthCheck {
-                    instance: instance.clone(),
-                    pid,
-                },
-            );
+            self.schedule_probe(instance, pid, interval);
         }
     }
 }

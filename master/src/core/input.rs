@@ -20,13 +20,8 @@ pub enum Timer {
         /// Its pid.
         pid: u32,
     },
-    /// A child's health probe is due.
-    HealthCheck {
-        /// Instance name.
-        instance: InstanceName,
-        /// The child's pid, so a probe never outlives its child.
-        pid: u32,
-    },
+    /// A tick of the health checks: every probe due by now goes out in one batch.
+    HealthTick,
     /// Time to check whether the lan manager has been silent for the fence time.
     FenceCheck,
     /// Time to delete logs of instances that no longer run here.
@@ -101,15 +96,19 @@ pub enum Input {
     },
     /// Stop every child and end.
     Shutdown,
-    /// A health probe asked for by `Effect::Probe` ended.
-    ProbeDone {
-        /// Instance name.
-        instance: InstanceName,
-        /// The child's pid.
-        pid: u32,
-        /// Ok, or why it failed.
-        result: Result<(), String>,
-    },
+    /// The probes of one `Effect::Probes` batch ended, each with its result.
+    ProbesDone(Vec<ProbeResult>),
     /// The config was re-read (SIGHUP): the new one, or why it was refused.
     ConfigReloaded(Result<allex_protocol::MasterConfig, String>),
+}
+
+/// How one probe of a batch went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeResult {
+    /// Instance name.
+    pub instance: InstanceName,
+    /// The child's pid, so a result never counts for its replacement.
+    pub pid: u32,
+    /// Ok, or why it failed.
+    pub result: Result<(), String>,
 }

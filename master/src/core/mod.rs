@@ -18,8 +18,8 @@ mod reload;
 mod session;
 mod status;
 
-pub use effect::{Effect, ReqId, SpawnPlan};
-pub use input::{Input, Timer};
+pub use effect::{Effect, ProbeJob, ReqId, SpawnPlan};
+pub use input::{Input, ProbeResult, Timer};
 
 use crate::ports::{PortError, PortOffice};
 use allex_protocol::Generation;
@@ -35,10 +35,12 @@ use std::collections::{BTreeMap, BTreeSet};
 /// iteration order (and so the same effects, in the same order) in every
 /// run: the deterministic simulator's byte-identical traces rely on it.
 /// Keys are need names and the names of token-checked peers, not floods
-/// chosen by an attacker, so a randomly keyed hasher would buy nothing.
+/// chosen by an attacker, so a randomly keyed hasher would buy nothing;
+/// foldhash rather than SipHash, since a tick of health checks alone looks
+/// up hundreds of names.
 pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, Fixed>;
 /// The fixed hasher of [`HashMap`].
-pub(crate) type Fixed = std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+pub(crate) type Fixed = foldhash::fast::FixedState;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -138,6 +140,11 @@ pub struct State {
     max_children: usize,
     /// The cgroup directory the children's groups are in, for the status.
     cgroup: Option<String>,
+    /// The origin of the health checks' grid: a probe of interval I is due
+    /// at a multiple of I from here, so children of one interval share ticks.
+    checks_epoch: Instant,
+    /// Probes due, by tick: one timer per tick, whatever the number of children.
+    checks_due: BTreeMap<Instant, Vec<(InstanceName, u32)>>,
     /// The limit was reached (logged once per episode).
     fd_exhausted: bool,
     /// When the next log sweep is due, if one is armed.
@@ -202,6 +209,8 @@ impl State {
             fdlimit: u64::MAX,
             max_children: usize::MAX,
             cgroup: None,
+            checks_epoch: now,
+            checks_due: BTreeMap::new(),
             fd_exhausted: false,
             sweep_at: None,
             quick_deaths: HashMap::default(),
@@ -301,11 +310,11 @@ impl State {
             }
             Input::Shutdown => self.shutdown(),
             Input::ConfigReloaded(result) => self.on_config_reloaded(result),
-            Input::ProbeDone {
-                instance,
-                pid,
-                result,
-            } => self.on_probe_done(&instance, pid, result),
+            Input::ProbesDone(results) => {
+                for r in results {
+                    self.on_probe_done(r.instance, r.pid, r.result);
+                }
+            }
         }
         std::mem::take(&mut self.fx)
     }
@@ -338,7 +347,7 @@ impl State {
             }
             Timer::FenceCheck => self.fence_check(),
             Timer::SweepLogs => self.sweep_logs(),
-            Timer::HealthCheck { instance, pid } => self.on_health_timer(&instance, pid),
+            Timer::HealthTick => self.on_health_tick(),
         }
     }
 

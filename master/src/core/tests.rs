@@ -23,6 +23,11 @@ fn ms(t0: Instant, ms: u64) -> Instant {
 
 /// A welcomed core at `t0`, and the effects of getting there.
 fn state(t0: Instant) -> (State, Vec<Effect>) {
+    state_with(config(), t0)
+}
+
+/// Like [`state`], with another config.
+fn state_with(cfg: MasterConfig, t0: Instant) -> (State, Vec<Effect>) {
     let ports = PortOffice::new(
         allex_protocol::PerProtocol {
             tcp: 41000,
@@ -33,7 +38,7 @@ fn state(t0: Instant) -> (State, Vec<Effect>) {
         Box::new(|_, _| true),
     );
     let mut st = State::new(
-        config(),
+        cfg,
         "m1".into(),
         "0123456789abcdef0123".into(),
         PathBuf::from("/nonexistent/sock"),
@@ -261,11 +266,14 @@ fn a_stale_exit_report_changes_nothing() {
     ));
     // Right behind the `down`, the master claims the need again: the child's
     // ports went back to the office and the claim holds one of them.
-    assert_eq!(
-        msgs[1],
-        &MasterToLan::Claim {
-            instancename: allex_protocol::instance!("Solo")
-        }
+    assert!(
+        matches!(
+            msgs[1],
+            MasterToLan::Claim { instancename, ports: Some(p) }
+                if instancename == "Solo" && p.tcp.is_some_and(|t| (41000..41004).contains(&t))
+        ),
+        "{:?}",
+        msgs[1]
     );
     assert_eq!(st.status().free.tcp, 3);
 }
@@ -474,4 +482,100 @@ fn a_word_on_the_same_link_ends_fencing_and_the_next_silence_fences_again() {
         .iter()
         .any(|e| matches!(e, Effect::Signal { pid: 4_300_071, .. })));
     assert!(st.status().fenced);
+}
+
+/// The health ticks armed among `fx`.
+fn health_ticks(fx: &[Effect]) -> Vec<Instant> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Timer {
+                at,
+                timer: Timer::HealthTick,
+            } => Some(*at),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The instances of the probe batch among `fx`, sorted.
+fn batch(fx: &[Effect]) -> Vec<String> {
+    let mut names: Vec<String> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Probes(jobs) => Some(jobs.iter().map(|j| j.instance.to_string())),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    names.sort();
+    names
+}
+
+fn probes_done(st: &mut State, now: Instant, results: &[(&str, u32, bool)]) -> Vec<Effect> {
+    let results = results
+        .iter()
+        .map(|(name, pid, ok)| ProbeResult {
+            instance: allex_protocol::InstanceName::new(*name).unwrap(),
+            pid: *pid,
+            result: if *ok { Ok(()) } else { Err("refused".into()) },
+        })
+        .collect();
+    st.handle(now, Input::ProbesDone(results))
+}
+
+#[test]
+fn children_of_one_interval_share_one_timer_and_one_batch_per_tick() {
+    let t0 = Instant::now();
+    let mut cfg = config();
+    cfg.services.get_mut("svc").unwrap().check = serde_json::from_value(serde_json::json!({
+        "type": "tcp", "intervalms": 1000, "timeoutms": 100, "failures": 2
+    }))
+    .unwrap();
+    let (mut st, _) = state_with(cfg, t0);
+    let mut ticks = Vec::new();
+    for (i, (name, at)) in [("A", 10), ("B", 300), ("C", 700)].into_iter().enumerate() {
+        let g = i as u64 + 1;
+        grant(&mut st, ms(t0, at), name, g);
+        ticks.extend(health_ticks(&spawned(
+            &mut st,
+            ms(t0, at),
+            name,
+            g,
+            5_000_001 + i as u32,
+        )));
+    }
+    // A and B are probed first at 1 s, C (half an interval later than B) at 2 s.
+    assert_eq!(ticks, vec![ms(t0, 1000), ms(t0, 2000)]);
+    let fx = st.handle(ms(t0, 1000), Input::Timer(Timer::HealthTick));
+    assert_eq!(batch(&fx), vec!["A", "B"]);
+    let fx = probes_done(
+        &mut st,
+        ms(t0, 1003),
+        &[("A", 5_000_001, true), ("B", 5_000_002, false)],
+    );
+    assert!(health_ticks(&fx).is_empty(), "2 s is armed already: {fx:?}");
+    let fx = st.handle(ms(t0, 2000), Input::Timer(Timer::HealthTick));
+    assert_eq!(batch(&fx), vec!["A", "B", "C"]);
+    // B's second failure in a row reaches the threshold: it is stopped.
+    let fx = probes_done(
+        &mut st,
+        ms(t0, 2002),
+        &[
+            ("A", 5_000_001, true),
+            ("B", 5_000_002, false),
+            ("C", 5_000_003, true),
+        ],
+    );
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::Signal { pid: 5_000_002, .. })),
+        "{fx:?}"
+    );
+    assert_eq!(health_ticks(&fx), vec![ms(t0, 3000)]);
+    let fx = st.handle(ms(t0, 3000), Input::Timer(Timer::HealthTick));
+    assert_eq!(
+        batch(&fx),
+        vec!["A", "C"],
+        "the stopping child is not probed"
+    );
 }

@@ -336,7 +336,7 @@ impl Server {
             MasterToLan::Heartbeat { seq } if self.opts.echo => {
                 vec![LanToMaster::Heartbeat { seq: *seq }]
             }
-            MasterToLan::Claim { instancename } if self.opts.auto_grant => {
+            MasterToLan::Claim { instancename, .. } if self.opts.auto_grant => {
                 let need = self.needs.lock().unwrap().get(instancename).cloned();
                 match need {
                     Some(need) => {

@@ -99,7 +99,7 @@ impl State {
             return self.reply(req, admin_error(ErrorCode::Unknown, msg));
         };
         let answer = match &e.slot {
-            Slot::Claimed { master, generation }
+            Slot::Claimed { master, generation, .. }
             | Slot::Checking {
                 master, generation, ..
             } => Ok(Some((master.clone(), *generation))),

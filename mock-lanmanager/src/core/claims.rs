@@ -41,7 +41,12 @@ impl State {
         });
     }
 
-    pub(super) fn on_claim(&mut self, master: &str, instance: &InstanceName) {
+    pub(super) fn on_claim(
+        &mut self,
+        master: &str,
+        instance: &InstanceName,
+        ports: Option<allex_protocol::Ports>,
+    ) {
         let ip = self.masters.get(master).and_then(|m| m.ip);
         let refusal = match self.needs.get(instance) {
             _ if self.is_draining(master) => Some(format!("{master} is draining")),
@@ -99,6 +104,7 @@ impl State {
             Slot::Claimed {
                 master: master.to_string(),
                 generation,
+                ports: ports.filter(|p| p.iter().next().is_some()),
             },
         );
         // AllexJS `timeout`: the need's own deadline to get running.
@@ -168,6 +174,7 @@ impl State {
             Slot::Claimed {
                 master: m,
                 generation: g,
+                ..
             } if m == master && *g == generation => {
                 if let Some(why) = bad_spawn_report(&e.need.protocols(), pid, ports) {
                     // The claim stays as it was: a corrected report may still
@@ -237,6 +244,7 @@ impl State {
             Slot::Claimed {
                 master: m,
                 generation: g,
+                ..
             } if m == master && *g == generation => Some(Release::Failure),
             Slot::Stopping {
                 master: m,
@@ -288,6 +296,7 @@ impl State {
             Slot::Claimed {
                 master: m,
                 generation: g,
+                ..
             } => Some((m.as_str(), *g, None)),
             Slot::Stopping {
                 master: m,
@@ -363,6 +372,7 @@ impl State {
             Some(Slot::Claimed {
                 master,
                 generation: g,
+                ..
             }) if *g == generation => Some(master.clone()),
             _ => None,
         };

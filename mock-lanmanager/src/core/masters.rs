@@ -355,6 +355,7 @@ impl State {
                 Slot::Claimed {
                     master: m,
                     generation,
+                    ..
                 }
                 | Slot::Settling {
                     master: m,
@@ -419,6 +420,7 @@ impl State {
             Slot::Claimed {
                 master: m,
                 generation,
+                ..
             } if m == master && *generation == g => {
                 // Its `spawned` report was lost with the link.
                 self.start_check(master, instance, g, p, item.ports);
@@ -537,6 +539,7 @@ impl State {
     /// Starts one round of connects to the services a disconnected master
     /// holds: the evidence of whether they still serve.
     fn probe_liveness(&mut self, master: &str, epoch: u64, delay: Duration) {
+        let master_address = self.masters.get(master).map(|m| &m.address);
         let targets: Vec<LivenessTarget> = self
             .order
             .iter()
@@ -551,6 +554,13 @@ impl State {
                         ports,
                         ..
                     } => (master, *generation, address, *ports),
+                    // Granted, its `spawned` perhaps lost with the link: a
+                    // service on the claimed ports is evidence it runs.
+                    Slot::Claimed {
+                        master,
+                        generation,
+                        ports: Some(ports),
+                    } => (master, *generation, master_address?, *ports),
                     _ => return None,
                 };
                 (m == master).then(|| LivenessTarget {
@@ -592,6 +602,9 @@ impl State {
                 .and_then(|e| match &e.slot {
                     Slot::Running(r) => Some((r.master.as_str(), r.generation, true)),
                     Slot::Checking {
+                        master, generation, ..
+                    }
+                    | Slot::Claimed {
                         master, generation, ..
                     } => Some((master.as_str(), *generation, false)),
                     _ => None,
@@ -712,7 +725,10 @@ impl State {
             return;
         };
         match msg {
-            MasterToLan::Claim { instancename } => self.on_claim(&master, &instancename),
+            MasterToLan::Claim {
+                instancename,
+                ports,
+            } => self.on_claim(&master, &instancename, ports),
             MasterToLan::Spawned {
                 instancename,
                 generation,

@@ -190,7 +190,9 @@ impl State {
     /// to stop it, and holds the slot until it confirms with `down`.
     pub(super) fn leave_holder(&mut self, instance: &InstanceName, reason: &str) {
         let held = self.needs.get(instance).and_then(|e| match &e.slot {
-            Slot::Claimed { master, generation }
+            Slot::Claimed {
+                master, generation, ..
+            }
             | Slot::Checking {
                 master, generation, ..
             } => Some((master.clone(), *generation)),

@@ -137,7 +137,7 @@ impl State {
             let instance = need.instancename.clone();
             let still = matches!(
                 self.needs.get(&instance).map(|e| &e.slot),
-                Some(Slot::Claimed { master: m, generation: g }) if *m == master && *g == generation
+                Some(Slot::Claimed { master: m, generation: g, .. }) if *m == master && *g == generation
             );
             if !still {
                 continue;

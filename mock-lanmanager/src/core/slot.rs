@@ -32,6 +32,9 @@ pub(super) enum Slot {
     Claimed {
         master: String,
         generation: Generation,
+        /// The ports the master reserved, when its claim said (so a service
+        /// spawned from this grant can be probed while the master is away).
+        ports: Option<Ports>,
     },
     Checking {
         master: String,
@@ -66,7 +69,9 @@ pub(super) enum Slot {
 impl Slot {
     pub(super) fn holder(&self) -> Option<(&str, Generation)> {
         match self {
-            Slot::Claimed { master, generation }
+            Slot::Claimed {
+                master, generation, ..
+            }
             | Slot::Checking {
                 master, generation, ..
             }
@@ -98,7 +103,9 @@ pub(super) fn slot_hint(slot: &Slot) -> Option<RunningHint> {
         }),
         // Everything a master may run a process for, so that a restarted
         // lan manager holds the need for it instead of granting it again.
-        Slot::Claimed { master, generation }
+        Slot::Claimed {
+            master, generation, ..
+        }
         | Slot::Checking {
             master, generation, ..
         }
@@ -125,7 +132,9 @@ fn slot_event(
     let instancename = instance.clone();
     Some(match new {
         Slot::Open if !matches!(old, Slot::Open) => EventKind::Opened { instancename },
-        Slot::Claimed { master, generation } => EventKind::Claimed {
+        Slot::Claimed {
+            master, generation, ..
+        } => EventKind::Claimed {
             instancename,
             master: master.clone(),
             generation: *generation,

@@ -164,6 +164,7 @@ fn claim_unjournaled(st: &mut State, now: Now, conn: ConnId, instance: &str) -> 
             conn,
             msg: MasterToLan::Claim {
                 instancename: allex_protocol::InstanceName::new(instance).unwrap(),
+                ports: None,
             },
         },
     )
@@ -761,4 +762,90 @@ fn strategies_ip_places_a_need_like_ipaddress() {
         LanToMaster::ClaimRefused { reason, .. } if reason.contains("strategies.ip 10.0.0.0/8"))));
     let fx = claim(&mut st, now, 1, "near");
     assert!(grant_generation(&fx, 1).is_some());
+}
+
+/// A grant whose `spawned` never arrived (lost with the link): its claimed
+/// ports are probed while the master is away, and a service answering on
+/// them keeps the need where it is past the grace; only one that does not
+/// answer is handed to another master.
+#[test]
+fn a_granted_need_whose_spawned_was_lost_stays_while_its_claimed_ports_answer() {
+    let mut st = core(&["kept", "gone"]);
+    let now = t0();
+    connect(&mut st, now, "m1", 1);
+    let ports = Ports {
+        tcp: Some(5001),
+        http: None,
+        ws: None,
+    };
+    for name in ["kept", "gone"] {
+        let fx = st.handle(
+            now,
+            Input::FromMaster {
+                conn: 1,
+                msg: MasterToLan::Claim {
+                    instancename: allex_protocol::InstanceName::new(name).unwrap(),
+                    ports: Some(ports),
+                },
+            },
+        );
+        journaled(&mut st, now, fx);
+    }
+    let gen_of = |st: &State, name: &str| {
+        st.needs
+            .get(name)
+            .and_then(|e| e.slot.holder())
+            .map(|(_, g)| g)
+            .unwrap()
+    };
+    let (gk, gg) = (gen_of(&st, "kept"), gen_of(&st, "gone"));
+    let fx = st.handle(now, Input::MasterGone { conn: 1 });
+    let (targets, epoch) = fx
+        .iter()
+        .find_map(|e| match e {
+            Effect::ProbeLiveness { targets, epoch, .. } => Some((targets.clone(), *epoch)),
+            _ => None,
+        })
+        .expect("the claimed ports are probed");
+    assert_eq!(targets.len(), 2, "{targets:?}");
+    assert!(targets
+        .iter()
+        .all(|t| t.ports == vec![(Protocol::Tcp, 5001)]));
+    // Not yet listening says nothing: nothing is released before the grace.
+    st.handle(
+        now,
+        Input::Liveness {
+            master: "m1".into(),
+            epoch,
+            results: vec![
+                (allex_protocol::instance!("kept"), gk, Liveness::Answers),
+                (allex_protocol::instance!("gone"), gg, Liveness::Refused),
+            ],
+        },
+    );
+    assert!(st
+        .status()
+        .needs
+        .iter()
+        .all(|n| n.state == NeedState::Claimed));
+    st.handle(
+        later(now, 2000),
+        Input::Timer(Timer::GraceOver {
+            master: "m1".into(),
+            epoch,
+        }),
+    );
+    let state = |name: &str| {
+        st.status()
+            .needs
+            .iter()
+            .find(|n| n.need.instancename == name)
+            .map(|n| n.state)
+    };
+    assert_eq!(
+        state("kept"),
+        Some(NeedState::Claimed),
+        "kept where it answers"
+    );
+    assert_eq!(state("gone"), Some(NeedState::Open), "handed to others");
 }

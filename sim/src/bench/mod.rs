@@ -481,14 +481,24 @@ pub fn run_bench(cfg: &BenchConfig, command: String) -> Result<Report, BenchErro
         }
     }
     if cfg.checked_services > 0 {
-        let c = sockets::checks(cfg.checked_services, 1000, cfg.idle)?;
-        tracing::info!(?c, "checks");
+        let base = sockets::checks(cfg.checked_services, None, cfg.idle)?;
+        let c = sockets::checks(cfg.checked_services, Some(1000), cfg.idle)?;
+        tracing::info!(?base, ?c, "checks");
+        rows.push(Row::new(
+            7,
+            format!(
+                "{} services, no check: master CPU per 30 s (baseline)",
+                base.services
+            ),
+            base.master_cpu_ms_per_30s,
+            "ms",
+        ));
         rows.push(
             Row::new(
                 7,
                 format!(
-                    "{} services, tcp check every {} ms: master CPU per 30 s",
-                    c.services, c.interval_ms
+                    "{} services, tcp check every 1000 ms: master CPU per 30 s",
+                    c.services
                 ),
                 c.master_cpu_ms_per_30s,
                 "ms",

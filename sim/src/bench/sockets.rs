@@ -163,17 +163,18 @@ pub fn kills(inherit: bool, kills: usize) -> Result<KillsRun, BenchError> {
 pub struct ChecksRun {
     /// Services under checks.
     pub services: usize,
-    /// Their check interval.
-    pub interval_ms: u64,
+    /// Their check interval; `None`: no checks (the baseline).
+    pub interval_ms: Option<u64>,
     /// The master's CPU over the window, scaled to 30 s.
     pub master_cpu_ms_per_30s: f64,
 }
 
-/// `services` services with a tcp check every `interval_ms`; the master's
-/// CPU over `window` once all run, scaled to 30 s.
+/// `services` services with a tcp check every `interval_ms` (none: the
+/// same services unchecked, the baseline); the master's CPU over `window`
+/// once all run, scaled to 30 s.
 pub fn checks(
     services: usize,
-    interval_ms: u64,
+    interval_ms: Option<u64>,
     window: Duration,
 ) -> Result<ChecksRun, BenchError> {
     let lan = lan()?;
@@ -183,8 +184,10 @@ pub fn checks(
             ..MasterOptions::new(lan.addr())
         },
         |cfg| {
-            cfg["services"]["testsvc"]["check"] =
-                serde_json::json!({"type": "tcp", "intervalms": interval_ms});
+            if let Some(ms) = interval_ms {
+                cfg["services"]["testsvc"]["check"] =
+                    serde_json::json!({"type": "tcp", "intervalms": ms});
+            }
         },
     )?;
     let needs = (0..services)
@@ -202,7 +205,7 @@ pub fn checks(
         .pid()
         .ok_or_else(|| BenchError::Other("the master is not running".into()))?;
     // Past the spawns, into the steady probing.
-    std::thread::sleep(Duration::from_millis(2 * interval_ms));
+    std::thread::sleep(Duration::from_millis(2 * interval_ms.unwrap_or(1000)));
     let c0 = cpu_ns(pid)?;
     std::thread::sleep(window);
     let c1 = cpu_ns(pid)?;

@@ -1400,7 +1400,7 @@ impl World {
                 mcore::Effect::Signal { pid, signal } => self.signal(pid, signal),
                 // The simulated services have no checks nor held sockets.
                 mcore::Effect::Reply { .. }
-                | mcore::Effect::Probe { .. }
+                | mcore::Effect::Probes(_)
                 | mcore::Effect::ReleaseSockets { .. } => {}
                 mcore::Effect::Timer { at, timer } => {
                     let at = self.us(at);

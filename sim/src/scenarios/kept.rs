@@ -146,12 +146,16 @@ fn daemon_of(r: &super::Run, instance: &str) -> Result<u32, HarnessError> {
         .runtime_dir()
         .join("logs")
         .join(format!("{instance}.log"));
-    crate::wait::wait_until("the daemon's pid in the service's log", r.deadline(), || {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        text.lines()
-            .find_map(|l| l.strip_prefix("daemon ")?.trim().parse::<u32>().ok())
-            .ok_or("not yet")
-    })
+    crate::wait::wait_until(
+        "the daemon's pid in the service's log",
+        r.deadline(),
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.lines()
+                .find_map(|l| l.strip_prefix("daemon ")?.trim().parse::<u32>().ok())
+                .ok_or("not yet")
+        },
+    )
     .map_err(|e| HarnessError::Expectation(e.to_string()))
 }
 
