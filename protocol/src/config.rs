@@ -474,6 +474,40 @@ mod tests {
     }
 
     #[test]
+    fn limits_no_kernel_could_apply_are_refused_at_their_key() {
+        let cfg = |limits: &str| {
+            format!("{{\"lanmanageraddress\":\"x\",\"portrangestart\":{{\"tcp\":1,\"http\":2000,\"ws\":3000}},\n\"services\":{{\"m\":{{\"command\":\"x\",\n\"limits\":{limits}}}}}}}")
+        };
+        let e = err(&cfg("{\"cpuweight\": 0}"));
+        assert_eq!(e.line, 3, "{e}");
+        assert!(
+            e.message
+                .contains("services.m.limits.cpuweight is 0; it must be 1 to 10000"),
+            "{e}"
+        );
+        let e = err(&cfg("{\"cpuweight\": 10001}"));
+        assert!(e.message.contains("10001"), "{e}");
+        let e = err(&cfg("{\"memorymaxbytes\": 0}"));
+        assert!(e.message.contains("limits.memorymaxbytes is 0"), "{e}");
+        let e = err(&cfg("{\"memorymaxbytes\": -1}"));
+        assert!(e.message.contains("invalid value"), "{e}");
+        let e = err(&cfg("{\"memory\": 5}"));
+        assert!(e.message.contains("unknown field `memory`"), "{e}");
+        let ok = MasterConfig::parse(
+            Path::new("c.json"),
+            &cfg("{\"memorymaxbytes\": 67108864, \"cpuweight\": 50}"),
+        )
+        .unwrap();
+        assert_eq!(
+            ok.services["m"].limits,
+            Some(Limits {
+                memorymaxbytes: Some(67_108_864),
+                cpuweight: Some(50)
+            })
+        );
+    }
+
+    #[test]
     fn hostile_module_names_are_refused() {
         let e = err("{\"lanmanageraddress\":\"x\",\"portrangestart\":{\"tcp\":1,\"http\":2000,\"ws\":3000},\n\"services\":{\"../x\":{\"command\":\"/bin/true\"}}}");
         assert_eq!(e.line, 2);
