@@ -218,6 +218,9 @@ struct Proc {
     alive: bool,
     listening: bool,
     ignores_term: bool,
+    /// From when it hangs (as if SIGSTOPped): alive, its port still bound,
+    /// but deaf to its health check and to every signal but SIGKILL.
+    hangs_at: Option<Us>,
     died_at: Us,
     /// When its parent learns its pid: its exit cannot be seen before.
     known_at: Us,
@@ -281,6 +284,10 @@ pub struct World {
     tail: Option<(usize, VecDeque<String>)>,
 }
 
+/// The simulated services' http check interval: often enough that a hung
+/// service is replaced within a run, rarely enough not to flood the trace.
+const CHECK_INTERVAL_MS: u64 = 1_000;
+
 fn master_config(ip: IpAddr) -> MasterConfig {
     let text = format!(
         r#"{{
@@ -288,7 +295,8 @@ fn master_config(ip: IpAddr) -> MasterConfig {
         "advertiseaddress": "{ip}",
         "portrangestart": {{ "tcp": 20000, "http": 21000, "ws": 22000 }},
         "portrangesize": 32,
-        "services": {{ "svc": {{ "command": "/nonexistent/svc", "stoptimeoutms": {STOP_TIMEOUT_MS} }} }}
+        "services": {{ "svc": {{ "command": "/nonexistent/svc", "stoptimeoutms": {STOP_TIMEOUT_MS},
+            "check": {{ "type": "http", "intervalms": {CHECK_INTERVAL_MS}, "timeoutms": 200, "failures": 2 }} }} }}
     }}"#
     );
     // The text is fixed above; a parse error is a bug of this file.
@@ -1398,10 +1406,9 @@ impl World {
                 }
                 mcore::Effect::Spawn(plan) => self.spawn(m, *plan),
                 mcore::Effect::Signal { pid, signal } => self.signal(pid, signal),
-                // The simulated services have no checks nor held sockets.
-                mcore::Effect::Reply { .. }
-                | mcore::Effect::Probes(_)
-                | mcore::Effect::ReleaseSockets { .. } => {}
+                mcore::Effect::Probes(jobs) => self.probe(m, jobs),
+                // The simulated services hold no sockets of the master's.
+                mcore::Effect::Reply { .. } | mcore::Effect::ReleaseSockets { .. } => {}
                 mcore::Effect::Timer { at, timer } => {
                     let at = self.us(at);
                     self.push(
@@ -1459,6 +1466,7 @@ impl World {
         let never_listens = wild && rng.chance(5);
         let dies = crash || (wild && rng.chance(12));
         let ignores_term = wild && rng.chance(10);
+        let hangs_at = (wild && rng.chance(10)).then(|| self.now + rng.range(200, 8_000) * MS);
         if !never_listens {
             let listen_at = self.now + rng.range(100, 20_000);
             self.push(listen_at, Ev::Listen { pid });
@@ -1492,6 +1500,7 @@ impl World {
                 alive: true,
                 listening: false,
                 ignores_term,
+                hangs_at,
                 died_at: 0,
                 known_at: at,
                 rng,
@@ -1505,6 +1514,36 @@ impl World {
         self.push(at, Ev::Master { m, input });
     }
 
+    /// Answers a tick's health probes a millisecond later: a service
+    /// passes while it lives, listens and does not hang.
+    fn probe(&mut self, m: usize, jobs: Vec<mcore::ProbeJob>) {
+        let now = self.now;
+        let results = jobs
+            .into_iter()
+            .map(|j| {
+                let result = match self.procs.get(&j.pid) {
+                    Some(p) if p.hangs_at.is_some_and(|t| t <= now) => {
+                        Err("no answer within 200 ms".to_string())
+                    }
+                    Some(p) if p.alive && p.listening => Ok(()),
+                    _ => Err("connection refused".to_string()),
+                };
+                mcore::ProbeResult {
+                    instance: j.instance,
+                    pid: j.pid,
+                    result,
+                }
+            })
+            .collect();
+        self.push(
+            now + MS,
+            Ev::Master {
+                m,
+                input: mcore::Input::ProbesDone(results),
+            },
+        );
+    }
+
     fn signal(&mut self, pid: u32, signal: i32) {
         let Some(p) = self.procs.get_mut(&pid) else {
             return;
@@ -1512,9 +1551,10 @@ impl World {
         if !p.alive {
             return;
         }
+        let hung = p.hangs_at.is_some_and(|t| t <= self.now);
         let after = if signal == 9 {
             p.rng.range(10, 200)
-        } else if p.ignores_term {
+        } else if p.ignores_term || hung {
             return;
         } else {
             p.rng.range(1_000, 20_000)
