@@ -260,13 +260,24 @@ pub struct RunArgs {
     /// SIGHUP and `need reload` still re-read them.
     #[arg(long)]
     pub no_watch: bool,
+    /// Where the needs, running records, generations and master identities
+    /// live: `files` (under `.allexlanmanager`) or `etcd://HOST:PORT[,HOST:PORT...]`.
+    #[arg(
+        long,
+        default_value = "files",
+        value_name = "files|etcd://HOST:PORT,..."
+    )]
+    pub store: String,
+    /// The etcd key prefix everything is kept under.
+    #[arg(long, default_value = "/allex", value_name = "PREFIX")]
+    pub store_prefix: String,
 }
 
 impl RunArgs {
-    /// The settings these options describe.
-    pub fn settings(&self) -> Settings {
+    /// The settings these options describe, or why `--store` cannot be used.
+    pub fn settings(&self) -> Result<Settings, String> {
         let ms = Duration::from_millis;
-        Settings {
+        Ok(Settings {
             listen: self.listen.clone(),
             dir: self.dir.clone(),
             token: self.token.clone().filter(|t| !t.is_empty()),
@@ -288,7 +299,8 @@ impl RunArgs {
             http_required: self.http.is_some(),
             watch_needs: !self.no_watch,
             subnets: None,
-        }
+            store: crate::storage::StoreKind::parse(&self.store, &self.store_prefix)?,
+        })
     }
 }
 
@@ -313,7 +325,7 @@ mod tests {
         ])
         .unwrap();
         assert!(cli.command.is_none());
-        assert_eq!(cli.run.settings().grace, Duration::from_millis(5));
+        assert_eq!(cli.run.settings().unwrap().grace, Duration::from_millis(5));
         let cli = Cli::try_parse_from(["allexlanmanager", "run", "--dir", "/x"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Run(a)) if a.dir.as_os_str() == "/x"));
     }

@@ -84,7 +84,7 @@ async fn events(conn: ConnectArgs, follow: bool, json: bool, since: Option<u64>)
 }
 
 async fn run(args: RunArgs) -> Result<()> {
-    let settings = args.settings();
+    let settings = args.settings().map_err(anyhow::Error::msg)?;
     settings.check().map_err(anyhow::Error::msg)?;
     if settings.token.is_none() && !listens_on_loopback_only(&settings.listen) {
         tracing::warn!(

@@ -10,9 +10,9 @@
 use crate::core::{ConnId, Effect, Input, Now, ReqId, State, Write};
 use crate::events::EventHub;
 use crate::log_relay::{LogPiece, LogRelay};
-use crate::needs_store::Store;
 use crate::outbox::{mono_us, Outbox};
 use crate::portcheck::{check_ports, probe_service};
+use crate::storage::Storage;
 use allex_protocol::InstanceName;
 use allex_protocol::{AdminToLan, LanToAdmin, MasterHello, MasterToLan};
 use std::collections::{HashMap, VecDeque};
@@ -130,9 +130,14 @@ impl Driver {
     /// the core's construction asked for.
     ///
     /// Must be called inside a tokio runtime.
-    pub fn new(core: State, store: Store, initial: Vec<Effect>, hub: Arc<EventHub>) -> Driver {
+    pub fn new(
+        core: State,
+        store: Box<dyn Storage>,
+        initial: Vec<Effect>,
+        hub: Arc<EventHub>,
+    ) -> Driver {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let journal = spawn_disk_writer(store.clone(), done_tx.clone(), "allex-journal");
+        let journal = spawn_disk_writer(store.fork(), done_tx.clone(), "allex-journal");
         let store = spawn_disk_writer(store, done_tx.clone(), "allex-store");
         let mut driver = Driver {
             core,
@@ -400,13 +405,14 @@ impl Driver {
     }
 }
 
-/// Starts a thread that writes files in the order asked and reports each
-/// write that matters back as an input.
+/// Starts a thread that writes to the store in the order asked and reports
+/// each write that matters back as an input.
 ///
 /// Each writer keeps the order the core relies on (a journal line is never
-/// cut by a snapshot taken before it) and keeps fsyncs off the state owner.
+/// cut by a snapshot taken before it) and keeps fsyncs and etcd round trips
+/// off the state owner.
 fn spawn_disk_writer(
-    store: Store,
+    mut store: Box<dyn Storage>,
     done: mpsc::UnboundedSender<Done>,
     name: &str,
 ) -> std::sync::mpsc::Sender<Write> {
@@ -414,22 +420,7 @@ fn spawn_disk_writer(
     let spawned = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            // Opened by the writer that gets the journal's writes.
-            let mut journal: Option<std::fs::File> = None;
-            let mut opened = false;
             for write in rx {
-                if write.is_running() && !opened {
-                    opened = true;
-                    journal = match store.open_running_journal() {
-                        Ok(f) => Some(f),
-                        Err(e) => {
-                            tracing::warn!(
-                                "cannot open the running journal; restarts may move services: {e}"
-                            );
-                            None
-                        }
-                    };
-                }
                 let reply = match write {
                     Write::Runtime(runtime) => Some(Done::Input(Input::NeedsWritten {
                         result: store.write_runtime(&runtime).map_err(|e| e.to_string()),
@@ -445,24 +436,14 @@ fn spawn_disk_writer(
                         result: store.write_generation(bound).map_err(|e| e.to_string()),
                     })),
                     Write::Journal { lines, seq } => {
-                        let result = match journal.as_mut() {
-                            Some(j) => {
-                                use std::io::Write as _;
-                                j.write_all(&lines).map_err(|e| e.to_string())
-                            }
-                            None => Err("the running journal could not be opened".to_string()),
-                        };
+                        let result = store.append_running(&lines);
                         if let Err(e) = &result {
                             tracing::warn!("cannot append to the running journal: {e}");
                         }
                         Some(Done::Input(Input::JournalWritten { seq, result }))
                     }
                     Write::Running { hints, ack } => {
-                        let result = match &journal {
-                            Some(j) => store.compact_running(&hints, j),
-                            None => store.write_running(&hints),
-                        };
-                        if let Err(e) = result {
+                        if let Err(e) = store.compact_running(&hints) {
                             tracing::warn!("cannot write the running file: {e}");
                         }
                         ack.map(Done::Flushed)

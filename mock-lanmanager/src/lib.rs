@@ -26,6 +26,7 @@ pub mod reload;
 pub mod server;
 pub mod settings;
 pub mod status;
+pub mod storage;
 
 pub use server::{Server, StartError};
 pub use settings::Settings;

@@ -46,6 +46,14 @@ pub enum StoreError {
         /// What the parser said.
         message: String,
     },
+    /// etcd refused or did not answer (`--store etcd://`).
+    #[error("etcd {what}: {message}")]
+    Etcd {
+        /// The key or the operation.
+        what: String,
+        /// What the client said.
+        message: String,
+    },
     /// The generation file holds something other than a number.
     #[error("{}: not a generation number: {text:?}", path.display())]
     BadGeneration {
@@ -77,6 +85,16 @@ pub struct RunningHint {
 struct JournalEntry {
     instance: InstanceName,
     hint: Option<RunningHint>,
+}
+
+/// The changes journal `text` holds, in order: each need now running as a
+/// hint, or no longer running (`None`).
+pub fn journal_entries(
+    text: &str,
+) -> Result<Vec<(InstanceName, Option<RunningHint>)>, serde_json::Error> {
+    text.lines()
+        .map(|line| serde_json::from_str::<JournalEntry>(line).map(|e| (e.instance, e.hint)))
+        .collect()
 }
 
 /// Applies the journal `text` (lines from [`Store::journal_line`]) on top of

@@ -5,8 +5,12 @@ use crate::core::{Startup, State};
 use crate::driver::{self, Driver, Event, EVENT_QUEUE};
 use crate::events::EventHub;
 use crate::http;
-use crate::needs_store::{Store, StoreError, GENERATION_BLOCK};
+use crate::needs_store::{RunningHint, Store, StoreError, GENERATION_BLOCK};
 use crate::settings::Settings;
+use crate::storage::{EtcdStorage, FileStorage, Storage, StoreKind};
+use allex_protocol::layers::Layers;
+use allex_protocol::InstanceName;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +24,9 @@ pub enum StartError {
     /// A file under `.allexlanmanager` is unreadable, unwritable or bad.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The thread reading the store at start failed.
+    #[error("the store's loader failed: {0}")]
+    Loader(String),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {cause}")]
     Bind {
@@ -28,6 +35,42 @@ pub enum StartError {
         /// What the OS said.
         cause: std::io::Error,
     },
+}
+
+/// What the store held at start.
+struct Loaded {
+    storage: Box<dyn Storage>,
+    layers: Layers,
+    hints: HashMap<InstanceName, RunningHint>,
+    identities: BTreeMap<String, String>,
+    next_generation: u64,
+    generation_bound: u64,
+}
+
+/// Opens the store `kind` names and reads everything the core starts from,
+/// reserving the next block of generations before any is handed out.
+fn load(kind: StoreKind, files: Store, rt: tokio::runtime::Handle) -> Result<Loaded, StoreError> {
+    let mut storage: Box<dyn Storage> = match kind {
+        StoreKind::Files => Box::new(FileStorage::new(files)),
+        StoreKind::Etcd { endpoints, prefix } => {
+            Box::new(EtcdStorage::connect(rt, &endpoints, &prefix)?)
+        }
+    };
+    let layers = storage.load_layers()?;
+    let hints = storage.load_running();
+    let identities = storage.load_masters()?;
+    // Everything below the stored bound may have been handed out already.
+    let next_generation = storage.load_generation()?.max(1);
+    let generation_bound = next_generation.saturating_add(GENERATION_BLOCK);
+    storage.write_generation(generation_bound)?;
+    Ok(Loaded {
+        storage,
+        layers,
+        hints,
+        identities,
+        next_generation,
+        generation_bound,
+    })
 }
 
 /// A lan manager that has read its files and is listening.
@@ -51,19 +94,32 @@ impl Server {
                 "masters may connect only from the subnets file's ranges and 127.0.0.1"
             );
         }
+        let kind = settings.store.clone();
+        let rt = tokio::runtime::Handle::current();
+        // Off the runtime's workers: etcd answers are waited for.
+        let loaded = tokio::task::spawn_blocking(move || load(kind, store, rt))
+            .await
+            .map_err(|e| StartError::Loader(e.to_string()))??;
+        let Loaded {
+            storage,
+            layers,
+            hints,
+            identities,
+            next_generation,
+            generation_bound,
+        } = loaded;
+        if settings.store != StoreKind::Files && settings.watch_needs {
+            tracing::info!(
+                "needs in etcd: `need reload` and SIGHUP re-read them; no file is watched"
+            );
+            settings.watch_needs = false;
+        }
         let settings = Arc::new(settings);
-        let layers = store.load_layers()?;
         let needs = layers.effective();
-        let hints = store.load_running();
-        let identities = store.load_masters()?;
-        // Everything below the stored bound may have been handed out already.
-        let next_generation = store.load_generation()?.max(1);
-        let generation_bound = next_generation.saturating_add(GENERATION_BLOCK);
-        store.write_generation(generation_bound)?;
         tracing::info!(
             needs = needs.len(),
             settling = hints.keys().filter(|k| needs.iter().any(|n| &n.need.instancename == *k)).count(),
-            path = %store.needs_path().display(),
+            path = %storage.describe(),
             "needs loaded"
         );
         let listener =
@@ -84,7 +140,7 @@ impl Server {
         };
         let (core, initial) = State::new(settings.clone(), startup, driver::now());
         let hub = Arc::new(EventHub::default());
-        let driver = Driver::new(core, store, initial, hub.clone());
+        let driver = Driver::new(core, storage, initial, hub.clone());
         tokio::spawn(driver.run(inbox));
         Ok(Server {
             listener,

@@ -47,6 +47,8 @@ pub struct Settings {
     /// `.allexlanmanager/subnets`, read at start: where masters may connect
     /// from (127.0.0.1 always); `None` when there is no such file.
     pub subnets: Option<allex_protocol::subnets::Subnets>,
+    /// Where the durable state lives (`--store`).
+    pub store: crate::storage::StoreKind,
 }
 
 impl Default for Settings {
@@ -70,6 +72,7 @@ impl Default for Settings {
             http_required: false,
             watch_needs: true,
             subnets: None,
+            store: crate::storage::StoreKind::Files,
         }
     }
 }

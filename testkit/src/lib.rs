@@ -19,6 +19,7 @@ pub mod bins;
 pub mod browser;
 pub mod cgroups;
 pub mod error;
+pub mod etcd;
 pub mod fake_master;
 pub mod http;
 pub mod lanmanager;
