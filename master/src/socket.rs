@@ -85,6 +85,41 @@ pub fn check_runtime_dir(dir: &Path) -> Result<(), SocketError> {
     Ok(())
 }
 
+/// How long a master on the socket has to answer a status request.
+const IN_USE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether a master holds the socket at `path`: it accepts a connection
+/// and does not close it unanswered. A connect alone is not enough: a child
+/// of a master just SIGKILLed may still hold a copy of the listening socket
+/// between its fork and exec (moving into its cgroup can take milliseconds),
+/// so the kernel queues the connection and then resets it when that child
+/// dies. An answer, or none within the patience (a stopped master still
+/// holds its runtime directory), counts as in use; end-of-file or a reset
+/// means the holder is gone.
+fn answers(path: &Path) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(path) else {
+        return false;
+    };
+    if stream.set_read_timeout(Some(IN_USE_PATIENCE)).is_err() {
+        return true;
+    }
+    let mut line = allex_protocol::frame::encode(&allex_protocol::LocalRequest::Status);
+    line.push('\n');
+    if stream.write_all(line.as_bytes()).is_err() {
+        return false;
+    }
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
 /// Binds the master socket owner-only, replacing a stale socket file.
 pub fn bind(path: &Path) -> Result<UnixListener, SocketError> {
     let bind_err = |cause| SocketError::Bind {
@@ -99,7 +134,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, SocketError> {
                 "a file that is not a socket is in the way",
             )));
         }
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        if answers(path) {
             return Err(SocketError::InUse {
                 path: path.to_path_buf(),
             });
@@ -315,5 +350,47 @@ async fn connection(stream: UnixStream, events: UnboundedSender<Event>) {
         if write_line_frame(&mut write, &reply).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// Waits (poll, bounded) until `l` has a connection queued.
+    fn wait_queued(l: &std::os::unix::net::UnixListener) {
+        let mut pfd = libc::pollfd {
+            fd: l.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll(2) on one valid pollfd that lives across the call.
+        assert_eq!(unsafe { libc::poll(&mut pfd, 1, 10_000) }, 1);
+    }
+
+    #[tokio::test]
+    async fn a_socket_whose_holder_dies_unanswered_is_stale_and_a_silent_one_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sock");
+        // The holder goes away with the connection queued: stale.
+        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let asking = {
+            let path = path.clone();
+            std::thread::spawn(move || answers(&path))
+        };
+        wait_queued(&l);
+        drop(l);
+        assert!(
+            !asking.join().unwrap(),
+            "a dead holder's socket counts as in use"
+        );
+        // Nothing listens on the file any more: stale, and bind replaces it.
+        assert!(!answers(&path));
+        let listener = bind(&path).unwrap();
+        // A holder that lives but never answers (a stopped master): in use.
+        assert!(answers(&path));
+        assert!(matches!(bind(&path), Err(SocketError::InUse { .. })));
+        drop(listener);
     }
 }

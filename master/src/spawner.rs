@@ -254,12 +254,6 @@ fn build_command(
     // async-signal-safe system calls; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            // Into its own cgroup first, before it can fork anything.
-            if let Some(fd) = procs {
-                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
             // Every signal at its default and none blocked, whatever the
             // master inherited: handlers are reset by exec, ignores are not.
             for sig in ignored.iter() {
@@ -278,6 +272,15 @@ fn build_command(
             // death signal would never come, so give up now.
             if libc::getppid() != master {
                 return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            // Into its own cgroup before exec, so nothing it runs escapes it;
+            // after the death signal is armed, since the move can wait
+            // milliseconds for the kernel (while holding the master's
+            // descriptors), and a master killed meanwhile must take it along.
+            if let Some(fd) = procs {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             // The held sockets become fd 3 onwards, without close-on-exec:
             // first out of the way (above any target), then into place.
