@@ -285,18 +285,16 @@ impl Tree {
             std::fs::create_dir(&root).map_err(io("cannot create", &root))?;
         }
         write_record(&record, &root)?;
-        let offered = std::fs::read_to_string(root.join("cgroup.controllers"))
-            .unwrap_or_default()
-            .trim()
-            .to_string();
         let enabled = if want.any() {
             enable(&own_dir, &root, want)
         } else {
             Controllers::default()
         };
+        // What the directory is offered once enabling was tried, for messages.
         let offered = std::fs::read_to_string(root.join("cgroup.controllers"))
-            .map(|t| t.trim().to_string())
-            .unwrap_or(offered);
+            .unwrap_or_default()
+            .trim()
+            .to_string();
         Ok((
             Tree {
                 root,
