@@ -76,7 +76,8 @@ impl Listening {
     }
 
     /// The table from what a test lists.
-    pub fn from_entries(entries: impl IntoIterator<Item = (u16, Queue)>) -> Listening {
+    #[cfg(test)]
+    fn from_entries(entries: impl IntoIterator<Item = (u16, Queue)>) -> Listening {
         let mut l = Listening::default();
         for (p, q) in entries {
             l.add(p, q);

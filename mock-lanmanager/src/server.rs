@@ -5,12 +5,9 @@ use crate::core::{Startup, State};
 use crate::driver::{self, Driver, Event, EVENT_QUEUE};
 use crate::events::EventHub;
 use crate::http;
-use crate::needs_store::{RunningHint, Store, StoreError, GENERATION_BLOCK};
+use crate::needs_store::{Store, StoreError, GENERATION_BLOCK};
 use crate::settings::Settings;
 use crate::storage::{EtcdStorage, FileStorage, Storage, StoreKind};
-use allex_protocol::layers::Layers;
-use allex_protocol::InstanceName;
-use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,19 +34,13 @@ pub enum StartError {
     },
 }
 
-/// What the store held at start.
-struct Loaded {
-    storage: Box<dyn Storage>,
-    layers: Layers,
-    hints: HashMap<InstanceName, RunningHint>,
-    identities: BTreeMap<String, String>,
-    next_generation: u64,
-    generation_bound: u64,
-}
-
 /// Opens the store `kind` names and reads everything the core starts from,
 /// reserving the next block of generations before any is handed out.
-fn load(kind: StoreKind, files: Store, rt: tokio::runtime::Handle) -> Result<Loaded, StoreError> {
+fn load(
+    kind: StoreKind,
+    files: Store,
+    rt: tokio::runtime::Handle,
+) -> Result<(Box<dyn Storage>, Startup), StoreError> {
     let mut storage: Box<dyn Storage> = match kind {
         StoreKind::Files => Box::new(FileStorage::new(files)),
         StoreKind::Etcd { endpoints, prefix } => {
@@ -63,14 +54,14 @@ fn load(kind: StoreKind, files: Store, rt: tokio::runtime::Handle) -> Result<Loa
     let next_generation = storage.load_generation()?.max(1);
     let generation_bound = next_generation.saturating_add(GENERATION_BLOCK);
     storage.write_generation(generation_bound)?;
-    Ok(Loaded {
-        storage,
+    let startup = Startup {
         layers,
         hints,
-        identities,
         next_generation,
         generation_bound,
-    })
+        identities,
+    };
+    Ok((storage, startup))
 }
 
 /// A lan manager that has read its files and is listening.
@@ -97,17 +88,9 @@ impl Server {
         let kind = settings.store.clone();
         let rt = tokio::runtime::Handle::current();
         // Off the runtime's workers: etcd answers are waited for.
-        let loaded = tokio::task::spawn_blocking(move || load(kind, store, rt))
+        let (storage, startup) = tokio::task::spawn_blocking(move || load(kind, store, rt))
             .await
             .map_err(|e| StartError::Loader(e.to_string()))??;
-        let Loaded {
-            storage,
-            layers,
-            hints,
-            identities,
-            next_generation,
-            generation_bound,
-        } = loaded;
         if settings.store != StoreKind::Files && settings.watch_needs {
             tracing::info!(
                 "needs in etcd: `need reload` and SIGHUP re-read them; no file is watched"
@@ -115,10 +98,10 @@ impl Server {
             settings.watch_needs = false;
         }
         let settings = Arc::new(settings);
-        let needs = layers.effective();
+        let needs = startup.layers.effective();
         tracing::info!(
             needs = needs.len(),
-            settling = hints.keys().filter(|k| needs.iter().any(|n| &n.need.instancename == *k)).count(),
+            settling = startup.hints.keys().filter(|k| needs.iter().any(|n| &n.need.instancename == *k)).count(),
             path = %storage.describe(),
             "needs loaded"
         );
@@ -131,13 +114,6 @@ impl Server {
                 })?;
         let http = bind_http(&settings).await?;
         let (events, inbox) = mpsc::channel(EVENT_QUEUE);
-        let startup = Startup {
-            layers,
-            hints,
-            next_generation,
-            generation_bound,
-            identities,
-        };
         let (core, initial) = State::new(settings.clone(), startup, driver::now());
         let hub = Arc::new(EventHub::default());
         let driver = Driver::new(core, storage, initial, hub.clone());
