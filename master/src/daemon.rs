@@ -42,8 +42,7 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
         .unwrap_or(0)
         .saturating_add(1000);
     let link_cfg = LinkConfig {
-        host: cfg.lanmanageraddress.clone(),
-        port: cfg.lanmanager_port(),
+        targets: cfg.lanmanager_addresses(),
         reconnect_max: Duration::from_millis(cfg.reconnectmaxms),
     };
     let ports = PortOffice::from_config(&cfg);

@@ -26,15 +26,52 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A link with no frame for this many heartbeats is treated as cut.
 const MISSED_HEARTBEATS: u32 = 3;
 
-/// Where the lan manager is and how patiently to reconnect.
+/// Where the lan managers are and how patiently to reconnect.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
-    /// Host name or address.
-    pub host: String,
-    /// WebSocket port.
-    pub port: u16,
+    /// Each lan manager's host and WebSocket port, in the order tried; one
+    /// leads at a time (etcd), and a follower names it.
+    pub targets: Vec<(String, u16)>,
     /// Cap of the reconnect backoff.
     pub reconnect_max: Duration,
+}
+
+/// Longest pause between two rounds while followers name no reachable leader
+/// (an election under way): the new leader is found within this of winning.
+const FOLLOW_BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// Which lan manager to dial next: the leader a follower named, else the
+/// next one of the list.
+#[derive(Debug)]
+struct Targets {
+    list: Vec<(String, u16)>,
+    next: usize,
+    named: Option<(String, u16)>,
+}
+
+impl Targets {
+    fn new(list: Vec<(String, u16)>) -> Targets {
+        Targets {
+            list,
+            next: 0,
+            named: None,
+        }
+    }
+
+    /// The target to dial now.
+    fn pick(&mut self) -> (String, u16) {
+        if let Some(t) = self.named.take() {
+            return t;
+        }
+        let t = self.list[self.next % self.list.len().max(1)].clone();
+        self.next = (self.next + 1) % self.list.len().max(1);
+        t
+    }
+
+    /// Whether the next pick starts the list again (a whole round failed).
+    fn round_done(&self) -> bool {
+        self.named.is_none() && self.next == 0
+    }
 }
 
 /// Why one session ended.
@@ -56,20 +93,35 @@ enum SessionEnd {
     Silent(Duration),
     #[error("the master is shutting down")]
     Shutdown,
+    #[error("that lan manager follows; the leader is {}", .0.as_deref().unwrap_or("not elected yet"))]
+    NotLeader(Option<String>),
 }
 
-/// Runs the link forever: connect, session, backoff, again.
+/// Runs the link forever: connect, session, backoff, again; with several
+/// lan managers, each in turn, straight to the leader a follower names.
 pub async fn run(cfg: LinkConfig, events: UnboundedSender<Event>) {
+    let mut targets = Targets::new(if cfg.targets.is_empty() {
+        vec![(
+            "127.0.0.1".to_string(),
+            allex_protocol::config::DEFAULT_LANMANAGER_PORT,
+        )]
+    } else {
+        cfg.targets.clone()
+    });
     let mut backoff = BACKOFF_START;
     // A refusal or failure that repeats on every retry is logged once.
     let mut last_refusal: Option<String> = None;
     let mut last_end: Option<String> = None;
+    // Hops to a named leader since the last welcome: bounds a loop of
+    // followers naming each other during an election.
+    let mut hops = 0usize;
     loop {
         let mut welcomed = false;
         let mut up = false;
         let mut unsent = Vec::new();
+        let target = targets.pick();
         let end = session(
-            &cfg,
+            &target,
             &events,
             &mut up,
             &mut welcomed,
@@ -87,29 +139,53 @@ pub async fn run(cfg: LinkConfig, events: UnboundedSender<Event>) {
             backoff = BACKOFF_START;
             last_refusal = None;
             last_end = None;
+            hops = 0;
         }
+        let (host, port) = &target;
+        if let SessionEnd::NotLeader(Some(leader)) = &end {
+            match allex_protocol::config::lan_address(leader, *port) {
+                Ok(named) if named != target && hops <= targets.list.len() => {
+                    tracing::info!(follower = %format!("{host}:{port}"), %leader, "following the leader");
+                    hops += 1;
+                    targets.named = Some(named);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(%leader, "a follower named an unusable leader: {e}"),
+            }
+        }
+        if !targets.round_done() {
+            continue;
+        }
+        let cap = if matches!(end, SessionEnd::NotLeader(_)) {
+            FOLLOW_BACKOFF_MAX
+        } else {
+            cfg.reconnect_max.max(BACKOFF_START)
+        };
+        backoff = backoff.min(cap);
         let jittered = backoff.mul_f64(rand::rng().random_range(0.5..=1.0));
         let text = end.to_string();
         if last_end.as_deref() == Some(text.as_str()) {
-            tracing::debug!(error = %end, retry_in = ?jittered, "link to {}:{} ended again", cfg.host, cfg.port);
+            tracing::debug!(error = %end, retry_in = ?jittered, "link to {host}:{port} ended again");
         } else {
-            tracing::info!(error = %end, retry_in = ?jittered, "link to {}:{} ended", cfg.host, cfg.port);
+            tracing::info!(error = %end, retry_in = ?jittered, "link to {host}:{port} ended");
             last_end = Some(text);
         }
         tokio::time::sleep(jittered).await;
-        backoff = (backoff * 2).min(cfg.reconnect_max.max(BACKOFF_START));
+        backoff = (backoff * 2).min(cap);
+        hops = 0;
     }
 }
 
 async fn session(
-    cfg: &LinkConfig,
+    target: &(String, u16),
     events: &UnboundedSender<Event>,
     up: &mut bool,
     welcomed: &mut bool,
     unsent: &mut Vec<MasterToLan>,
     last_refusal: &mut Option<String>,
 ) -> SessionEnd {
-    let (mut ws, local) = match tokio::time::timeout(CONNECT_TIMEOUT, connect(cfg)).await {
+    let (mut ws, local) = match tokio::time::timeout(CONNECT_TIMEOUT, connect(target)).await {
         Ok(Ok(pair)) => pair,
         Ok(Err(end)) => return end,
         Err(_) => return SessionEnd::ConnectTimeout(CONNECT_TIMEOUT),
@@ -131,15 +207,15 @@ async fn session(
 
 type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
 
-async fn connect(cfg: &LinkConfig) -> Result<(Ws, std::net::IpAddr), SessionEnd> {
-    let tcp = TcpStream::connect((cfg.host.as_str(), cfg.port))
+async fn connect((host, port): &(String, u16)) -> Result<(Ws, std::net::IpAddr), SessionEnd> {
+    let tcp = TcpStream::connect((host.as_str(), *port))
         .await
         .map_err(SessionEnd::Connect)?;
     let local = tcp.local_addr().map_err(SessionEnd::Connect)?.ip();
     let _ = tcp.set_nodelay(true);
-    let url = match cfg.host.parse::<std::net::Ipv6Addr>() {
-        Ok(v6) => format!("ws://[{v6}]:{}/", cfg.port),
-        Err(_) => format!("ws://{}:{}/", cfg.host, cfg.port),
+    let url = match host.parse::<std::net::Ipv6Addr>() {
+        Ok(v6) => format!("ws://[{v6}]:{port}/"),
+        Err(_) => format!("ws://{host}:{port}/"),
     };
     let ws_cfg = WebSocketConfig::default().max_message_size(Some(MAX_FROM_LAN_FRAME));
     let (ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(ws_cfg)).await?;
@@ -199,13 +275,16 @@ async fn drive(
                     }
                 };
                 match &msg {
+                    LanToMaster::Error { code: allex_protocol::ErrorCode::NotLeader, leader, .. } if !*welcomed => {
+                        return SessionEnd::NotLeader(leader.clone());
+                    }
                     LanToMaster::Welcome { heartbeat_ms, .. } => {
                         *welcomed = true;
                         let every = Duration::from_millis((*heartbeat_ms).max(10));
                         heartbeat = Some(every);
                         next_beat = Instant::now() + every;
                     }
-                    LanToMaster::Error { code, message } if !*welcomed => {
+                    LanToMaster::Error { code, message, .. } if !*welcomed => {
                         let text = format!("{code}: {message}");
                         if last_refusal.as_deref() != Some(text.as_str()) {
                             tracing::error!(%code, %message, "the lan manager refused the hello; retrying with backoff");

@@ -37,6 +37,17 @@ pub enum AdminError {
     /// The link broke or carried something unexpected.
     #[error("lan manager link: {0}")]
     Link(String),
+    /// The lan manager there follows another (etcd election).
+    #[error("{addr} follows {}", match leader {
+        Some(l) => format!("the leader at {l}: run the command with --connect {l}, or list every lan manager (--connect A,B,C)"),
+        None => "and no leader is elected yet: try again in a few seconds".to_string(),
+    })]
+    NotLeader {
+        /// The follower asked.
+        addr: String,
+        /// The leader it named.
+        leader: Option<String>,
+    },
     /// The lan manager did not answer in time.
     #[error("the lan manager did not answer within {0:?}")]
     Timeout(Duration),
@@ -91,32 +102,63 @@ pub async fn request(
 /// The lan manager's default port, used when `--connect` names only a host.
 pub const DEFAULT_PORT: u16 = 23552;
 
-/// `HOST`, `HOST:PORT`, `IPV6` or `[IPV6]:PORT` as `host:port`; a port
-/// that is not a number is an error rather than a connection attempt.
+/// `--connect`: each of `HOST`, `HOST:PORT`, `IPV6` or `[IPV6]:PORT`,
+/// separated by commas, as `host:port`; a port that is not a number is an
+/// error rather than a connection attempt.
+pub fn connect_list(connect: &str) -> Result<Vec<String>, AdminError> {
+    let pairs = allex_protocol::config::lan_addresses(connect, DEFAULT_PORT)
+        .map_err(|e| AdminError::Usage(format!("--connect {e}")))?;
+    Ok(pairs
+        .into_iter()
+        .map(|(host, port)| match host.parse::<std::net::Ipv6Addr>() {
+            Ok(v6) => format!("[{v6}]:{port}"),
+            Err(_) => format!("{host}:{port}"),
+        })
+        .collect())
+}
+
+/// One address of [`connect_list`].
 pub fn with_default_port(addr: &str) -> Result<String, AdminError> {
-    if let Ok(ip) = addr.parse::<std::net::IpAddr>() {
-        return Ok(std::net::SocketAddr::new(ip, DEFAULT_PORT).to_string());
-    }
-    if addr.parse::<std::net::SocketAddr>().is_ok() {
-        return Ok(addr.to_string());
-    }
-    match addr.rsplit_once(':') {
-        None => Ok(format!("{addr}:{DEFAULT_PORT}")),
-        Some((host, port)) => match port.parse::<u16>() {
-            Ok(p) if p > 0 && !host.is_empty() => Ok(addr.to_string()),
-            _ => Err(AdminError::Usage(format!(
-                "--connect {addr}: expected HOST or HOST:PORT with a port from 1 to 65535"
-            ))),
-        },
+    let mut list = connect_list(addr)?;
+    match (list.pop(), list.is_empty()) {
+        (Some(one), true) => Ok(one),
+        _ => Err(AdminError::Usage(format!(
+            "--connect {addr:?}: expected one address"
+        ))),
     }
 }
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// An admin session: connected, said `admin_hello`, welcomed.
-async fn session(addr: &str, token: Option<String>) -> Result<Ws, AdminError> {
-    let addr = &with_default_port(addr)?;
+/// An admin session with the lan manager that leads among `connect`: each
+/// address in turn, straight to the leader a follower names. Given a single
+/// address, a follower's answer is the error, naming the leader.
+async fn session(connect: &str, token: Option<String>) -> Result<Ws, AdminError> {
+    let list = connect_list(connect)?;
+    let follow = list.len() > 1;
+    let mut queue: std::collections::VecDeque<String> = list.into();
+    let mut hops = 0;
+    let mut last = None;
+    while let Some(addr) = queue.pop_front() {
+        match session_at(&addr, token.clone()).await {
+            Ok(ws) => return Ok(ws),
+            Err(AdminError::NotLeader {
+                leader: Some(leader),
+                ..
+            }) if follow && hops < 3 => {
+                hops += 1;
+                tracing::debug!(follower = %addr, %leader, "following the leader");
+                queue.push_front(with_default_port(&leader)?);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| AdminError::Usage("--connect names no address".into())))
+}
+
+/// An admin session at one address: connected, said `admin_hello`, welcomed.
+async fn session_at(addr: &str, token: Option<String>) -> Result<Ws, AdminError> {
     let url = format!("ws://{addr}/");
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_FROM_LAN_FRAME))
@@ -141,6 +183,14 @@ async fn session(addr: &str, token: Option<String>) -> Result<Ws, AdminError> {
     ws.send(Message::text(encode(&hello))).await.map_err(link)?;
     match next_reply(&mut ws).await? {
         LanToAdmin::AdminWelcome { .. } => Ok(ws),
+        LanToAdmin::Error {
+            code: ErrorCode::NotLeader,
+            leader,
+            ..
+        } => Err(AdminError::NotLeader {
+            addr: addr.to_string(),
+            leader,
+        }),
         other => Err(unexpected(other)),
     }
 }
@@ -156,14 +206,14 @@ async fn request_inner(
     let answer = next_reply(&mut ws).await?;
     let _ = ws.close(None).await;
     match answer {
-        LanToAdmin::Error { code, message } => Err(AdminError::Refused { code, message }),
+        LanToAdmin::Error { code, message, .. } => Err(AdminError::Refused { code, message }),
         other => Ok(other),
     }
 }
 
 fn unexpected(reply: LanToAdmin) -> AdminError {
     match reply {
-        LanToAdmin::Error { code, message } => AdminError::Refused { code, message },
+        LanToAdmin::Error { code, message, .. } => AdminError::Refused { code, message },
         other => AdminError::Link(format!("unexpected answer: {}", encode(&other))),
     }
 }

@@ -199,8 +199,13 @@ pub enum MasterAction {
 /// How an admin command reaches the running lan manager.
 #[derive(Debug, Clone, Args)]
 pub struct ConnectArgs {
-    /// Address and port of the running lan manager.
-    #[arg(long, default_value = "127.0.0.1:23552")]
+    /// Address and port of the running lan manager; with several on etcd,
+    /// a comma-separated list (`A:P,B:P,C:P`), and the leader is found.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:23552",
+        value_name = "HOST:PORT[,...]"
+    )]
     pub connect: String,
     /// Shared secret, when the lan manager requires one.
     #[arg(long, env = "ALLEX_TOKEN")]
@@ -271,6 +276,15 @@ pub struct RunArgs {
     /// The etcd key prefix everything is kept under.
     #[arg(long, default_value = "/allex", value_name = "PREFIX")]
     pub store_prefix: String,
+    /// On etcd: the `HOST:PORT` masters reach this lan manager on; followers
+    /// name it to masters and CLIs [default: the bound address, or the
+    /// address that routes to etcd when listening on a wildcard].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// On etcd: seconds of the leader's lease; a dead leader is replaced
+    /// within about this long.
+    #[arg(long, default_value_t = crate::settings::DEFAULT_LEASE_TTL_S, value_name = "SECONDS")]
+    pub lease_ttl: u64,
 }
 
 impl RunArgs {
@@ -300,6 +314,8 @@ impl RunArgs {
             watch_needs: !self.no_watch,
             subnets: None,
             store: crate::storage::StoreKind::parse(&self.store, &self.store_prefix)?,
+            advertise: self.advertise.clone(),
+            lease_ttl: Duration::from_secs(self.lease_ttl),
         })
     }
 }

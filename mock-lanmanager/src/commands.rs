@@ -113,15 +113,36 @@ async fn run(args: RunArgs) -> Result<()> {
     let shutdown = shutdown_signal()?;
     // Serving from here: the listeners are bound and the state owner runs.
     tell_service_manager("READY=1");
+    let candidate = server.candidate();
+    if candidate.is_some() {
+        tokio::spawn(announce_leadership(server.role()));
+    }
     tokio::select! {
-        _ = server.run() => {}
+        r = server.run() => r.context("the lan manager stopped")?,
         () = shutdown => {
             tell_service_manager("STOPPING=1");
             tracing::info!("stopping: recording which needs run where");
             crate::server::flush(&events).await;
+            if let Some(c) = candidate {
+                c.resign().await;
+            }
         }
     }
     Ok(())
+}
+
+/// Prints `allexlanmanager leads` once elected, for scripts and tests that
+/// wait for a leader the way they wait for the listening line.
+async fn announce_leadership(mut role: tokio::sync::watch::Receiver<crate::leadership::Role>) {
+    if role
+        .wait_for(|r| *r == crate::leadership::Role::Leader)
+        .await
+        .is_ok()
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "allexlanmanager leads");
+        let _ = out.flush();
+    }
 }
 
 /// Tells systemd (`Type=notify`) how we stand; a manager that cannot be

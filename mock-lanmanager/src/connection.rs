@@ -7,6 +7,7 @@
 //! memory or slowing anyone else.
 
 use crate::driver::Event;
+use crate::leadership::Role;
 use crate::outbox::{ConnId, KillSwitch, Outbox, OutboxReceiver};
 use crate::ratelimit::{Bucket, RateLimit, Verdict};
 use crate::settings::Settings;
@@ -59,6 +60,8 @@ pub struct ConnContext {
     pub events: mpsc::Sender<Event>,
     /// The event stream, which followers read without the state owner.
     pub hub: Arc<crate::events::EventHub>,
+    /// Whether this lan manager leads; a follower refuses every session.
+    pub role: tokio::sync::watch::Receiver<crate::leadership::Role>,
 }
 
 /// The WebSocket limits of the lan manager's side.
@@ -140,12 +143,13 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, id: ConnId, ctx: Arc<Con
                 &outbox,
                 hello.version,
                 hello.token.as_deref(),
-            ) {
+            ) && leads(&ctx, &outbox)
+            {
                 master_session(hello, peer, &mut stream, outbox.clone(), &kill, id, &ctx).await;
             }
         }
         Ok(Opening::AdminHello { version, token }) => {
-            if admit(&ctx.settings, &outbox, version, token.as_deref()) {
+            if admit(&ctx.settings, &outbox, version, token.as_deref()) && leads(&ctx, &outbox) {
                 admin_session(&mut stream, &outbox, &kill, &ctx).await;
             }
         }
@@ -172,6 +176,7 @@ fn error_frame(code: ErrorCode, message: &str) -> Utf8Bytes {
     Utf8Bytes::from(encode(&LanToMaster::Error {
         code,
         message: message.to_string(),
+        leader: None,
     }))
 }
 
@@ -201,6 +206,17 @@ fn admit(
         return false;
     }
     true
+}
+
+/// Whether this lan manager leads; a follower refuses with `not_leader`,
+/// naming the leader when it knows one.
+fn leads(ctx: &ConnContext, outbox: &Outbox) -> bool {
+    let leader = match &*ctx.role.borrow() {
+        Role::Leader => return true,
+        Role::Follower { leader } => leader.clone(),
+    };
+    outbox.refuse_not_leader(leader);
+    false
 }
 
 /// Whether `given` is the shared secret (in constant time), or none is set.
@@ -504,6 +520,7 @@ async fn stream_logs(
             return send(&LanToAdmin::Error {
                 code: ErrorCode::Unknown,
                 message,
+                leader: None,
             })
         }
         _ => return false,
@@ -520,13 +537,14 @@ async fn stream_logs(
                     break send(&LanToAdmin::Done { message: "end of log".into() });
                 }
                 Some(LogPiece::End(Some(message))) => {
-                    break send(&LanToAdmin::Error { code: ErrorCode::Unknown, message });
+                    break send(&LanToAdmin::Error { code: ErrorCode::Unknown, message, leader: None });
                 }
                 // Cut off: this reader fell behind its master.
                 None => {
                     break send(&LanToAdmin::Error {
                         code: ErrorCode::RateLimited,
                         message: "the log came faster than it was read; cut off".into(),
+                        leader: None,
                     });
                 }
             },

@@ -9,6 +9,7 @@
 use crate::connection::token_matches;
 use crate::driver::Event;
 use crate::events::EventHub;
+use crate::leadership::Role;
 use allex_protocol::monitor::{self, MonitorView};
 use allex_protocol::{AdminToLan, ErrorCode, InstanceName, LanStatus, LanToAdmin, Need};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -37,6 +38,8 @@ pub struct HttpContext {
     pub token: Option<Arc<str>>,
     /// The event stream.
     pub hub: Arc<EventHub>,
+    /// Whether this lan manager leads; a follower answers only `/metrics`.
+    pub role: tokio::sync::watch::Receiver<Role>,
 }
 
 /// Serves HTTP on `listener` until the process ends.
@@ -54,7 +57,6 @@ pub fn router(ctx: HttpContext) -> Router {
         .route("/running", get(running))
         .route("/pending", get(pending))
         .route("/servicestatus", get(servicestatus))
-        .route("/metrics", get(prometheus))
         .route("/", get(dashboard));
     let guarded = Router::new()
         .route("/v1/needs", get(needs).post(need_add))
@@ -64,9 +66,34 @@ pub fn router(ctx: HttpContext) -> Router {
         .route("/v1/masters", get(masters))
         .route("/v1/events", get(events))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), bearer));
+    let metrics = Router::new().route("/metrics", get(prometheus));
     open.merge(guarded)
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), leader_only))
+        .merge(metrics)
         .fallback(|| async { not_found() })
         .with_state(ctx)
+}
+
+/// A follower answers 503 `not_leader` with the leader's address (in the
+/// body and in `X-Allex-Leader`), since it holds none of the state.
+async fn leader_only(State(ctx): State<HttpContext>, req: Request, next: Next) -> Response {
+    let leader = match &*ctx.role.borrow() {
+        Role::Leader => None,
+        Role::Follower { leader } => Some(leader.clone()),
+    };
+    let Some(leader) = leader else {
+        return next.run(req).await;
+    };
+    let message = match &leader {
+        Some(l) => format!("this lan manager follows; the leader is at {l}"),
+        None => "this lan manager follows and no leader is elected yet".to_string(),
+    };
+    let body = json!({ "error": ErrorCode::NotLeader, "message": message, "leader": leader });
+    let mut r = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    if let Some(v) = leader.and_then(|l| header::HeaderValue::from_str(&l).ok()) {
+        r.headers_mut().insert("x-allex-leader", v);
+    }
+    r
 }
 
 /// Refuses a request without `Authorization: Bearer TOKEN` when a token is set.
@@ -168,7 +195,7 @@ async fn status(ctx: &HttpContext) -> Result<LanStatus, Problem> {
 
 fn unexpected(answer: LanToAdmin) -> Problem {
     match answer {
-        LanToAdmin::Error { code, message } => problem(status_of(code), code, &message),
+        LanToAdmin::Error { code, message, .. } => problem(status_of(code), code, &message),
         other => problem(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",

@@ -16,6 +16,7 @@ pub mod driver;
 pub mod event_text;
 pub mod events;
 pub mod http;
+pub mod leadership;
 pub mod log_relay;
 pub mod metrics;
 pub mod needs_store;

@@ -46,6 +46,9 @@ pub enum StoreError {
         /// What the parser said.
         message: String,
     },
+    /// This lan manager lost the etcd election; the write was not made.
+    #[error("not the leader any more: the write was not made")]
+    NotLeader,
     /// etcd refused or did not answer (`--store etcd://`).
     #[error("etcd {what}: {message}")]
     Etcd {

@@ -185,6 +185,26 @@ impl Outbox {
             &allex_protocol::LanToMaster::Error {
                 code,
                 message: message.clone(),
+                leader: None,
+            },
+        )));
+        self.kill(format!("{code}: {message}"));
+    }
+
+    /// Refuses a peer of a follower, naming the leader it should go to.
+    pub fn refuse_not_leader(&self, leader: Option<String>) {
+        let code = allex_protocol::ErrorCode::NotLeader;
+        crate::metrics::metrics().frame_refused(code);
+        let message = match &leader {
+            Some(l) => format!("this lan manager follows; the leader is at {l}"),
+            None => "this lan manager follows and no leader is elected yet; try again shortly"
+                .to_string(),
+        };
+        self.send(Utf8Bytes::from(allex_protocol::frame::encode(
+            &allex_protocol::LanToMaster::Error {
+                code,
+                message: message.clone(),
+                leader,
             },
         )));
         self.kill(format!("{code}: {message}"));

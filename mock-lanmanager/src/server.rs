@@ -1,10 +1,11 @@
-//! Startup (files, state owner) and the accept loop.
+//! Startup (store, election, state owner) and the accept loop.
 
 use crate::connection::{self, ConnContext};
 use crate::core::{Startup, State};
 use crate::driver::{self, Driver, Event, EVENT_QUEUE};
 use crate::events::EventHub;
 use crate::http;
+use crate::leadership::{self, Candidate, Fence, Role};
 use crate::needs_store::{Store, StoreError, GENERATION_BLOCK};
 use crate::settings::Settings;
 use crate::storage::{EtcdStorage, FileStorage, Storage, StoreKind};
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Why the lan manager cannot start.
 #[derive(Debug, Error)]
@@ -24,6 +25,9 @@ pub enum StartError {
     /// The thread reading the store at start failed.
     #[error("the store's loader failed: {0}")]
     Loader(String),
+    /// etcd refused the lease or the campaign.
+    #[error("this lan manager stopped leading: {0}; its supervisor should start it again, as a follower")]
+    Deposed(String),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {cause}")]
     Bind {
@@ -36,16 +40,18 @@ pub enum StartError {
 
 /// Opens the store `kind` names and reads everything the core starts from,
 /// reserving the next block of generations before any is handed out.
+/// On etcd, `fence` is the election key every write compares.
 fn load(
     kind: StoreKind,
     files: Store,
     rt: tokio::runtime::Handle,
+    fence: Option<Fence>,
 ) -> Result<(Box<dyn Storage>, Startup), StoreError> {
-    let mut storage: Box<dyn Storage> = match kind {
-        StoreKind::Files => Box::new(FileStorage::new(files)),
-        StoreKind::Etcd { endpoints, prefix } => {
-            Box::new(EtcdStorage::connect(rt, &endpoints, &prefix)?)
+    let mut storage: Box<dyn Storage> = match (kind, fence) {
+        (StoreKind::Etcd { endpoints, prefix }, Some(fence)) => {
+            Box::new(EtcdStorage::connect(rt, &endpoints, &prefix, fence)?)
         }
+        _ => Box::new(FileStorage::new(files)),
     };
     let layers = storage.load_layers()?;
     let hints = storage.load_running();
@@ -64,15 +70,25 @@ fn load(
     Ok((storage, startup))
 }
 
-/// A lan manager that has read its files and is listening.
+/// What a lan manager on etcd still has to do once elected.
+struct Election {
+    candidate: Arc<Candidate>,
+    files: Store,
+    inbox: mpsc::Receiver<Event>,
+}
+
+/// A lan manager that is listening; on etcd, possibly not leading yet.
 pub struct Server {
     listener: TcpListener,
     http: Option<TcpListener>,
     ctx: Arc<ConnContext>,
+    election: Option<Election>,
 }
 
 impl Server {
-    /// Reads the needs (refusing a bad file), starts the state owner and binds.
+    /// Reads the needs (refusing a bad file), starts the state owner and
+    /// binds; on etcd, binds, takes a lease and leaves the state to the
+    /// election [`Server::run`] enters.
     ///
     /// Must be called inside a tokio runtime.
     pub async fn start(settings: Settings) -> Result<Server, StartError> {
@@ -85,26 +101,12 @@ impl Server {
                 "masters may connect only from the subnets file's ranges and 127.0.0.1"
             );
         }
-        let kind = settings.store.clone();
-        let rt = tokio::runtime::Handle::current();
-        // Off the runtime's workers: etcd answers are waited for.
-        let (storage, startup) = tokio::task::spawn_blocking(move || load(kind, store, rt))
-            .await
-            .map_err(|e| StartError::Loader(e.to_string()))??;
         if settings.store != StoreKind::Files && settings.watch_needs {
             tracing::info!(
                 "needs in etcd: `need reload` and SIGHUP re-read them; no file is watched"
             );
             settings.watch_needs = false;
         }
-        let settings = Arc::new(settings);
-        let needs = startup.layers.effective();
-        tracing::info!(
-            needs = needs.len(),
-            settling = startup.hints.keys().filter(|k| needs.iter().any(|n| &n.need.instancename == *k)).count(),
-            path = %storage.describe(),
-            "needs loaded"
-        );
         let listener =
             TcpListener::bind(&settings.listen)
                 .await
@@ -114,19 +116,59 @@ impl Server {
                 })?;
         let http = bind_http(&settings).await?;
         let (events, inbox) = mpsc::channel(EVENT_QUEUE);
-        let (core, initial) = State::new(settings.clone(), startup, driver::now());
         let hub = Arc::new(EventHub::default());
-        let driver = Driver::new(core, storage, initial, hub.clone());
-        tokio::spawn(driver.run(inbox));
+        let (role, election) = match settings.store.clone() {
+            StoreKind::Files => {
+                let settings = Arc::new(settings.clone());
+                let (storage, startup) = load_blocking(StoreKind::Files, store, None).await?;
+                start_core(settings, storage, startup, inbox, hub.clone());
+                (watch::channel(Role::Leader).1, None)
+            }
+            StoreKind::Etcd { endpoints, prefix } => {
+                let bound = listener.local_addr().map_err(|cause| StartError::Bind {
+                    addr: settings.listen.clone(),
+                    cause,
+                })?;
+                let advertise = settings
+                    .advertise
+                    .clone()
+                    .unwrap_or_else(|| leadership::default_advertise(bound, &endpoints));
+                let candidate =
+                    Candidate::enter(&endpoints, &prefix, advertise.clone(), settings.lease_ttl)
+                        .await?;
+                tracing::info!(%advertise, "campaigning for leadership on etcd");
+                let candidate = Arc::new(candidate);
+                (
+                    candidate.role(),
+                    Some(Election {
+                        candidate,
+                        files: store,
+                        inbox,
+                    }),
+                )
+            }
+        };
         Ok(Server {
             listener,
             http,
             ctx: Arc::new(ConnContext {
-                settings,
+                settings: Arc::new(settings),
                 events,
                 hub,
+                role,
             }),
+            election,
         })
+    }
+
+    /// Whether it leads (or whom it follows), as it changes.
+    pub fn role(&self) -> watch::Receiver<Role> {
+        self.ctx.role.clone()
+    }
+
+    /// The etcd candidate, for handing leadership back at a clean stop.
+    pub fn candidate(&self) -> Option<Arc<Candidate>> {
+        self.election.as_ref().map(|e| e.candidate.clone())
     }
 
     /// The address actually bound (the real port when port 0 was asked for).
@@ -144,13 +186,15 @@ impl Server {
         self.ctx.events.clone()
     }
 
-    /// Accepts connections (WebSocket and HTTP) forever.
-    pub async fn run(self) {
+    /// Accepts connections (WebSocket and HTTP) until this lan manager
+    /// stops leading (etcd) or its election fails; with the file store, forever.
+    pub async fn run(self) -> Result<(), StartError> {
         if let Some(listener) = self.http {
             let ctx = http::HttpContext {
                 events: self.ctx.events.clone(),
                 hub: self.ctx.hub.clone(),
                 token: self.ctx.settings.token.as_deref().map(Arc::from),
+                role: self.ctx.role.clone(),
             };
             tokio::spawn(http::serve(listener, ctx));
         }
@@ -161,19 +205,78 @@ impl Server {
                 .then(|| self.ctx.settings.dir.join(".allexlanmanager")),
             self.ctx.events.clone(),
         ));
-        let mut next_id: u64 = 0;
-        loop {
-            match self.listener.accept().await {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    next_id += 1;
-                    tokio::spawn(connection::serve(stream, peer, next_id, self.ctx.clone()));
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+        let accept = accept_loop(self.listener, self.ctx.clone());
+        let Some(election) = self.election else {
+            accept.await;
+            return Ok(());
+        };
+        let deposition = election.candidate.deposition();
+        let settings = self.ctx.settings.clone();
+        let hub = self.ctx.hub.clone();
+        let lead = async move {
+            let fence = election.candidate.campaign().await?;
+            let (storage, startup) =
+                load_blocking(settings.store.clone(), election.files, Some(fence)).await?;
+            start_core(settings, storage, startup, election.inbox, hub);
+            election.candidate.lead();
+            std::future::pending::<Result<(), StartError>>().await
+        };
+        tokio::select! {
+            () = accept => Ok(()),
+            r = lead => r,
+            why = deposition.wait() => Err(StartError::Deposed(why)),
+        }
+    }
+}
+
+/// Reads the store on a blocking thread: etcd answers are waited for.
+async fn load_blocking(
+    kind: StoreKind,
+    files: Store,
+    fence: Option<Fence>,
+) -> Result<(Box<dyn Storage>, Startup), StartError> {
+    let rt = tokio::runtime::Handle::current();
+    Ok(
+        tokio::task::spawn_blocking(move || load(kind, files, rt, fence))
+            .await
+            .map_err(|e| StartError::Loader(e.to_string()))??,
+    )
+}
+
+/// Starts the state owner on what the store held.
+fn start_core(
+    settings: Arc<Settings>,
+    storage: Box<dyn Storage>,
+    startup: Startup,
+    inbox: mpsc::Receiver<Event>,
+    hub: Arc<EventHub>,
+) {
+    let needs = startup.layers.effective();
+    tracing::info!(
+        needs = needs.len(),
+        settling = startup.hints.keys().filter(|k| needs.iter().any(|n| &n.need.instancename == *k)).count(),
+        path = %storage.describe(),
+        "needs loaded"
+    );
+    let (core, initial) = State::new(settings, startup, driver::now());
+    let driver = Driver::new(core, storage, initial, hub);
+    tokio::spawn(driver.run(inbox));
+}
+
+/// Accepts connections forever.
+async fn accept_loop(listener: TcpListener, ctx: Arc<ConnContext>) {
+    let mut next_id: u64 = 0;
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                next_id += 1;
+                tokio::spawn(connection::serve(stream, peer, next_id, ctx.clone()));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
     }

@@ -49,7 +49,15 @@ pub struct Settings {
     pub subnets: Option<allex_protocol::subnets::Subnets>,
     /// Where the durable state lives (`--store`).
     pub store: crate::storage::StoreKind,
+    /// On etcd: the `host:port` masters reach this lan manager on, which
+    /// followers name to them (`--advertise`); the bound address when `None`.
+    pub advertise: Option<String>,
+    /// On etcd: the TTL of the lease a leader holds (`--lease-ttl`).
+    pub lease_ttl: Duration,
 }
+
+/// The default `--lease-ttl`: a dead leader is replaced within about this long.
+pub const DEFAULT_LEASE_TTL_S: u64 = 2;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -73,6 +81,8 @@ impl Default for Settings {
             watch_needs: true,
             subnets: None,
             store: crate::storage::StoreKind::Files,
+            advertise: None,
+            lease_ttl: Duration::from_secs(DEFAULT_LEASE_TTL_S),
         }
     }
 }

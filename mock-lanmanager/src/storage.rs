@@ -5,6 +5,7 @@
 //! The core never sees which: it asks for writes (`Effect::Write`), and two
 //! writer threads carry them out in order on a [`Storage`] each.
 
+use crate::leadership::Fence;
 use crate::needs_store::{journal_entries, RunningHint, Store, StoreError};
 use allex_protocol::layers::{Layers, RuntimeEntry, Source};
 use allex_protocol::InstanceName;
@@ -186,6 +187,9 @@ pub struct EtcdStorage {
     rt: tokio::runtime::Handle,
     endpoints: Vec<String>,
     prefix: String,
+    /// The leader's election key: every write compares it, so a lan manager
+    /// that lost the election changes nothing.
+    fence: Fence,
 }
 
 fn etcd_err(what: &str) -> impl FnOnce(etcd_client::Error) -> StoreError + '_ {
@@ -196,11 +200,13 @@ fn etcd_err(what: &str) -> impl FnOnce(etcd_client::Error) -> StoreError + '_ {
 }
 
 impl EtcdStorage {
-    /// Connects to `endpoints`; call off the runtime's workers (a blocking thread).
+    /// Connects to `endpoints` for the leader that holds `fence`; call off
+    /// the runtime's workers (a blocking thread).
     pub fn connect(
         rt: tokio::runtime::Handle,
         endpoints: &[String],
         prefix: &str,
+        fence: Fence,
     ) -> Result<EtcdStorage, StoreError> {
         let opts = etcd_client::ConnectOptions::new()
             .with_connect_timeout(std::time::Duration::from_secs(3))
@@ -216,6 +222,7 @@ impl EtcdStorage {
             rt,
             endpoints: endpoints.to_vec(),
             prefix: prefix.to_string(),
+            fence,
         };
         // A first answer now, so an unreachable etcd stops the start here.
         s.get("generation")?;
@@ -240,10 +247,10 @@ impl EtcdStorage {
 
     fn put(&mut self, name: &str, value: String) -> Result<(), StoreError> {
         let key = self.key(name);
-        self.rt
-            .block_on(self.client.put(key.clone(), value, None))
-            .map(drop)
-            .map_err(etcd_err(&key))
+        self.fenced(
+            vec![etcd_client::TxnOp::put(key.clone(), value, None)],
+            &key,
+        )
     }
 
     /// The running records as etcd holds them: instance -> hint.
@@ -268,15 +275,30 @@ impl EtcdStorage {
             .collect())
     }
 
-    fn apply(&mut self, ops: Vec<etcd_client::TxnOp>) -> Result<(), StoreError> {
+    /// Carries out `ops` in one transaction, only while this lan manager's
+    /// election key stands; finding it gone deposes this lan manager.
+    fn fenced(&mut self, ops: Vec<etcd_client::TxnOp>, what: &str) -> Result<(), StoreError> {
         if ops.is_empty() {
             return Ok(());
         }
-        let txn = etcd_client::Txn::new().and_then(ops);
-        self.rt
+        if self.fence.deposition.is_deposed() {
+            return Err(StoreError::NotLeader);
+        }
+        let txn = etcd_client::Txn::new()
+            .when([self.fence.compare()])
+            .and_then(ops);
+        let resp = self
+            .rt
             .block_on(self.client.txn(txn))
-            .map(drop)
-            .map_err(etcd_err("running records"))
+            .map_err(etcd_err(what))?;
+        if resp.succeeded() {
+            Ok(())
+        } else {
+            self.fence
+                .deposition
+                .depose("a write found this lan manager's election key gone: another leads");
+            Err(StoreError::NotLeader)
+        }
     }
 }
 
@@ -287,6 +309,7 @@ impl Storage for EtcdStorage {
             rt: self.rt.clone(),
             endpoints: self.endpoints.clone(),
             prefix: self.prefix.clone(),
+            fence: self.fence.clone(),
         })
     }
     fn describe(&self) -> String {
@@ -393,7 +416,8 @@ impl Storage for EtcdStorage {
                 }
             })
             .collect();
-        self.apply(ops).map_err(|e| e.to_string())
+        self.fenced(ops, "running records")
+            .map_err(|e| e.to_string())
     }
     fn compact_running(
         &mut self,
@@ -416,7 +440,7 @@ impl Storage for EtcdStorage {
                 None,
             )
         }));
-        self.apply(ops)
+        self.fenced(ops, "running records")
     }
 }
 

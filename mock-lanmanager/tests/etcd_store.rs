@@ -21,6 +21,9 @@ fn etcd(test: &str) -> Option<Etcd> {
     Some(Etcd::start().unwrap_or_else(|e| panic!("{e}")))
 }
 
+/// Longer than a lease TTL (2 s) plus an election, with room for a loaded machine.
+const LEAD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
+
 fn on(etcd: &Etcd) -> LanOptions {
     LanOptions {
         timings: Timings::patient(),
@@ -36,6 +39,7 @@ async fn a_lan_manager_in_another_directory_carries_on_from_the_state_in_etcd() 
         return;
     };
     let mut first = LanManager::start(on(&etcd)).unwrap();
+    first.wait_leading(LEAD_DEADLINE).unwrap();
     let need = Need::new("svc", allex_protocol::instance!("A"));
     first.need_add(&need).unwrap();
     let mut m1 = FakeMaster::connect(first.addr(), "m1", &["svc"]).await;
@@ -45,6 +49,8 @@ async fn a_lan_manager_in_another_directory_carries_on_from_the_state_in_etcd() 
     first.kill().unwrap();
 
     let second = LanManager::start(on(&etcd)).unwrap();
+    // The SIGKILLed one's lease lapses first.
+    second.wait_leading(LEAD_DEADLINE).unwrap();
     assert_ne!(second.dir(), first.dir());
     // The need, and who ran it: held for m1 through the settle period.
     let st = second.status().unwrap();
@@ -92,6 +98,7 @@ async fn a_lan_manager_in_another_directory_carries_on_from_the_state_in_etcd() 
     drop(m2);
     drop(second);
     let third = LanManager::start(on(&etcd)).unwrap();
+    third.wait_leading(LEAD_DEADLINE).unwrap();
     let names: Vec<String> = third
         .status()
         .unwrap()

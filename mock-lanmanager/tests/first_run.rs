@@ -106,7 +106,7 @@ async fn a_request_before_admin_hello_is_told_to_say_hello() {
         .unwrap();
     match next(&mut ws).await {
         Next::Text(t) => match serde_json::from_str::<LanToMaster>(&t).unwrap() {
-            LanToMaster::Error { code, message } => {
+            LanToMaster::Error { code, message, .. } => {
                 assert_eq!(code, ErrorCode::HelloRequired);
                 assert!(
                     message.contains("\"status\" is only answered after hello or admin_hello"),

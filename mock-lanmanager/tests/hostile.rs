@@ -126,7 +126,7 @@ async fn spawned_with_an_impossible_pid_or_undeclared_ports_is_refused_and_chang
             .expect("error", |x| matches!(x, LanToMaster::Error { .. }))
             .await
         {
-            LanToMaster::Error { code, message } => {
+            LanToMaster::Error { code, message, .. } => {
                 assert_eq!(code, ErrorCode::Invalid, "{message}");
                 assert!(message.contains(why), "{why:?} not in {message:?}");
             }

@@ -20,7 +20,7 @@ async fn refused_hello(addr: std::net::SocketAddr, h: &MasterHello) -> (ErrorCod
         Next::Closed(why) => panic!("closed without an error frame: {why}"),
     };
     let (code, message) = match serde_json::from_str::<LanToMaster>(&first).unwrap() {
-        LanToMaster::Error { code, message } => (code, message),
+        LanToMaster::Error { code, message, .. } => (code, message),
         other => panic!("expected a refusal, got {other:?}"),
     };
     let reason = match next(&mut ws).await {

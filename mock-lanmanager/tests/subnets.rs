@@ -39,7 +39,7 @@ async fn masters_outside_the_subnets_are_refused_and_loopback_always_allowed() {
     let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
     let refused = hello_from(&lm, "127.0.0.2", "far").await;
     assert!(
-        matches!(&refused, LanToMaster::Error { code: ErrorCode::AddressRefused, message }
+        matches!(&refused, LanToMaster::Error { code: ErrorCode::AddressRefused, message, .. }
             if message.contains("127.0.0.2")),
         "{refused:?}"
     );

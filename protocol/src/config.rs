@@ -277,7 +277,55 @@ fn is_zero(n: &i32) -> bool {
 /// The hidden name AllexJS's own code reads the master's config under.
 pub const ALLEXJS_CONFIG_FILE_NAME: &str = ".allexmasterconfig.json";
 
+/// Splits a list of lan manager addresses (`host[:port]`, `[ipv6]:port` or
+/// a bare IPv6, separated by commas) into `(host, port)` pairs; a missing
+/// port is `default_port`. Several lan managers on etcd lead one at a time,
+/// and masters and CLIs follow the one that leads.
+pub fn lan_addresses(list: &str, default_port: u16) -> Result<Vec<(String, u16)>, String> {
+    let mut out = Vec::new();
+    for entry in list.split(',').map(str::trim) {
+        if entry.is_empty() {
+            return Err(format!("{list:?} holds an empty address"));
+        }
+        out.push(lan_address(entry, default_port)?);
+    }
+    Ok(out)
+}
+
+/// One `host[:port]` of [`lan_addresses`].
+pub fn lan_address(entry: &str, default_port: u16) -> Result<(String, u16), String> {
+    let bad = || format!("{entry:?}: expected HOST or HOST:PORT with a port from 1 to 65535");
+    let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad);
+    if let Some(rest) = entry.strip_prefix('[') {
+        let (host, tail) = rest.split_once(']').ok_or_else(bad)?;
+        return match tail {
+            "" => Ok((host.to_string(), default_port)),
+            t => Ok((
+                host.to_string(),
+                port(t.strip_prefix(':').ok_or_else(bad)?)?,
+            )),
+        };
+    }
+    if entry.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Ok((entry.to_string(), default_port));
+    }
+    match entry.rsplit_once(':') {
+        None => Ok((entry.to_string(), default_port)),
+        Some((host, p)) if !host.is_empty() && !host.contains(':') => {
+            Ok((host.to_string(), port(p)?))
+        }
+        Some(_) => Err(bad()),
+    }
+}
+
 impl MasterConfig {
+    /// The lan managers to dial, in order: `lanmanageraddress` as a list,
+    /// each without a port on [`MasterConfig::lanmanager_port`].
+    pub fn lanmanager_addresses(&self) -> Vec<(String, u16)> {
+        lan_addresses(&self.lanmanageraddress, self.lanmanager_port())
+            .unwrap_or_else(|_| vec![(self.lanmanageraddress.clone(), self.lanmanager_port())])
+    }
+
     /// The lan manager port to dial: `lanmanagerport` plus `lanmanagerportcorrection`.
     pub fn lanmanager_port(&self) -> u16 {
         u16::try_from(i64::from(self.lanmanagerport) + i64::from(self.lanmanagerportcorrection))
@@ -312,6 +360,12 @@ impl MasterConfig {
             return fail(
                 at("lanmanageraddress", 0),
                 "lanmanageraddress is empty".into(),
+            );
+        }
+        if let Err(why) = lan_addresses(&self.lanmanageraddress, self.lanmanagerport) {
+            return fail(
+                at("lanmanageraddress", 0),
+                format!("lanmanageraddress: {why}"),
             );
         }
         if self.lanmanagerport == 0 {
@@ -411,6 +465,31 @@ impl MasterConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_of_lan_managers_is_read_and_a_bad_entry_refused_at_its_key() {
+        let pairs = |l| lan_addresses(l, 23552).unwrap();
+        assert_eq!(pairs("10.0.0.1"), vec![("10.0.0.1".to_string(), 23552)]);
+        assert_eq!(
+            pairs("a, b:7100,[::1]:9,::1,[fe80::1]"),
+            vec![
+                ("a".to_string(), 23552),
+                ("b".to_string(), 7100),
+                ("::1".to_string(), 9),
+                ("::1".to_string(), 23552),
+                ("fe80::1".to_string(), 23552),
+            ]
+        );
+        for bad in [
+            "a,,b", "a,", "h:0", "h:99999", "h:x", ":7", "[::1", "[::1]x",
+        ] {
+            assert!(lan_addresses(bad, 23552).is_err(), "{bad}");
+        }
+        let text = "{\n  \"lanmanageraddress\": \"10.0.0.1, 10.0.0.2:abc\",\n  \"portrangestart\": { \"tcp\": 1, \"http\": 2, \"ws\": 3 }\n}\n";
+        let e = MasterConfig::parse(Path::new("c.json"), text).unwrap_err();
+        assert_eq!((e.line, e.column), (2, 3), "{e}");
+        assert!(e.message.contains("\"10.0.0.2:abc\""), "{e}");
+    }
 
     #[test]
     fn default_text_is_the_seed() {

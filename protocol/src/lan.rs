@@ -265,6 +265,9 @@ pub enum LanToMaster {
         code: ErrorCode,
         /// Human-readable detail.
         message: String,
+        /// With `not_leader`: the `host:port` the leader is reached on, when one leads.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        leader: Option<String>,
     },
 }
 
@@ -390,6 +393,9 @@ pub enum LanToAdmin {
         code: ErrorCode,
         /// Human-readable detail.
         message: String,
+        /// With `not_leader`: the `host:port` the leader is reached on, when one leads.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        leader: Option<String>,
     },
 }
 
@@ -434,6 +440,8 @@ pub enum ErrorCode {
     IdentityMismatch,
     /// The connection comes from an address outside `.allexlanmanager/subnets`.
     AddressRefused,
+    /// This lan manager follows another (etcd election); `leader` names it.
+    NotLeader,
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -445,4 +453,26 @@ impl std::fmt::Display for ErrorCode {
 
 fn default_log_lines() -> u32 {
     10
+}
+
+impl LanToMaster {
+    /// A refusal that names no leader.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> LanToMaster {
+        LanToMaster::Error {
+            code,
+            message: message.into(),
+            leader: None,
+        }
+    }
+}
+
+impl LanToAdmin {
+    /// A refusal that names no leader.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> LanToAdmin {
+        LanToAdmin::Error {
+            code,
+            message: message.into(),
+            leader: None,
+        }
+    }
 }

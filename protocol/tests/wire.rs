@@ -185,6 +185,12 @@ fn lan_to_master_examples() {
         LanToMaster::Error {
             code: ErrorCode::Stale,
             message: "generation 6 is not current (7)".into(),
+            leader: None,
+        },
+        LanToMaster::Error {
+            code: ErrorCode::NotLeader,
+            message: "this lan manager follows; the leader is at 10.0.0.2:23552".into(),
+            leader: Some("10.0.0.2:23552".into()),
         },
     ];
     insta::assert_json_snapshot!(snapshot(&msgs));
@@ -403,6 +409,12 @@ fn admin_examples() {
         LanToAdmin::Error {
             code: ErrorCode::Duplicate,
             message: "need Time exists".into(),
+            leader: None,
+        },
+        LanToAdmin::Error {
+            code: ErrorCode::NotLeader,
+            message: "this lan manager follows; the leader is at 10.0.0.2:23552".into(),
+            leader: Some("10.0.0.2:23552".into()),
         },
     ];
     let replies: Vec<LanToAdmin> = replies

@@ -87,7 +87,7 @@ pub async fn serve(
                     message: format!("{instancename} rejected: {reason}"),
                 })
             }
-            LanToMaster::Error { code, message } => {
+            LanToMaster::Error { code, message, .. } => {
                 return Err(FakeMasterError::Unexpected {
                     name: master.name.clone(),
                     message: format!("error {code}: {message}"),

@@ -108,7 +108,7 @@ impl FakeMaster {
                 m.heartbeat = Duration::from_millis(heartbeat_ms.max(10));
                 Ok(m)
             }
-            Some(LanToMaster::Error { code, message }) => Err(FakeMasterError::Refused {
+            Some(LanToMaster::Error { code, message, .. }) => Err(FakeMasterError::Refused {
                 name,
                 code,
                 message,

@@ -299,6 +299,26 @@ impl LanManager {
         }
     }
 
+    /// Waits for its `allexlanmanager leads` line (`--store etcd://`: it won
+    /// the election and serves).
+    pub fn wait_leading(&self, deadline: Duration) -> Result<(), HarnessError> {
+        let Some(p) = &self.proc else {
+            return Err(HarnessError::NotRunning("allexlanmanager".into()));
+        };
+        p.wait_for_line(|l| l == "allexlanmanager leads", deadline)
+            .map(drop)
+            .map_err(|e| HarnessError::Start {
+                what: "allexlanmanager (leadership)".into(),
+                detail: e.to_string(),
+                log: log_tail(&self.log, 20),
+            })
+    }
+
+    /// Whether it has printed `allexlanmanager leads` (without waiting).
+    pub fn leads(&self) -> bool {
+        self.wait_leading(Duration::ZERO).is_ok()
+    }
+
     /// Whether the process runs.
     pub fn is_running(&self) -> bool {
         self.proc.as_ref().is_some_and(Proc::is_running)

@@ -220,11 +220,11 @@ impl State {
             LanToMaster::Heartbeat { .. }
             | LanToMaster::Logs { .. }
             | LanToMaster::LogsCancel { .. } => {}
-            LanToMaster::Error { code, message } if !self.welcomed() => {
+            LanToMaster::Error { code, message, .. } if !self.welcomed() => {
                 // The link logs the refusal; status shows it until a welcome.
                 self.refused = Some(format!("{code}: {message}"));
             }
-            LanToMaster::Error { code, message } => {
+            LanToMaster::Error { code, message, .. } => {
                 tracing::warn!(%code, %message, "the lan manager refused a message");
             }
         }

@@ -236,5 +236,9 @@ impl State {
 }
 
 pub(super) fn admin_error(code: ErrorCode, message: String) -> LanToAdmin {
-    LanToAdmin::Error { code, message }
+    LanToAdmin::Error {
+        code,
+        message,
+        leader: None,
+    }
 }

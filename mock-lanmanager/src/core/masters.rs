@@ -162,6 +162,7 @@ impl State {
                     LanToAdmin::Error {
                         code: ErrorCode::Storage,
                         message: e,
+                        leader: None,
                     },
                 );
             }

@@ -345,7 +345,14 @@ impl State {
             code,
             message: message.clone(),
         });
-        self.send_to(master, &LanToMaster::Error { code, message });
+        self.send_to(
+            master,
+            &LanToMaster::Error {
+                code,
+                message,
+                leader: None,
+            },
+        );
     }
 
     fn stop(

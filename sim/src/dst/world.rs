@@ -1138,7 +1138,11 @@ impl World {
                     message,
                 } => {
                     if self.conns.get(&conn).is_some_and(|c| c.lan_open) {
-                        let msg = LanToMaster::Error { code, message };
+                        let msg = LanToMaster::Error {
+                            code,
+                            message,
+                            leader: None,
+                        };
                         self.net(conn, Ev::ToPeer { conn, msg });
                         self.close_lan_side(conn, true);
                     }
