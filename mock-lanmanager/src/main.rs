@@ -28,5 +28,9 @@ fn real_main() -> Result<()> {
         .init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
-    runtime.block_on(allex_lanmanager::commands::execute(cli))
+    let result = runtime.block_on(allex_lanmanager::commands::execute(cli));
+    // A deposed leader's writer may be waiting on a frozen etcd link: do
+    // not wait for it to end the process.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }

@@ -51,6 +51,11 @@ fn lan_crash() {
 }
 
 #[test]
+fn lan_failover() {
+    run("lan-failover");
+}
+
+#[test]
 fn link_blip() {
     run("link-blip");
 }

@@ -40,6 +40,9 @@ pub struct MasterOptions {
     pub name: Option<String>,
     /// Where its lan manager listens (a proxy's address to put one in between).
     pub lan: SocketAddr,
+    /// Further lan managers on the same etcd, listed after `lan` in
+    /// `lanmanageraddress`; the master follows whichever leads.
+    pub more_lans: Vec<SocketAddr>,
     /// Ports per protocol range; the three ranges come from one [`port_block`].
     pub portrangesize: u16,
     /// Explicit first ports, instead of a fresh block.
@@ -84,6 +87,7 @@ impl MasterOptions {
         MasterOptions {
             name: None,
             lan,
+            more_lans: Vec::new(),
             portrangesize: 20,
             portrangestart: None,
             testsvc_modules: vec!["testsvc".into()],
@@ -131,7 +135,10 @@ impl MasterOptions {
                 source,
                 stdout: allex_protocol::DEFAULT_CONFIG_TEXT.into(),
             })?;
-        cfg.lanmanageraddress = self.lan.ip().to_string();
+        cfg.lanmanageraddress = std::iter::once(self.lan.ip().to_string())
+            .chain(self.more_lans.iter().map(SocketAddr::to_string))
+            .collect::<Vec<_>>()
+            .join(",");
         cfg.lanmanagerport = self.lan.port();
         cfg.portrangestart = starts;
         cfg.portrangesize = size;

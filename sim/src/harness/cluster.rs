@@ -22,6 +22,9 @@ pub struct ClusterOptions {
     pub master: MasterOptions,
     /// Wait until the lan manager lists every master as connected.
     pub wait_connected: bool,
+    /// Lan managers: more than one runs them all on a real etcd the
+    /// cluster starts (`--store etcd://`), one leading; masters list them all.
+    pub lan_managers: usize,
 }
 
 impl Default for ClusterOptions {
@@ -32,8 +35,57 @@ impl Default for ClusterOptions {
             lan: LanOptions::default(),
             master: MasterOptions::new(SocketAddr::from(([127, 0, 0, 1], 0))),
             wait_connected: true,
+            lan_managers: 1,
         }
     }
+}
+
+/// The lease TTL of a cluster's lan managers on etcd, in seconds.
+pub const LEASE_TTL_S: u64 = 2;
+
+/// How long a cluster waits for a lan manager to lead: a lease and an election.
+pub const LEAD_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Starts the cluster's lan managers: one on its files, or several on a
+/// real etcd started for them, returned with the leader first.
+fn start_lans(
+    opts: &ClusterOptions,
+) -> Result<
+    (
+        LanManager,
+        Vec<LanManager>,
+        Option<allex_testkit::etcd::Etcd>,
+    ),
+    HarnessError,
+> {
+    if opts.lan_managers <= 1 {
+        return Ok((LanManager::start(opts.lan.clone())?, Vec::new(), None));
+    }
+    if opts.proxies {
+        return Err(HarnessError::Expectation(
+            "proxies in front of several lan managers are not supported".into(),
+        ));
+    }
+    let etcd = allex_testkit::etcd::Etcd::start()?;
+    let mut lan_opts = opts.lan.clone();
+    lan_opts.extra_args.extend([
+        "--store".to_string(),
+        etcd.store_arg(),
+        "--lease-ttl".to_string(),
+        LEASE_TTL_S.to_string(),
+    ]);
+    let mut lans = Vec::new();
+    for _ in 0..opts.lan_managers {
+        lans.push(LanManager::start(lan_opts.clone())?);
+    }
+    let leader = wait_until("a lan manager to lead", LEAD_DEADLINE, || {
+        lans.iter()
+            .position(LanManager::leads)
+            .ok_or("none leads yet")
+    })
+    .map_err(|e| HarnessError::Expectation(e.to_string()))?;
+    let first = lans.remove(leader);
+    Ok((first, lans, Some(etcd)))
 }
 
 /// A lan manager with its masters.
@@ -42,6 +94,10 @@ pub struct Cluster {
     masters: Vec<Master>,
     proxies: Vec<Option<Proxy>>,
     lan: LanManager,
+    /// The lan managers that follow (etcd); one of them leads after the leader dies.
+    standbys: Vec<LanManager>,
+    // After every lan manager: they use it until they die.
+    etcd: Option<allex_testkit::etcd::Etcd>,
     template: MasterOptions,
     use_proxies: bool,
     /// Every master started, for the samplers' process scans.
@@ -54,7 +110,7 @@ pub const CLUSTER_DEADLINE: Duration = Duration::from_secs(20);
 impl Cluster {
     /// Starts the lan manager, then the masters, and waits until they are connected.
     pub fn start(opts: ClusterOptions) -> Result<Cluster, HarnessError> {
-        let lan = LanManager::start(opts.lan.clone())?;
+        let (lan, standbys, etcd) = start_lans(&opts)?;
         let mut template = opts.master.clone();
         if template.token.is_none() {
             template.token = opts.lan.token.clone();
@@ -63,6 +119,8 @@ impl Cluster {
             masters: Vec::new(),
             proxies: Vec::new(),
             lan,
+            standbys,
+            etcd,
             template,
             use_proxies: opts.proxies,
             watched: super::Watched::default(),
@@ -114,6 +172,7 @@ impl Cluster {
         };
         let mut opts = self.template.clone();
         opts.lan = proxy.as_ref().map_or(self.lan.addr(), Proxy::addr);
+        opts.more_lans = self.standbys.iter().map(LanManager::addr).collect();
         customize(&mut opts);
         let master = Master::start(&opts)?;
         self.watched
@@ -177,7 +236,10 @@ impl Cluster {
     /// master of this cluster (also those added later) and the running list.
     pub fn sampler(&self) -> super::Sampler {
         super::Sampler::start(
-            self.lan.addr(),
+            std::iter::once(&self.lan)
+                .chain(&self.standbys)
+                .map(LanManager::addr)
+                .collect(),
             self.lan.token().map(str::to_string),
             self.watched.clone(),
         )
@@ -331,6 +393,42 @@ impl Cluster {
             p.set_target(self.lan.addr());
         }
         Ok(())
+    }
+
+    /// The lan managers that follow the leader (on etcd).
+    pub fn standbys(&self) -> &[LanManager] {
+        &self.standbys
+    }
+
+    /// The etcd the lan managers share, when there are several.
+    pub fn etcd(&self) -> Option<&allex_testkit::etcd::Etcd> {
+        self.etcd.as_ref()
+    }
+
+    /// SIGKILLs the leading lan manager and waits until a standby leads;
+    /// returns how long that took. The dead one is gone from the cluster.
+    pub fn kill_leader(&mut self) -> Result<Duration, HarnessError> {
+        if self.standbys.is_empty() {
+            return Err(HarnessError::Expectation(
+                "kill_leader needs lan_managers > 1".into(),
+            ));
+        }
+        self.lan.kill()?;
+        let killed = std::time::Instant::now();
+        let next = wait_until("a standby to lead", LEAD_DEADLINE, || {
+            self.standbys
+                .iter()
+                .position(LanManager::leads)
+                .ok_or("none leads yet")
+        })
+        .map_err(|e| HarnessError::Expectation(e.to_string()))?;
+        let took = killed.elapsed();
+        let next = self.standbys.remove(next);
+        // The dead one keeps its place in the masters' lists; it stays
+        // killed, so they skip it.
+        let dead = std::mem::replace(&mut self.lan, next);
+        self.standbys.push(dead);
+        Ok(took)
     }
 
     /// Kills (SIGKILL) and restarts the lan manager on the same address and directory.

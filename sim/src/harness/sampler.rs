@@ -81,12 +81,13 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// Starts sampling the lan manager at `addr` and the processes of `watched`.
-    pub fn start(addr: SocketAddr, token: Option<String>, watched: Watched) -> Sampler {
+    /// Starts sampling the lan manager at `addrs` (whichever answers: one
+    /// leads when there are several) and the processes of `watched`.
+    pub fn start(addrs: Vec<SocketAddr>, token: Option<String>, watched: Watched) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let log = Arc::new(Mutex::new(SampleLog::default()));
         let (flag, into) = (stop.clone(), log.clone());
-        let thread = std::thread::spawn(move || sample_into(addr, token, &watched, &flag, &into));
+        let thread = std::thread::spawn(move || sample_into(&addrs, token, &watched, &flag, &into));
         Sampler {
             stop,
             log,
@@ -139,12 +140,12 @@ pub fn sample(
     stop: &AtomicBool,
 ) -> SampleLog {
     let log = Mutex::new(SampleLog::default());
-    sample_into(addr, token, watched, stop, &log);
+    sample_into(&[addr], token, watched, stop, &log);
     log.into_inner().unwrap_or_else(|p| p.into_inner())
 }
 
 fn sample_into(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     token: Option<String>,
     watched: &Watched,
     stop: &AtomicBool,
@@ -153,6 +154,7 @@ fn sample_into(
     let started = Instant::now();
     let mut log = SampleLog::default();
     let mut client: Option<AdminClient> = None;
+    let mut next_addr = 0usize;
     // Records seen without their process: since when.
     let mut missing: HashMap<(String, String, u32), Instant> = HashMap::new();
     while !stop.load(Ordering::SeqCst) {
@@ -169,8 +171,12 @@ fn sample_into(
                 });
             }
         }
-        if client.is_none() {
+        if client.is_none() && !addrs.is_empty() {
+            let addr = addrs[next_addr % addrs.len()];
             client = AdminClient::connect(addr, token.as_deref(), Duration::from_secs(2)).ok();
+            if client.is_none() {
+                next_addr += 1;
+            }
         }
         match client.as_mut().map(AdminClient::status) {
             Some(Ok(st)) => {

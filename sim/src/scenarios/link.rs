@@ -235,3 +235,56 @@ fn takeover(r: &mut super::Run, silent: bool) -> Result<(), HarnessError> {
     )?;
     Ok(())
 }
+
+/// Three lan managers on etcd lose their leader: a follower leads within
+/// the lease and the masters follow it without a restart.
+pub fn lan_failover() -> Scenario {
+    Scenario {
+        name: "lan-failover",
+        about: "three lan managers on etcd; the leader is SIGKILLed, a follower leads within the lease, masters follow it and no service restarts",
+        cluster: |o| {
+            let mut c = cluster_options(o);
+            c.lan_managers = 3;
+            // The settle period spans the lease and the masters' reconnect.
+            c.lan.timings.settle = std::time::Duration::from_secs(20);
+            c.lan.timings.grace = std::time::Duration::from_secs(20);
+            c
+        },
+        run: |r| {
+            let n = r.opts.needs;
+            let names = r.step("add needs through the leader", |r| {
+                r.add_needs("fo", n, json!({}))
+            })?;
+            let before = r.step("wait until all run", |r| r.wait_all_running(&names))?;
+            r.step("a follower refuses, naming the leader", |r| {
+                let leader = r.cluster.lan().addr().to_string();
+                let out = r.cluster.standbys()[0].cli(&["status"])?;
+                expect(
+                    !out.status.success()
+                        && out
+                            .stderr
+                            .contains(&format!("follows the leader at {leader}")),
+                    || format!("a follower answered: {out:?}"),
+                )
+            })?;
+            let took = r.step("SIGKILL the leader: a follower leads", |r| {
+                r.cluster.kill_leader()
+            })?;
+            tracing::info!(ms = took.as_millis() as u64, "a follower leads");
+            r.step("the masters follow it; the same pids run", |r| {
+                for i in 0..r.cluster.masters().len() {
+                    r.cluster.wait_master_connected(i, r.deadline())?;
+                }
+                let after = r.wait_all_running(&names)?;
+                expect(pids(&after) == pids(&before), || {
+                    format!("before {:?} after {:?}", pids(&before), pids(&after))
+                })
+            })?;
+            let more = r.step("a need added through the new leader runs", |r| {
+                r.add_needs("fonew", 1, json!({}))
+            })?;
+            r.step("wait until it runs", |r| r.wait_all_running(&more).map(drop))?;
+            Ok(())
+        },
+    }
+}
