@@ -115,6 +115,9 @@ pub async fn run(cfg: LinkConfig, events: UnboundedSender<Event>) {
     // Hops to a named leader since the last welcome: bounds a loop of
     // followers naming each other during an election.
     let mut hops = 0usize;
+    // Whether a lan manager of this round answered as a follower: then
+    // one lives and an election is under way, so retry soon.
+    let mut heard_follower = false;
     loop {
         let mut welcomed = false;
         let mut up = false;
@@ -142,6 +145,7 @@ pub async fn run(cfg: LinkConfig, events: UnboundedSender<Event>) {
             hops = 0;
         }
         let (host, port) = &target;
+        heard_follower |= matches!(end, SessionEnd::NotLeader(_));
         if let SessionEnd::NotLeader(Some(leader)) = &end {
             match allex_protocol::config::lan_address(leader, *port) {
                 Ok(named) if named != target && hops <= targets.list.len() => {
@@ -157,7 +161,7 @@ pub async fn run(cfg: LinkConfig, events: UnboundedSender<Event>) {
         if !targets.round_done() {
             continue;
         }
-        let cap = if matches!(end, SessionEnd::NotLeader(_)) {
+        let cap = if std::mem::take(&mut heard_follower) {
             FOLLOW_BACKOFF_MAX
         } else {
             cfg.reconnect_max.max(BACKOFF_START)

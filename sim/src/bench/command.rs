@@ -43,6 +43,9 @@ pub struct BenchArgs {
     /// Needs added during the event-stream figure (default 10000).
     #[arg(long, value_name = "K")]
     pub event_needs: Option<usize>,
+    /// Leader SIGKILLs of the failover figure (default 5; 0 skips them).
+    #[arg(long, value_name = "K")]
+    pub failovers: Option<usize>,
     /// Only these figures, comma-separated (1-3 run together; default all).
     #[arg(long, value_delimiter = ',', value_name = "N,...")]
     pub figures: Option<Vec<u8>>,
@@ -81,13 +84,17 @@ impl BenchArgs {
         if let Some(k) = self.event_needs {
             c.event_needs = k;
         }
+        if let Some(k) = self.failovers {
+            c.failovers = k;
+        }
         if let Some(f) = &self.figures {
             let has = |n: u8| f.contains(&n);
             if !(has(1) || has(2) || has(3)) {
                 c.sizes.clear();
                 c.recovery_n = 0;
             }
-            if !has(4) {
+            // Figure 8's scale row is held against figure 4's, so it runs both.
+            if !has(4) && !has(8) {
                 c.virtual_masters = 0;
             }
             if !has(5) {
@@ -99,6 +106,11 @@ impl BenchArgs {
             if !has(7) {
                 c.checked_services = 0;
             }
+            if !has(8) {
+                c.etcd_scale = false;
+                c.failovers = 0;
+            }
+
         }
         c
     }

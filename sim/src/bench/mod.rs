@@ -14,6 +14,7 @@ pub mod probe;
 pub mod raw;
 pub mod recovery;
 pub mod report;
+pub mod failover;
 pub mod scale;
 pub mod sockets;
 pub mod system;
@@ -86,6 +87,10 @@ pub struct BenchConfig {
     pub socket_kills: usize,
     /// Services under health checks in figure 7; 0 skips it.
     pub checked_services: usize,
+    /// Figure 8: the figure-4 run again with the lan manager on etcd.
+    pub etcd_scale: bool,
+    /// Leader SIGKILLs of figure 8, each on a fresh etcd cluster; 0 skips them.
+    pub failovers: usize,
     /// Whether this is the small smoke run: no targets apply.
     pub quick: bool,
 }
@@ -105,6 +110,8 @@ impl BenchConfig {
             event_needs: 10_000,
             socket_kills: 50,
             checked_services: 200,
+            etcd_scale: true,
+            failovers: 5,
             quick: false,
         }
     }
@@ -123,6 +130,8 @@ impl BenchConfig {
             event_needs: 50,
             socket_kills: 3,
             checked_services: 5,
+            etcd_scale: true,
+            failovers: 1,
             quick: true,
         }
     }
@@ -377,13 +386,18 @@ pub fn run_bench(cfg: &BenchConfig, command: String) -> Result<Report, BenchErro
         );
     }
 
+    // Figure 4's all-running time on the file store, for figure 8's target.
+    let mut file_scale_ms = None;
     if cfg.virtual_masters > 0 && cfg.scale_needs > 0 {
         let mut runs = vec![false];
         if cfg.racing {
             runs.push(true);
         }
         for racing in runs {
-            let s = scale::run(&rt, cfg.virtual_masters, cfg.scale_needs, racing)?;
+            let s = scale::run(&rt, cfg.virtual_masters, cfg.scale_needs, racing, false)?;
+            if !racing {
+                file_scale_ms = Some(s.running_ms);
+            }
             tracing::info!(?s, "scale");
             let (v, k) = (s.masters, s.needs);
             let how = if racing { "racing" } else { "shared out" };
@@ -506,6 +520,63 @@ pub fn run_bench(cfg: &BenchConfig, command: String) -> Result<Report, BenchErro
             .target(!cfg.quick && c.services == 200, 20.0),
         );
     }
+    let etcd = allex_testkit::etcd::Etcd::available();
+    if !etcd && (cfg.etcd_scale || cfg.failovers > 0) {
+        tracing::warn!("figure 8 skipped: no etcd here (.ci/run installs etcd-server)");
+    }
+    if etcd && cfg.etcd_scale && cfg.virtual_masters > 0 && cfg.scale_needs > 0 {
+        let s = scale::run(&rt, cfg.virtual_masters, cfg.scale_needs, false, true)?;
+        tracing::info!(?s, "scale on etcd");
+        let (v, k) = (s.masters, s.needs);
+        let mut row = Row::new(
+            8,
+            format!("{v} virtual masters, {k} needs, etcd store: all running"),
+            s.running_ms,
+            "ms",
+        );
+        if let Some(files) = file_scale_ms {
+            row = row.target(!cfg.quick && v == 100 && k == 10_000, 3.0 * files);
+        }
+        rows.push(row);
+        rows.push(Row::new(
+            8,
+            format!("{v} x {k}, etcd store: lan manager RSS after"),
+            mib(s.lan_rss_kib),
+            "MiB",
+        ));
+    }
+    if etcd && cfg.failovers > 0 {
+        let runs = failover::run(cfg.failovers)?;
+        tracing::info!(?runs, "failovers");
+        let n = runs.len();
+        let med = |f: fn(&failover::Failover) -> f64| {
+            quantile(&runs.iter().map(f).collect::<Vec<_>>(), 0.5)
+        };
+        let worst = |f: fn(&failover::Failover) -> f64| {
+            runs.iter().map(f).fold(0.0, f64::max)
+        };
+        rows.push(Row::new(
+            8,
+            format!("leader SIGKILL -> a follower leads (2 s lease), median of {n}"),
+            med(|f| f.leads_ms),
+            "ms",
+        ));
+        rows.push(
+            Row::new(
+                8,
+                format!("leader SIGKILL -> the master on the new leader, slowest of {n}"),
+                worst(|f| f.reconnected_ms),
+                "ms",
+            )
+            .target(!cfg.quick, 5000.0),
+        );
+        rows.push(Row::new(
+            8,
+            format!("leader SIGKILL -> first need placed by the successor, median of {n}"),
+            med(|f| f.placed_ms),
+            "ms",
+        ));
+    }
     rows.sort_by_key(|r| r.group);
 
     Ok(Report {
@@ -534,6 +605,7 @@ fn method_notes() -> Vec<String> {
         "figure 4: needs added before the virtual masters connect; time from the first connect to the last `running`; each virtual master's services share its 3 real accepting ports".into(),
         "figure 6: one tcp service; a client thread connects every 1 ms and reads the banner (served) or is refused; each SIGKILL after 600 ms of uptime (past --stable-ms 500, so no crash-loop delay); served again = kill to the first connection, started after it, that got the banner".into(),
         "figure 7: tcp checks every second on every service; the master's CPU from schedstat over the idle window, scaled to 30 s, from two intervals after all run".into(),
+        "figure 8: the figure-4 run with `--store etcd://` on a fresh single-member etcd on loopback (every need write, running record and generation block a fenced etcd transaction); failover: 3 lan managers on one etcd, --lease-ttl 2, one real master listing all three (reconnectmaxms 5000), production timings but settle and grace 30 s; the leader SIGKILLed, then a need added through the list; times from the SIGKILL, observed by polling the new leader's status".into(),
         "figure 5: followers subscribe (`events --follow` over the admin WebSocket) before the first need_add; needs added over 32 admin sessions; per-follower rate = needs / (first need_add -> the last follower's last need_added); CPU over that run, from schedstat".into(),
     ]
 }

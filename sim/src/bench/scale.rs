@@ -18,6 +18,8 @@ const SCALE_DEADLINE: Duration = Duration::from_secs(300);
 /// What one scale run measured.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Scale {
+    /// Whether the lan manager kept its state in etcd (else in its files).
+    pub etcd: bool,
     /// Virtual masters.
     pub masters: usize,
     /// Needs.
@@ -46,18 +48,35 @@ fn share(need: &Need, idx: usize, masters: usize) -> bool {
     n % masters == idx
 }
 
-/// Adds `needs` needs to a fresh lan manager before any master connects,
-/// then connects `masters` virtual masters at once and times them until
-/// every need is running.
-pub fn run(rt: &Runtime, masters: usize, needs: usize, racing: bool) -> Result<Scale, BenchError> {
+/// Adds `needs` needs to a fresh lan manager (on its files, or on a fresh
+/// etcd of its own) before any master connects, then connects `masters`
+/// virtual masters at once and times them until every need is running.
+pub fn run(
+    rt: &Runtime,
+    masters: usize,
+    needs: usize,
+    racing: bool,
+    on_etcd: bool,
+) -> Result<Scale, BenchError> {
+    let etcd = match on_etcd {
+        true => Some(allex_testkit::etcd::Etcd::start()?),
+        false => None,
+    };
     let lan = LanManager::start(LanOptions {
         timings: Timings {
             check_timeout: Duration::from_secs(30),
             claim_timeout: Duration::from_secs(60),
             ..Timings::production()
         },
+        extra_args: etcd
+            .iter()
+            .flat_map(|e| ["--store".to_string(), e.store_arg()])
+            .collect(),
         ..LanOptions::default()
     })?;
+    if etcd.is_some() {
+        lan.wait_leading(crate::harness::LEAD_DEADLINE)?;
+    }
     let addr = lan.addr();
     let pid = lan
         .proc()
@@ -127,7 +146,10 @@ pub fn run(rt: &Runtime, masters: usize, needs: usize, racing: bool) -> Result<S
     });
     let (running_ms, messages) = result?;
     let mem = memory(pid)?;
+    drop(lan);
+    drop(etcd);
     Ok(Scale {
+        etcd: on_etcd,
         masters,
         needs,
         racing,

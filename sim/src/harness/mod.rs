@@ -12,7 +12,7 @@ pub use allex_testkit::{
     log_tail, testsvc_spec, AdminClient, HarnessError, LanManager, LanOptions, Master,
     MasterOptions, Timings, START_DEADLINE,
 };
-pub use cluster::{Cluster, ClusterOptions};
+pub use cluster::{Cluster, ClusterOptions, LEAD_DEADLINE, LEASE_TTL_S};
 pub use sampler::{
     sample as sampler_loop, Duplicate, Phantom, SampleLog, Sampler, Watched, PHANTOM_AFTER,
 };
