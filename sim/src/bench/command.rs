@@ -110,7 +110,6 @@ impl BenchArgs {
                 c.etcd_scale = false;
                 c.failovers = 0;
             }
-
         }
         c
     }

@@ -50,18 +50,22 @@ fn once() -> Result<Failover, BenchError> {
     c.need_add(&Need::new("testsvc", InstanceName::new("after")?))?;
     let name = c.master(0).name().to_string();
     let (mut reconnected, mut placed) = (None, None);
-    c.wait_lan("the master back and the new need running", STEP_DEADLINE, |st| {
-        if reconnected.is_none() && st.masters.iter().any(|m| m.name == name && m.connected) {
-            reconnected = Some(killed.elapsed());
-        }
-        if placed.is_none() && st.running.iter().any(|r| r.instancename == "after") {
-            placed = Some(killed.elapsed());
-        }
-        match (reconnected, placed) {
-            (Some(r), Some(p)) => Ok((r, p)),
-            _ => Err(format!("reconnected {reconnected:?}, placed {placed:?}")),
-        }
-    })
+    c.wait_lan(
+        "the master back and the new need running",
+        STEP_DEADLINE,
+        |st| {
+            if reconnected.is_none() && st.masters.iter().any(|m| m.name == name && m.connected) {
+                reconnected = Some(killed.elapsed());
+            }
+            if placed.is_none() && st.running.iter().any(|r| r.instancename == "after") {
+                placed = Some(killed.elapsed());
+            }
+            match (reconnected, placed) {
+                (Some(r), Some(p)) => Ok((r, p)),
+                _ => Err(format!("reconnected {reconnected:?}, placed {placed:?}")),
+            }
+        },
+    )
     .map(|(r, p)| Failover {
         leads_ms: ms(leads),
         reconnected_ms: ms(r),

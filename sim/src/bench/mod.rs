@@ -9,12 +9,12 @@
 pub mod cold_start;
 pub mod command;
 pub mod events;
+pub mod failover;
 pub mod footprint;
 pub mod probe;
 pub mod raw;
 pub mod recovery;
 pub mod report;
-pub mod failover;
 pub mod scale;
 pub mod sockets;
 pub mod system;
@@ -552,9 +552,7 @@ pub fn run_bench(cfg: &BenchConfig, command: String) -> Result<Report, BenchErro
         let med = |f: fn(&failover::Failover) -> f64| {
             quantile(&runs.iter().map(f).collect::<Vec<_>>(), 0.5)
         };
-        let worst = |f: fn(&failover::Failover) -> f64| {
-            runs.iter().map(f).fold(0.0, f64::max)
-        };
+        let worst = |f: fn(&failover::Failover) -> f64| runs.iter().map(f).fold(0.0, f64::max);
         rows.push(Row::new(
             8,
             format!("leader SIGKILL -> a follower leads (2 s lease), median of {n}"),
