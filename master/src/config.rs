@@ -63,11 +63,30 @@ pub fn load_or_create(path: &Path) -> Result<MasterConfig, ConfigError> {
 /// The config for `run`: a path given must exist; without one, the default
 /// file in the working directory, written with the seed when missing.
 pub fn load_for_run(given: Option<&Path>) -> Result<MasterConfig, ConfigError> {
-    match given {
-        Some(path) => load_existing(path),
-        None => load_or_create(&default_path(Path::new("."))?),
+    let mut cfg = match given {
+        Some(path) => load_existing(path)?,
+        None => load_or_create(&default_path(Path::new("."))?)?,
+    };
+    with_env_token(&mut cfg);
+    Ok(cfg)
+}
+
+/// The token from `ALLEX_TOKEN` when the config names none (neither `token`
+/// nor `tokenfile`), so it need not be written anywhere; and a warning for
+/// a token file others may read.
+pub fn with_env_token(cfg: &mut MasterConfig) {
+    if let Some(file) = &cfg.tokenfile {
+        if allex_protocol::config::readable_by_others(file) {
+            tracing::warn!(path = %file.display(), "the token file is readable by other users: chmod 600 it");
+        }
+    }
+    if cfg.token.is_none() {
+        cfg.token = std::env::var(ENV_TOKEN).ok().filter(|t| !t.is_empty());
     }
 }
+
+/// The environment variable a token may come from instead of the config.
+pub const ENV_TOKEN: &str = "ALLEX_TOKEN";
 
 /// The config in `dir`: `allexmasterconfig.json` or, as AllexJS names it,
 /// `.allexmasterconfig.json`; both existing is refused; neither gives the

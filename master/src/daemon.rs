@@ -107,7 +107,12 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
                 tracing::info!(path = %config_path.display(), "SIGHUP: re-reading the config");
                 let path = config_path.clone();
                 let result = tokio::task::spawn_blocking(move || {
-                    allex_protocol::MasterConfig::load(&path).map_err(|e| e.to_string())
+                    allex_protocol::MasterConfig::load(&path)
+                        .map(|mut c| {
+                            crate::config::with_env_token(&mut c);
+                            c
+                        })
+                        .map_err(|e| e.to_string())
                 })
                 .await
                 .unwrap_or_else(|e| Err(format!("the config reader failed: {e}")));

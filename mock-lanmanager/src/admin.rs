@@ -12,6 +12,15 @@ use thiserror::Error;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
+/// Where an admin command goes and what it presents.
+#[derive(Debug, Clone, Default)]
+pub struct Endpoint {
+    /// `--connect`: one address or a comma-separated list.
+    pub connect: String,
+    /// The admin token (or the one shared token), when the lan manager asks for one.
+    pub token: Option<String>,
+}
+
 /// How long an admin command waits for the lan manager.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -89,12 +98,8 @@ pub fn build_need(
 }
 
 /// Sends one admin request and returns the answer; a refusal is an error.
-pub async fn request(
-    addr: &str,
-    token: Option<String>,
-    req: AdminToLan,
-) -> Result<LanToAdmin, AdminError> {
-    tokio::time::timeout(ADMIN_TIMEOUT, request_inner(addr, token, req))
+pub async fn request(ep: &Endpoint, req: AdminToLan) -> Result<LanToAdmin, AdminError> {
+    tokio::time::timeout(ADMIN_TIMEOUT, request_inner(ep, req))
         .await
         .map_err(|_| AdminError::Timeout(ADMIN_TIMEOUT))?
 }
@@ -134,14 +139,14 @@ type Ws =
 /// An admin session with the lan manager that leads among `connect`: each
 /// address in turn, straight to the leader a follower names. Given a single
 /// address, a follower's answer is the error, naming the leader.
-async fn session(connect: &str, token: Option<String>) -> Result<Ws, AdminError> {
-    let list = connect_list(connect)?;
+async fn session(ep: &Endpoint) -> Result<Ws, AdminError> {
+    let list = connect_list(&ep.connect)?;
     let follow = list.len() > 1;
     let mut queue: std::collections::VecDeque<String> = list.into();
     let mut hops = 0;
     let mut last = None;
     while let Some(addr) = queue.pop_front() {
-        match session_at(&addr, token.clone()).await {
+        match session_at(&addr, ep).await {
             Ok(ws) => return Ok(ws),
             Err(AdminError::NotLeader {
                 leader: Some(leader),
@@ -158,7 +163,8 @@ async fn session(connect: &str, token: Option<String>) -> Result<Ws, AdminError>
 }
 
 /// An admin session at one address: connected, said `admin_hello`, welcomed.
-async fn session_at(addr: &str, token: Option<String>) -> Result<Ws, AdminError> {
+async fn session_at(addr: &str, ep: &Endpoint) -> Result<Ws, AdminError> {
+    let token = ep.token.clone();
     let url = format!("ws://{addr}/");
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_FROM_LAN_FRAME))
@@ -195,12 +201,8 @@ async fn session_at(addr: &str, token: Option<String>) -> Result<Ws, AdminError>
     }
 }
 
-async fn request_inner(
-    addr: &str,
-    token: Option<String>,
-    req: AdminToLan,
-) -> Result<LanToAdmin, AdminError> {
-    let mut ws = session(addr, token).await?;
+async fn request_inner(ep: &Endpoint, req: AdminToLan) -> Result<LanToAdmin, AdminError> {
+    let mut ws = session(ep).await?;
     let link = |e: tokio_tungstenite::tungstenite::Error| AdminError::Link(e.to_string());
     ws.send(Message::text(encode(&req))).await.map_err(link)?;
     let answer = next_reply(&mut ws).await?;
@@ -244,13 +246,12 @@ where
 /// Hands each kept event after `since` to `each`, then, with `follow`,
 /// every new one until the lan manager goes (or `each` fails).
 pub async fn events(
-    addr: &str,
-    token: Option<String>,
+    ep: &Endpoint,
     since: Option<u64>,
     follow: bool,
     mut each: impl FnMut(LanEvent) -> Result<(), AdminError>,
 ) -> Result<(), AdminError> {
-    let mut ws = tokio::time::timeout(ADMIN_TIMEOUT, session(addr, token))
+    let mut ws = tokio::time::timeout(ADMIN_TIMEOUT, session(ep))
         .await
         .map_err(|_| AdminError::Timeout(ADMIN_TIMEOUT))??;
     let req = AdminToLan::Events { since, follow };
@@ -272,14 +273,13 @@ pub async fn events(
 /// Hands each piece of `instance`'s output, from its master, to `each`;
 /// with `follow`, until the lan manager or the master ends it.
 pub async fn logs(
-    addr: &str,
-    token: Option<String>,
+    ep: &Endpoint,
     instancename: InstanceName,
     lines: u32,
     follow: bool,
     mut each: impl FnMut(String) -> Result<(), AdminError>,
 ) -> Result<(), AdminError> {
-    let mut ws = tokio::time::timeout(ADMIN_TIMEOUT, session(addr, token))
+    let mut ws = tokio::time::timeout(ADMIN_TIMEOUT, session(ep))
         .await
         .map_err(|_| AdminError::Timeout(ADMIN_TIMEOUT))??;
     let req = AdminToLan::Logs {
@@ -303,8 +303,8 @@ pub async fn logs(
 }
 
 /// Asks for the status.
-pub async fn status(addr: &str, token: Option<String>) -> Result<LanStatus, AdminError> {
-    match request(addr, token, AdminToLan::Status).await? {
+pub async fn status(ep: &Endpoint) -> Result<LanStatus, AdminError> {
+    match request(ep, AdminToLan::Status).await? {
         LanToAdmin::Status { status } => Ok(status),
         other => Err(unexpected(other)),
     }

@@ -207,9 +207,46 @@ pub struct ConnectArgs {
         value_name = "HOST:PORT[,...]"
     )]
     pub connect: String,
-    /// Shared secret, when the lan manager requires one.
-    #[arg(long, env = "ALLEX_TOKEN")]
+    /// Shared secret, when the lan manager requires one (the admin token
+    /// when it has one). Visible in `ps`: prefer --token-file or ALLEX_TOKEN.
+    #[arg(long, env = "ALLEX_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file holding the token (its first line).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl ConnectArgs {
+    /// Where to go and what to present; a token file that cannot be read is an error.
+    pub fn endpoint(&self) -> Result<crate::admin::Endpoint, crate::admin::AdminError> {
+        Ok(crate::admin::Endpoint {
+            connect: self.connect.clone(),
+            token: one_token(self.token.as_deref(), self.token_file.as_deref())
+                .map_err(crate::admin::AdminError::Usage)?,
+        })
+    }
+}
+
+/// The token given once: `--token`/`ALLEX_TOKEN`, or `--token-file`.
+fn one_token(
+    given: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<Option<String>, String> {
+    let given = given.filter(|t| !t.is_empty());
+    match (given, file) {
+        (Some(_), Some(f)) => Err(format!(
+            "a token is given twice: --token-file {} and --token or ALLEX_TOKEN; keep one",
+            f.display()
+        )),
+        (Some(t), None) => Ok(Some(t.to_string())),
+        (None, Some(f)) => {
+            if allex_protocol::config::readable_by_others(f) {
+                tracing::warn!(path = %f.display(), "the token file is readable by other users: chmod 600 it");
+            }
+            allex_protocol::config::read_token_file(f).map(Some)
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 /// Options of `run`.
@@ -221,9 +258,18 @@ pub struct RunArgs {
     /// Working directory; needs live in DIR/.allexlanmanager/needs.
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
-    /// Shared secret masters and admin commands must present.
-    #[arg(long, env = "ALLEX_TOKEN")]
+    /// Shared secret masters (and admin commands, without an admin token)
+    /// must present. Visible in `ps`: prefer --token-file or ALLEX_TOKEN.
+    #[arg(long, env = "ALLEX_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file holding that token (its first line).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// A file holding the admin token: then only it may change needs and
+    /// masters (WebSocket admin sessions and HTTP), and the other token
+    /// only lets masters serve.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Milliseconds a disconnected master keeps its services.
     #[arg(long, default_value_t = defaults::GRACE_MS)]
     pub grace_ms: u64,
@@ -294,7 +340,11 @@ impl RunArgs {
         Ok(Settings {
             listen: self.listen.clone(),
             dir: self.dir.clone(),
-            token: self.token.clone().filter(|t| !t.is_empty()),
+            token: one_token(self.token.as_deref(), self.token_file.as_deref())?,
+            admin_token: match &self.admin_token_file {
+                Some(f) => Some(one_token(None, Some(f))?.unwrap_or_default()),
+                None => None,
+            },
             grace: ms(self.grace_ms),
             settle: ms(self.settle_ms),
             claim_timeout: ms(self.claim_timeout_ms),

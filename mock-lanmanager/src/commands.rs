@@ -25,7 +25,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
         Some(Command::Master {
             action: MasterAction::List { json, conn },
         }) => {
-            let st = admin::status(&conn.connect, conn.token).await?;
+            let st = admin::status(&conn.endpoint()?).await?;
             print_out(&if json {
                 serde_json::to_string_pretty(&st.masters)? + "\n"
             } else {
@@ -39,7 +39,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
             conn,
         }) => {
             let mut out = std::io::stdout();
-            let printed = admin::logs(&conn.connect, conn.token, name, lines, follow, |data| {
+            let printed = admin::logs(&conn.endpoint()?, name, lines, follow, |data| {
                 out.write_all(data.as_bytes())
                     .and_then(|_| out.flush())
                     .map_err(|e| admin::AdminError::Link(format!("cannot write to stdout: {e}")))
@@ -54,7 +54,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
             conn,
         }) => events(conn, follow, json, since).await,
         Some(Command::Status { json, conn }) => {
-            let st = admin::status(&conn.connect, conn.token).await?;
+            let st = admin::status(&conn.endpoint()?).await?;
             let text = if json {
                 serde_json::to_string_pretty(&st)? + "\n"
             } else {
@@ -69,7 +69,7 @@ pub async fn execute(cli: Cli) -> Result<()> {
 /// (`| grep running`) sees each at once.
 async fn events(conn: ConnectArgs, follow: bool, json: bool, since: Option<u64>) -> Result<()> {
     let mut out = std::io::stdout();
-    admin::events(&conn.connect, conn.token, since, follow, |e| {
+    admin::events(&conn.endpoint()?, since, follow, |e| {
         let text = if json {
             serde_json::to_string(&e).unwrap_or_default()
         } else {
@@ -203,7 +203,7 @@ async fn need(action: NeedAction) -> Result<()> {
         NeedAction::Enable { name, conn } => (conn, AdminToLan::NeedEnable { instancename: name }),
         NeedAction::Reload { conn } => (conn, AdminToLan::NeedReload),
         NeedAction::List { json, conn } => {
-            let st = admin::status(&conn.connect, conn.token).await?;
+            let st = admin::status(&conn.endpoint()?).await?;
             return print_out(&if json {
                 serde_json::to_string_pretty(&st.needs)? + "\n"
             } else {
@@ -216,7 +216,7 @@ async fn need(action: NeedAction) -> Result<()> {
 
 /// Sends one change request and prints its acknowledgement.
 async fn done(conn: &ConnectArgs, req: AdminToLan) -> Result<()> {
-    match admin::request(&conn.connect, conn.token.clone(), req).await? {
+    match admin::request(&conn.endpoint()?, req).await? {
         LanToAdmin::Done { message } => print_out(&format!("{message}\n")),
         other => bail!("unexpected answer from the lan manager: {other:?}"),
     }

@@ -139,7 +139,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, id: ConnId, ctx: Arc<Con
         }
         Ok(Opening::Hello(hello)) => {
             if admit(
-                &ctx.settings,
+                ctx.settings.token.as_deref(),
                 &outbox,
                 hello.version,
                 hello.token.as_deref(),
@@ -149,7 +149,13 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, id: ConnId, ctx: Arc<Con
             }
         }
         Ok(Opening::AdminHello { version, token }) => {
-            if admit(&ctx.settings, &outbox, version, token.as_deref()) && leads(&ctx, &outbox) {
+            if admit(
+                ctx.settings.admin_token(),
+                &outbox,
+                version,
+                token.as_deref(),
+            ) && leads(&ctx, &outbox)
+            {
                 admin_session(&mut stream, &outbox, &kill, &ctx).await;
             }
         }
@@ -190,7 +196,7 @@ fn from_allowed_subnet(settings: &Settings, peer: SocketAddr) -> bool {
 
 /// Checks version and token of an opening frame; refuses and closes on a mismatch.
 fn admit(
-    settings: &Settings,
+    expected: Option<&str>,
     outbox: &Outbox,
     version: ProtocolVersion,
     token: Option<&str>,
@@ -201,7 +207,7 @@ fn admit(
         );
         return false;
     }
-    if !token_matches(settings.token.as_deref(), token) {
+    if !token_matches(expected, token) {
         outbox.refuse(ErrorCode::BadToken, "wrong or missing token".into());
         return false;
     }

@@ -193,7 +193,7 @@ impl Server {
             let ctx = http::HttpContext {
                 events: self.ctx.events.clone(),
                 hub: self.ctx.hub.clone(),
-                token: self.ctx.settings.token.as_deref().map(Arc::from),
+                token: self.ctx.settings.admin_token().map(Arc::from),
                 role: self.ctx.role.clone(),
             };
             tokio::spawn(http::serve(listener, ctx));

@@ -14,8 +14,11 @@ pub struct Settings {
     pub listen: String,
     /// Working directory; needs live in `<dir>/.allexlanmanager/needs`.
     pub dir: PathBuf,
-    /// Shared secret masters and admin CLIs must present, when set.
+    /// Shared secret masters (and admin CLIs, without `admin_token`) must present, when set.
     pub token: Option<String>,
+    /// The admin token (`--admin-token-file`): when set, only it opens admin
+    /// sessions and the HTTP API, and `token` only lets masters serve.
+    pub admin_token: Option<String>,
     /// How long a disconnected master keeps its services.
     pub grace: Duration,
     /// How long a restarted lan manager holds needs that were running.
@@ -66,6 +69,7 @@ impl Default for Settings {
             listen: "0.0.0.0:23552".into(),
             dir: PathBuf::from("."),
             token: None,
+            admin_token: None,
             grace: ms(defaults::GRACE_MS),
             settle: ms(defaults::SETTLE_MS),
             claim_timeout: ms(defaults::CLAIM_TIMEOUT_MS),
@@ -109,6 +113,11 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// The token an admin session or HTTP request must present.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref().or(self.token.as_deref())
     }
 
     /// A link with no message for this long is treated as cut.

@@ -67,6 +67,21 @@ pub struct MasterConfig {
     /// Shared secret presented to the lan manager.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// A file holding the token instead (its first line), relative to the
+    /// config file's directory; keeps the secret out of a readable config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenfile: Option<PathBuf>,
+    /// A CA certificate (PEM) to verify the lan manager's TLS certificate
+    /// with; set, the master dials `wss://`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tlsca: Option<PathBuf>,
+    /// The master's client certificate chain (PEM), for a lan manager that
+    /// asks for one (`--tls-client-ca`); its name must be the master's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tlscert: Option<PathBuf>,
+    /// The private key (PEM) of `tlscert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tlskey: Option<PathBuf>,
     /// The name the lan manager knows this master by; default `<hostname>:<runtimedirectory>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -277,6 +292,25 @@ fn is_zero(n: &i32) -> bool {
 /// The hidden name AllexJS's own code reads the master's config under.
 pub const ALLEXJS_CONFIG_FILE_NAME: &str = ".allexmasterconfig.json";
 
+/// Reads a token file: its first line, without surrounding whitespace.
+/// An empty or unreadable file is an error, not "no token".
+pub fn read_token_file(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read the token file: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        return Err(format!("{}: the token file is empty", path.display()));
+    }
+    Ok(token.to_string())
+}
+
+/// Whether users other than the owner may read `path` (mode `o+r` or `g+r`):
+/// a token file that should be `chmod 600`.
+pub fn readable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o044 != 0)
+}
+
 /// Splits a list of lan manager addresses (`host[:port]`, `[ipv6]:port` or
 /// a bare IPv6, separated by commas) into `(host, port)` pairs; a missing
 /// port is `default_port`. Several lan managers on etcd lead one at a time,
@@ -294,7 +328,7 @@ pub fn lan_addresses(list: &str, default_port: u16) -> Result<Vec<(String, u16)>
 
 /// One `host[:port]` of [`lan_addresses`].
 pub fn lan_address(entry: &str, default_port: u16) -> Result<(String, u16), String> {
-    let bad = || format!("{entry:?}: expected HOST or HOST:PORT with a port from 1 to 65535");
+    let bad = || format!("{entry}: expected HOST or HOST:PORT with a port from 1 to 65535");
     let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad);
     if let Some(rest) = entry.strip_prefix('[') {
         let (host, tail) = rest.split_once(']').ok_or_else(bad)?;
@@ -341,10 +375,33 @@ impl MasterConfig {
     }
 
     /// Reads and parses a config file from disk.
+    ///
+    /// Paths in it (`tokenfile`, `tlsca`, `tlscert`, `tlskey`) are taken
+    /// relative to the file's directory, and `tokenfile` is read into `token`.
     pub fn load(path: &Path) -> Result<MasterConfig, FileError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| FileError::unlocated(path, format!("cannot read: {e}")))?;
-        Self::parse(path, &text)
+        let mut cfg = Self::parse(path, &text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut cfg.tokenfile,
+            &mut cfg.tlsca,
+            &mut cfg.tlscert,
+            &mut cfg.tlskey,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        if let Some(file) = &cfg.tokenfile {
+            let token = read_token_file(file)
+                .map_err(|m| error_at(path, &text, find_key(&text, 0, "tokenfile"), m))?;
+            cfg.token = Some(token);
+        }
+        Ok(cfg)
     }
 
     /// The range of one protocol, inclusive.
@@ -488,7 +545,7 @@ mod tests {
         let text = "{\n  \"lanmanageraddress\": \"10.0.0.1, 10.0.0.2:abc\",\n  \"portrangestart\": { \"tcp\": 1, \"http\": 2, \"ws\": 3 }\n}\n";
         let e = MasterConfig::parse(Path::new("c.json"), text).unwrap_err();
         assert_eq!((e.line, e.column), (2, 3), "{e}");
-        assert!(e.message.contains("\"10.0.0.2:abc\""), "{e}");
+        assert!(e.message.contains("10.0.0.2:abc: expected HOST"), "{e}");
     }
 
     #[test]

@@ -28,6 +28,10 @@ fn changed_for_later(old: &MasterConfig, new: &MasterConfig) -> Vec<&'static str
         old.advertiseaddress != new.advertiseaddress,
     );
     check("token", old.token != new.token);
+    check(
+        "tlsca",
+        (&old.tlsca, &old.tlscert, &old.tlskey) != (&new.tlsca, &new.tlscert, &new.tlskey),
+    );
     check("name", old.name != new.name);
     check("metricsaddress", old.metricsaddress != new.metricsaddress);
     check("logmaxbytes", old.logmaxbytes != new.logmaxbytes);
