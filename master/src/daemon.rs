@@ -43,6 +43,14 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
         .saturating_add(1000);
     let link_cfg = LinkConfig {
         targets: cfg.lanmanager_addresses(),
+        tls: cfg
+            .lan_tls()
+            .then(|| {
+                let identity = cfg.tlscert.as_deref().zip(cfg.tlskey.as_deref());
+                allex_tls::client_config(cfg.tlsca.as_deref(), identity)
+            })
+            .transpose()
+            .context("the TLS settings (tlsca, tlscert, tlskey) cannot be used")?,
         reconnect_max: Duration::from_millis(cfg.reconnectmaxms),
     };
     let ports = PortOffice::from_config(&cfg);

@@ -34,6 +34,9 @@ pub struct LinkConfig {
     pub targets: Vec<(String, u16)>,
     /// Cap of the reconnect backoff.
     pub reconnect_max: Duration,
+    /// TLS (`tlsca`, `wss://`): how the lan manager is verified, and the
+    /// client certificate presented when one is configured.
+    pub tls: Option<std::sync::Arc<allex_tls::ClientConfig>>,
 }
 
 /// Longest pause between two rounds while followers name no reachable leader
@@ -79,6 +82,8 @@ impl Targets {
 enum SessionEnd {
     #[error("connect: {0}")]
     Connect(std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("connect and handshake took over {0:?}")]
     ConnectTimeout(Duration),
     #[error("a frame could not be sent within {0:?}")]
@@ -125,6 +130,7 @@ pub async fn run(cfg: LinkConfig, events: UnboundedSender<Event>) {
         let target = targets.pick();
         let end = session(
             &target,
+            cfg.tls.as_ref(),
             &events,
             &mut up,
             &mut welcomed,
@@ -183,13 +189,14 @@ pub async fn run(cfg: LinkConfig, events: UnboundedSender<Event>) {
 
 async fn session(
     target: &(String, u16),
+    tls: Option<&std::sync::Arc<allex_tls::ClientConfig>>,
     events: &UnboundedSender<Event>,
     up: &mut bool,
     welcomed: &mut bool,
     unsent: &mut Vec<MasterToLan>,
     last_refusal: &mut Option<String>,
 ) -> SessionEnd {
-    let (mut ws, local) = match tokio::time::timeout(CONNECT_TIMEOUT, connect(target)).await {
+    let (mut ws, local) = match tokio::time::timeout(CONNECT_TIMEOUT, connect(target, tls)).await {
         Ok(Ok(pair)) => pair,
         Ok(Err(end)) => return end,
         Err(_) => return SessionEnd::ConnectTimeout(CONNECT_TIMEOUT),
@@ -209,14 +216,32 @@ async fn session(
     end
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
+/// The link's byte stream: TCP, or TLS over it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
-async fn connect((host, port): &(String, u16)) -> Result<(Ws, std::net::IpAddr), SessionEnd> {
+type Ws = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
+
+async fn connect(
+    (host, port): &(String, u16),
+    tls: Option<&std::sync::Arc<allex_tls::ClientConfig>>,
+) -> Result<(Ws, std::net::IpAddr), SessionEnd> {
     let tcp = TcpStream::connect((host.as_str(), *port))
         .await
         .map_err(SessionEnd::Connect)?;
     let local = tcp.local_addr().map_err(SessionEnd::Connect)?.ip();
     let _ = tcp.set_nodelay(true);
+    let tcp: Box<dyn Io> = match tls {
+        None => Box::new(tcp),
+        Some(config) => {
+            let name = allex_tls::server_name(host).map_err(|e| SessionEnd::Tls(e.to_string()))?;
+            let tls = allex_tls::TlsConnector::from(config.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| SessionEnd::Tls(e.to_string()))?;
+            Box::new(tls)
+        }
+    };
     let url = match host.parse::<std::net::Ipv6Addr>() {
         Ok(v6) => format!("ws://[{v6}]:{port}/"),
         Err(_) => format!("ws://{host}:{port}/"),

@@ -19,6 +19,8 @@ pub struct Endpoint {
     pub connect: String,
     /// The admin token (or the one shared token), when the lan manager asks for one.
     pub token: Option<String>,
+    /// TLS (`--tls-ca`, `wss://`): how the lan manager is verified.
+    pub tls: Option<std::sync::Arc<allex_tls::ClientConfig>>,
 }
 
 /// How long an admin command waits for the lan manager.
@@ -133,8 +135,33 @@ pub fn with_default_port(addr: &str) -> Result<String, AdminError> {
     }
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// An admin link's byte stream: TCP, or TLS over it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+type Ws = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
+
+/// TCP to `addr` (`host:port`), then TLS when `ep` asks for it.
+async fn open(addr: &str, ep: &Endpoint) -> Result<Box<dyn Io>, AdminError> {
+    let connect_err = |message: String| AdminError::Connect {
+        addr: addr.to_string(),
+        message,
+    };
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| connect_err(format!("{e}; is allexlanmanager running there?")))?;
+    let _ = tcp.set_nodelay(true);
+    let Some(config) = &ep.tls else {
+        return Ok(Box::new(tcp));
+    };
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let name = allex_tls::server_name(host).map_err(|e| connect_err(e.to_string()))?;
+    let tls = allex_tls::TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| connect_err(format!("TLS: {e}")))?;
+    Ok(Box::new(tls))
+}
 
 /// An admin session with the lan manager that leads among `connect`: each
 /// address in turn, straight to the leader a follower names. Given a single
@@ -169,18 +196,18 @@ async fn session_at(addr: &str, ep: &Endpoint) -> Result<Ws, AdminError> {
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_FROM_LAN_FRAME))
         .max_frame_size(Some(MAX_FROM_LAN_FRAME));
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true)
-            .await
-            .map_err(|e| AdminError::Connect {
-                addr: addr.to_string(),
-                message: match e {
-                    tokio_tungstenite::tungstenite::Error::Io(io) => {
-                        format!("{io}; is allexlanmanager running there?")
-                    }
-                    other => other.to_string(),
-                },
-            })?;
+    let io = open(addr, ep).await?;
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url.as_str(), io, Some(config))
+        .await
+        .map_err(|e| AdminError::Connect {
+            addr: addr.to_string(),
+            message: match e {
+                tokio_tungstenite::tungstenite::Error::Io(io) => {
+                    format!("{io}; is it a TLS port (--tls-ca) or a plain one?")
+                }
+                other => other.to_string(),
+            },
+        })?;
     let link = |e: tokio_tungstenite::tungstenite::Error| AdminError::Link(e.to_string());
     let hello = AdminToLan::AdminHello {
         version: PROTOCOL_VERSION,

@@ -214,6 +214,10 @@ pub struct ConnectArgs {
     /// A file holding the token (its first line).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Talk TLS, verifying the lan manager's certificate with this CA (PEM);
+    /// a `wss://` address talks TLS verified by the system's CAs.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl ConnectArgs {
@@ -223,6 +227,10 @@ impl ConnectArgs {
             connect: self.connect.clone(),
             token: one_token(self.token.as_deref(), self.token_file.as_deref())
                 .map_err(crate::admin::AdminError::Usage)?,
+            tls: (self.tls_ca.is_some() || self.connect.contains("wss://"))
+                .then(|| allex_tls::client_config(self.tls_ca.as_deref(), None))
+                .transpose()
+                .map_err(|e| crate::admin::AdminError::Usage(e.to_string()))?,
         })
     }
 }
@@ -327,6 +335,16 @@ pub struct RunArgs {
     /// address that routes to etcd when listening on a wildcard].
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise: Option<String>,
+    /// Serve WebSocket and HTTP over TLS with this certificate chain (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Masters must present a client certificate signed by this CA (PEM)
+    /// and made out to their master name; it is then their identity.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// On etcd: seconds of the leader's lease; a dead leader is replaced
     /// within about this long.
     #[arg(long, default_value_t = crate::settings::DEFAULT_LEASE_TTL_S, value_name = "SECONDS")]
@@ -366,6 +384,14 @@ impl RunArgs {
             store: crate::storage::StoreKind::parse(&self.store, &self.store_prefix)?,
             advertise: self.advertise.clone(),
             lease_ttl: Duration::from_secs(self.lease_ttl),
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(crate::settings::Tls {
+                    config: allex_tls::server_config(cert, key, self.tls_client_ca.as_deref())
+                        .map_err(|e| e.to_string())?,
+                    client_certs: self.tls_client_ca.is_some(),
+                }),
+                _ => None,
+            },
         })
     }
 }

@@ -49,7 +49,11 @@ const ADMIN_IDLE: Duration = Duration::from_secs(60);
 /// Frames written before one flush.
 const WRITE_BATCH: usize = 512;
 
-type Ws = WebSocketStream<TcpStream>;
+/// A connection's byte stream: plain TCP, or TLS over it (`--tls-cert`).
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+type Ws = WebSocketStream<Box<dyn Io>>;
 
 /// What every connection task shares.
 #[derive(Debug)]
@@ -74,6 +78,33 @@ pub fn ws_config() -> WebSocketConfig {
 /// Serves one accepted TCP connection until it ends.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, id: ConnId, ctx: Arc<ConnContext>) {
     let hello_timeout = ctx.settings.hello_timeout;
+    // The handshake counts against the hello timeout: a client that never
+    // finishes one is dropped like one that never says hello.
+    let (stream, client_cert): (Box<dyn Io>, _) = match &ctx.settings.tls {
+        None => (Box::new(stream), None),
+        Some(tls) => {
+            let acceptor = allex_tls::TlsAcceptor::from(tls.config.clone());
+            match tokio::time::timeout(hello_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    let cert = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| c.clone().into_owned());
+                    (Box::new(tls), cert)
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+    };
     let ws = match tokio::time::timeout(
         hello_timeout,
         tokio_tungstenite::accept_async_with_config(stream, Some(ws_config())),
@@ -145,7 +176,20 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, id: ConnId, ctx: Arc<Con
                 hello.token.as_deref(),
             ) && leads(&ctx, &outbox)
             {
-                master_session(hello, peer, &mut stream, outbox.clone(), &kill, id, &ctx).await;
+                match certified(&ctx.settings, &hello, client_cert.as_ref()) {
+                    Some(certified) => {
+                        let out = outbox.clone();
+                        master_session(hello, certified, peer, &mut stream, out, &kill, &ctx).await;
+                    }
+                    None => outbox.refuse(
+                        ErrorCode::IdentityMismatch,
+                        format!(
+                            "this lan manager asks masters for a client certificate for their \
+                             name, and none for {:?} was presented",
+                            hello.master
+                        ),
+                    ),
+                }
             }
         }
         Ok(Opening::AdminHello { version, token }) => {
@@ -160,6 +204,16 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, id: ConnId, ctx: Arc<Con
             }
         }
     }
+    finish(kill, outbox, stream, writer).await;
+}
+
+/// Closes a session: its last frames flushed, the peer's close awaited.
+async fn finish(
+    kill: Arc<KillSwitch>,
+    outbox: Outbox,
+    mut stream: SplitStream<Ws>,
+    writer: tokio::task::JoinHandle<()>,
+) {
     kill.kill("closing");
     drop(outbox);
     // Closing a socket with unread input makes the kernel send a reset, which
@@ -174,6 +228,21 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, id: ConnId, ctx: Arc<Con
         }
     };
     let _ = tokio::join!(writer, tokio::time::timeout(CLOSE_FLUSH, drain));
+}
+
+/// With `--tls-client-ca`, whether the hello's master name is the one its
+/// verified client certificate is for: `Some(true)` (the certificate is its
+/// identity), `None` (refused). Without it, `Some(false)`.
+fn certified(
+    settings: &Settings,
+    hello: &MasterHello,
+    cert: Option<&rustls_pki_types::CertificateDer<'static>>,
+) -> Option<bool> {
+    if !settings.tls.as_ref().is_some_and(|t| t.client_certs) {
+        return Some(false);
+    }
+    cert.filter(|c| allex_tls::certificate_is_for(c, &hello.master))
+        .map(|_| true)
 }
 
 fn error_frame(code: ErrorCode, message: &str) -> Utf8Bytes {
@@ -262,13 +331,14 @@ fn bad_hello(hello: &MasterHello) -> Option<String> {
 
 async fn master_session(
     hello: MasterHello,
+    certified: bool,
     peer: SocketAddr,
     stream: &mut SplitStream<Ws>,
     outbox: Outbox,
     kill: &KillSwitch,
-    id: ConnId,
     ctx: &ConnContext,
 ) {
+    let id = outbox.id;
     if let Some(why) = bad_hello(&hello) {
         outbox.refuse(ErrorCode::Invalid, why);
         return;
@@ -279,6 +349,7 @@ async fn master_session(
         .events
         .send(Event::MasterHello {
             hello,
+            certified,
             outbox,
             peer,
         })

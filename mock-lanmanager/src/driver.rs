@@ -34,6 +34,8 @@ pub enum Event {
     MasterHello {
         /// The hello.
         hello: MasterHello,
+        /// Its client certificate is for its name (`--tls-client-ca`): that is its identity.
+        certified: bool,
         /// Its connection's outgoing queue.
         outbox: Outbox,
         /// Where the connection comes from.
@@ -87,6 +89,8 @@ pub enum Event {
 }
 
 /// A completion from the driver's own helpers (timers, checks, the disk).
+// Short-lived on one channel; boxing every input would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 enum Done {
     /// Feed this to the core.
     Input(Input),
@@ -194,12 +198,18 @@ impl Driver {
         Some(match ev {
             Event::MasterHello {
                 hello,
+                certified,
                 outbox,
                 peer,
             } => {
                 let conn = outbox.id;
                 self.outboxes.insert(conn, outbox);
-                Input::MasterHello { hello, conn, peer }
+                Input::MasterHello {
+                    hello,
+                    certified,
+                    conn,
+                    peer,
+                }
             }
             // Log output is relayed here, not decided on by the core.
             Event::FromMaster {

@@ -42,9 +42,25 @@ pub struct HttpContext {
     pub role: tokio::sync::watch::Receiver<Role>,
 }
 
-/// Serves HTTP on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, ctx: HttpContext) {
-    if let Err(e) = axum::serve(listener, router(ctx)).await {
+/// Serves HTTP on `listener` until the process ends; over TLS with `tls`,
+/// each handshake within `handshake_timeout`.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: HttpContext,
+    tls: Option<std::sync::Arc<allex_tls::ServerConfig>>,
+    handshake_timeout: std::time::Duration,
+) {
+    let result = match tls {
+        None => axum::serve(listener, router(ctx)).await,
+        Some(config) => {
+            let acceptor = allex_tls::TlsAcceptor::from(config);
+            match crate::tls_listener::TlsListener::new(listener, acceptor, handshake_timeout) {
+                Ok(l) => axum::serve(l, router(ctx)).await,
+                Err(e) => Err(e),
+            }
+        }
+    };
+    if let Err(e) = result {
         tracing::error!(error = %e, "the HTTP server stopped");
     }
 }

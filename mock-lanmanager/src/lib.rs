@@ -28,6 +28,7 @@ pub mod server;
 pub mod settings;
 pub mod status;
 pub mod storage;
+pub mod tls_listener;
 
 pub use server::{Server, StartError};
 pub use settings::Settings;

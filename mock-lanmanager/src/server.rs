@@ -196,7 +196,12 @@ impl Server {
                 token: self.ctx.settings.admin_token().map(Arc::from),
                 role: self.ctx.role.clone(),
             };
-            tokio::spawn(http::serve(listener, ctx));
+            tokio::spawn(http::serve(
+                listener,
+                ctx,
+                self.ctx.settings.tls.as_ref().map(|t| t.config.clone()),
+                self.ctx.settings.hello_timeout,
+            ));
         }
         tokio::spawn(crate::reload::watch(
             self.ctx

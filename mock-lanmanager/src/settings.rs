@@ -57,6 +57,17 @@ pub struct Settings {
     pub advertise: Option<String>,
     /// On etcd: the TTL of the lease a leader holds (`--lease-ttl`).
     pub lease_ttl: Duration,
+    /// TLS on the WebSocket and HTTP ports (`--tls-cert`, `--tls-key`).
+    pub tls: Option<Tls>,
+}
+
+/// The lan manager's TLS.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// Its certificate and key, and the client CA when one is given.
+    pub config: std::sync::Arc<allex_tls::ServerConfig>,
+    /// `--tls-client-ca`: a master must present a certificate for its name.
+    pub client_certs: bool,
 }
 
 /// The default `--lease-ttl`: a dead leader is replaced within about this long.
@@ -87,6 +98,7 @@ impl Default for Settings {
             store: crate::storage::StoreKind::Files,
             advertise: None,
             lease_ttl: Duration::from_secs(DEFAULT_LEASE_TTL_S),
+            tls: None,
         }
     }
 }

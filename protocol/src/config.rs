@@ -328,6 +328,10 @@ pub fn lan_addresses(list: &str, default_port: u16) -> Result<Vec<(String, u16)>
 
 /// One `host[:port]` of [`lan_addresses`].
 pub fn lan_address(entry: &str, default_port: u16) -> Result<(String, u16), String> {
+    let entry = entry
+        .strip_prefix("wss://")
+        .or_else(|| entry.strip_prefix("ws://"))
+        .map_or(entry, |rest| rest.trim_end_matches('/'));
     let bad = || format!("{entry}: expected HOST or HOST:PORT with a port from 1 to 65535");
     let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad);
     if let Some(rest) = entry.strip_prefix('[') {
@@ -358,6 +362,12 @@ impl MasterConfig {
     pub fn lanmanager_addresses(&self) -> Vec<(String, u16)> {
         lan_addresses(&self.lanmanageraddress, self.lanmanager_port())
             .unwrap_or_else(|_| vec![(self.lanmanageraddress.clone(), self.lanmanager_port())])
+    }
+
+    /// Whether the master dials its lan managers over TLS: a CA to verify
+    /// them with (`tlsca`) or a `wss://` address.
+    pub fn lan_tls(&self) -> bool {
+        self.tlsca.is_some() || self.lanmanageraddress.contains("wss://")
     }
 
     /// The lan manager port to dial: `lanmanagerport` plus `lanmanagerportcorrection`.
@@ -528,7 +538,7 @@ mod tests {
         let pairs = |l| lan_addresses(l, 23552).unwrap();
         assert_eq!(pairs("10.0.0.1"), vec![("10.0.0.1".to_string(), 23552)]);
         assert_eq!(
-            pairs("a, b:7100,[::1]:9,::1,[fe80::1]"),
+            pairs("a, wss://b:7100/,[::1]:9,::1,[fe80::1]"),
             vec![
                 ("a".to_string(), 23552),
                 ("b".to_string(), 7100),

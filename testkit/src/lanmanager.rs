@@ -23,6 +23,8 @@ pub struct LanOptions {
     pub port: u16,
     /// Extra arguments after `run`.
     pub extra_args: Vec<String>,
+    /// Extra arguments of every CLI call the kit makes (`--tls-ca FILE`).
+    pub cli_args: Vec<String>,
     /// Address to listen on instead of 127.0.0.1.
     pub listen_ip: Option<std::net::IpAddr>,
     /// Network namespace to run it (and its CLI calls) in, via `ip netns exec`.
@@ -329,6 +331,7 @@ impl LanManager {
     pub fn cli(&self, args: &[&str]) -> Result<Output, HarnessError> {
         let mut cmd = self.command()?;
         cmd.args(args)
+            .args(&self.opts.cli_args)
             .arg("--connect")
             .arg(self.addr.to_string())
             .env_remove("ALLEX_TOKEN");

@@ -25,6 +25,7 @@ pub mod http;
 pub mod lanmanager;
 pub mod link;
 pub mod master;
+pub mod pki;
 pub mod ports;
 pub mod process;
 pub mod procscan;

@@ -58,6 +58,9 @@ pub enum Input {
     MasterHello {
         /// The hello.
         hello: MasterHello,
+        /// A verified client certificate names it: it may take the name
+        /// over from another secret.
+        certified: bool,
         /// Its connection.
         conn: ConnId,
         /// Where the connection comes from.

@@ -61,7 +61,13 @@ pub(super) enum IdentityWrite {
 }
 
 impl State {
-    pub(super) fn on_hello(&mut self, hello: MasterHello, conn: ConnId, peer: SocketAddr) {
+    pub(super) fn on_hello(
+        &mut self,
+        hello: MasterHello,
+        certified: bool,
+        conn: ConnId,
+        peer: SocketAddr,
+    ) {
         let name = hello.master.clone();
         let hash = secret_hash(&hello.secret);
         let binding = self
@@ -69,6 +75,18 @@ impl State {
             .iter()
             .any(|w| matches!(w, IdentityWrite::Bind { hello: h, .. } if h.master == name));
         match self.identities.get(&name) {
+            // Its certificate proves the name: the new secret replaces the old.
+            Some(bound) if *bound != hash && certified && !binding => {
+                tracing::info!(master = %name, %peer, "a certified master's secret changed: bound anew");
+                self.identities.insert(name.clone(), hash);
+                self.write_identities(IdentityWrite::Bind {
+                    hello,
+                    conn,
+                    peer,
+                    gone: false,
+                });
+                return;
+            }
             Some(bound) if *bound != hash => {
                 tracing::warn!(master = %name, %peer, "refused: the name is bound to another secret");
                 self.refuse_hello(

@@ -249,7 +249,12 @@ impl State {
     pub fn handle(&mut self, now: Now, input: Input) -> Vec<Effect> {
         self.now = now;
         match input {
-            Input::MasterHello { hello, conn, peer } => self.on_hello(hello, conn, peer),
+            Input::MasterHello {
+                hello,
+                certified,
+                conn,
+                peer,
+            } => self.on_hello(hello, certified, conn, peer),
             Input::ProbeDone {
                 master,
                 conn,

@@ -113,6 +113,7 @@ fn connect(st: &mut State, now: Now, master: &str, conn: ConnId) -> Vec<Effect> 
     let fx = st.handle(
         now,
         Input::MasterHello {
+            certified: false,
             hello: hello(master, "s"),
             conn,
             peer: peer(),
@@ -203,6 +204,7 @@ fn a_new_name_is_admitted_only_once_its_binding_is_written() {
     let fx = st.handle(
         now,
         Input::MasterHello {
+            certified: false,
             hello: hello("m1", "s"),
             conn: 1,
             peer: peer(),
@@ -226,6 +228,7 @@ fn a_failed_binding_refuses_the_master_and_forgets_the_name() {
     st.handle(
         now,
         Input::MasterHello {
+            certified: false,
             hello: hello("m1", "s"),
             conn: 1,
             peer: peer(),
@@ -256,6 +259,7 @@ fn a_failed_binding_refuses_the_master_and_forgets_the_name() {
     let fx = st.handle(
         now,
         Input::MasterHello {
+            certified: false,
             hello: hello("m1", "other"),
             conn: 2,
             peer: peer(),
@@ -701,6 +705,7 @@ fn after_a_restart_a_need_held_for_one_master_is_not_adopted_from_another() {
     st.handle(
         now,
         Input::MasterHello {
+            certified: false,
             hello: h,
             conn: 2,
             peer: peer(),

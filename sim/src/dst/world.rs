@@ -1027,7 +1027,12 @@ impl World {
                 .parse()
                 .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
             let peer = SocketAddr::new(ip, 40_000 + (conn % 20_000) as u16);
-            lan::Input::MasterHello { hello, conn, peer }
+            lan::Input::MasterHello {
+                hello,
+                certified: false,
+                conn,
+                peer,
+            }
         } else if matches!(msg, MasterToLan::Heartbeat { .. }) {
             return;
         } else {
