@@ -41,6 +41,9 @@ pub enum Command {
         /// milliseconds without the lan manager (shorter than the grace).
         #[arg(long)]
         fence_ms: Option<u64>,
+        /// Run the control link over TLS, with a CA made for the run.
+        #[arg(long)]
+        tls: bool,
     },
     /// Run the real lan manager and master state machines under a simulated
     /// clock, network, processes and disk from a seed, invariants after
@@ -121,6 +124,7 @@ pub fn run(cli: Cli) -> ExitCode {
             grace_ms,
             heartbeat_ms,
             fence_ms,
+            tls,
         } => crate::lan_mode::main(crate::lan_mode::LanModeOptions {
             timings: Timings {
                 grace: Duration::from_millis(grace_ms),
@@ -130,6 +134,7 @@ pub fn run(cli: Cli) -> ExitCode {
             },
             deadline: Duration::from_millis(deadline_ms),
             echo: true,
+            tls,
         }),
         Command::Demo {
             port,

@@ -50,6 +50,9 @@ pub struct LanModeOptions {
     pub deadline: Duration,
     /// Print timeline entries to stdout as they happen.
     pub echo: bool,
+    /// Run the control link over TLS: a throwaway CA, a certificate for the
+    /// lan manager's LAN address, masters verifying it with `tlsca`.
+    pub tls: bool,
 }
 
 impl Default for LanModeOptions {
@@ -63,6 +66,7 @@ impl Default for LanModeOptions {
             },
             deadline: Duration::from_secs(30),
             echo: false,
+            tls: false,
         }
     }
 }
@@ -115,6 +119,8 @@ pub struct LanSetup {
     lanmanager: LanManager,
     net: TestLan,
     opts: LanModeOptions,
+    /// The CA and certificates of a TLS run; they must outlive the processes.
+    _pki: Option<allex_testkit::pki::Pki>,
     /// What happened so far.
     pub timeline: Timeline,
 }
@@ -158,12 +164,36 @@ impl LanSetup {
             net.hosts().len()
         ));
         let lan_host = net.host(0);
+        let pki = opts
+            .tls
+            .then(|| allex_testkit::pki::Pki::new("allex LAN CA"));
+        let (extra_args, cli_args) = match &pki {
+            None => (Vec::new(), Vec::new()),
+            Some(pki) => {
+                let cert = pki.issue("lan", &[&lan_host.address.to_string()], false);
+                let ca = pki.ca_path().display().to_string();
+                (
+                    vec![
+                        "--tls-cert".to_string(),
+                        cert.cert.display().to_string(),
+                        "--tls-key".to_string(),
+                        cert.key.display().to_string(),
+                    ],
+                    vec!["--tls-ca".to_string(), ca],
+                )
+            }
+        };
         let lanmanager = LanManager::start(LanOptions {
             timings: opts.timings,
             listen_ip: Some(IpAddr::V4(lan_host.address)),
             netns: Some(lan_host.netns.clone()),
+            extra_args,
+            cli_args,
             ..LanOptions::default()
         })?;
+        if pki.is_some() {
+            timeline.note("the control link is TLS, verified by a CA of this run");
+        }
         timeline.note(format!(
             "lan manager listening on {} in {}",
             lanmanager.addr(),
@@ -175,7 +205,12 @@ impl LanSetup {
             let mut mo = MasterOptions::new(lanmanager.addr());
             mo.name = Some(format!("host{}", host.address.octets()[3]));
             mo.netns = Some(host.netns.clone());
-            let m = Master::start(&mo)?;
+            let ca = pki.as_ref().map(|p| p.ca_path());
+            let m = Master::start_edited(&mo, |cfg| {
+                if let Some(ca) = &ca {
+                    cfg["tlsca"] = serde_json::json!(ca);
+                }
+            })?;
             timeline.note(format!(
                 "master {} started on {} ({})",
                 m.name(),
@@ -189,6 +224,7 @@ impl LanSetup {
             lanmanager,
             net,
             opts,
+            _pki: pki,
             timeline,
         };
         setup.wait_status("every master connected", |s| {

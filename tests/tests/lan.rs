@@ -62,6 +62,24 @@ fn masters_advertise_their_lan_addresses_and_ipaddress_places_needs() {
 }
 
 #[test]
+fn over_tls_masters_on_other_hosts_connect_and_serve() {
+    let test = "over_tls_masters_on_other_hosts_connect_and_serve";
+    let Some(lan) = lan_with_or_skip(
+        test,
+        LanModeOptions {
+            tls: true,
+            ..LanModeOptions::default()
+        },
+    ) else {
+        return;
+    };
+    // Every master connected over TLS (start waits for that); the same
+    // placement checks hold across the bridge.
+    step(&lan, "own addresses", lan.check_addresses());
+    step(&lan, "placement", lan.check_placement());
+}
+
+#[test]
 fn cut_host_needs_move_after_grace_and_its_stale_copies_stop_on_return() {
     let Some(lan) =
         lan_or_skip("cut_host_needs_move_after_grace_and_its_stale_copies_stop_on_return")
