@@ -430,7 +430,39 @@ fn spawn_disk_writer(
     let spawned = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            for write in rx {
+            let mut waiting: Option<Write> = None;
+            loop {
+                let write = match waiting.take() {
+                    Some(w) => w,
+                    None => match rx.recv() {
+                        Ok(w) => w,
+                        Err(_) => break,
+                    },
+                };
+                let write = match write {
+                    // Appends queued behind this one go with it: one etcd
+                    // transaction (or one file write) instead of one each.
+                    // Acks are cumulative, so the last seq answers for all.
+                    Write::Journal { mut lines, mut seq } => {
+                        while let Ok(next) = rx.try_recv() {
+                            match next {
+                                Write::Journal {
+                                    lines: more,
+                                    seq: later,
+                                } => {
+                                    lines.extend_from_slice(&more);
+                                    seq = later;
+                                }
+                                other => {
+                                    waiting = Some(other);
+                                    break;
+                                }
+                            }
+                        }
+                        Write::Journal { lines, seq }
+                    }
+                    other => other,
+                };
                 let reply = match write {
                     Write::Runtime(runtime) => Some(Done::Input(Input::NeedsWritten {
                         result: store.write_runtime(&runtime).map_err(|e| e.to_string()),

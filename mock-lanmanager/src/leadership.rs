@@ -13,6 +13,7 @@
 //! follower, which is simpler to trust than tearing a live core down.
 
 use crate::needs_store::StoreError;
+use crate::storage::etcd_err;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,13 +101,6 @@ pub struct Candidate {
     advertise: String,
     role: watch::Sender<Role>,
     deposition: Deposition,
-}
-
-fn etcd_err(what: &str) -> impl FnOnce(etcd_client::Error) -> StoreError + '_ {
-    move |e| StoreError::Etcd {
-        what: what.to_string(),
-        message: e.to_string(),
-    }
 }
 
 impl Candidate {

@@ -192,7 +192,11 @@ pub struct EtcdStorage {
     fence: Fence,
 }
 
-fn etcd_err(what: &str) -> impl FnOnce(etcd_client::Error) -> StoreError + '_ {
+/// The most operations etcd takes in one transaction (its `--max-txn-ops` default).
+const MAX_TXN_OPS: usize = 128;
+
+/// An etcd client error as a store error naming `what` was asked.
+pub(crate) fn etcd_err(what: &str) -> impl FnOnce(etcd_client::Error) -> StoreError + '_ {
     move |e| StoreError::Etcd {
         what: what.to_string(),
         message: e.to_string(),
@@ -277,10 +281,20 @@ impl EtcdStorage {
 
     /// Carries out `ops` in one transaction, only while this lan manager's
     /// election key stands; finding it gone deposes this lan manager.
-    fn fenced(&mut self, ops: Vec<etcd_client::TxnOp>, what: &str) -> Result<(), StoreError> {
-        if ops.is_empty() {
-            return Ok(());
+    ///
+    /// etcd refuses a transaction of more than 128 operations (its default
+    /// `--max-txn-ops`), so a long list goes as several, each fenced; every
+    /// key stands alone, so they need not land together.
+    fn fenced(&mut self, mut ops: Vec<etcd_client::TxnOp>, what: &str) -> Result<(), StoreError> {
+        while !ops.is_empty() {
+            let rest = ops.split_off(ops.len().min(MAX_TXN_OPS));
+            self.fenced_txn(ops, what)?;
+            ops = rest;
         }
+        Ok(())
+    }
+
+    fn fenced_txn(&mut self, ops: Vec<etcd_client::TxnOp>, what: &str) -> Result<(), StoreError> {
         if self.fence.deposition.is_deposed() {
             return Err(StoreError::NotLeader);
         }

@@ -75,19 +75,9 @@ impl State {
             .iter()
             .any(|w| matches!(w, IdentityWrite::Bind { hello: h, .. } if h.master == name));
         match self.identities.get(&name) {
-            // Its certificate proves the name: the new secret replaces the old.
-            Some(bound) if *bound != hash && certified && !binding => {
-                tracing::info!(master = %name, %peer, "a certified master's secret changed: bound anew");
-                self.identities.insert(name.clone(), hash);
-                self.write_identities(IdentityWrite::Bind {
-                    hello,
-                    conn,
-                    peer,
-                    gone: false,
-                });
-                return;
-            }
-            Some(bound) if *bound != hash => {
+            // A certificate for the name (`--tls-client-ca`) proves it: a
+            // new secret under it is bound anew instead of refused.
+            Some(bound) if *bound != hash && (!certified || binding) => {
                 tracing::warn!(master = %name, %peer, "refused: the name is bound to another secret");
                 self.refuse_hello(
                     &name,
@@ -107,8 +97,8 @@ impl State {
                 self.refuse_in_use(&name, conn, Some(peer));
                 return;
             }
-            Some(_) => {}
-            None => {
+            Some(bound) if *bound == hash => {}
+            _ => {
                 // Bound (in memory at once, so a rival secret is refused
                 // meanwhile) and admitted once the binding is durable.
                 self.identities.insert(name.clone(), hash);

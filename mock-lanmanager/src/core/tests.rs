@@ -222,6 +222,40 @@ fn a_new_name_is_admitted_only_once_its_binding_is_written() {
 }
 
 #[test]
+fn only_a_certified_hello_takes_a_bound_name_over_from_another_secret() {
+    let mut st = core(&[]);
+    let now = t0();
+    let hello_as = |st: &mut State, secret: &str, certified: bool, conn| {
+        st.handle(
+            now,
+            Input::MasterHello {
+                certified,
+                hello: hello("m1", secret),
+                conn,
+                peer: peer(),
+            },
+        )
+    };
+    hello_as(&mut st, "first", false, 1);
+    st.handle(now, Input::MastersWritten { result: Ok(()) });
+    let fx = hello_as(&mut st, "second", false, 2);
+    assert!(
+        matches!(
+            &quiet(&fx)[..],
+            [Effect::Refuse {
+                conn: 2,
+                code: ErrorCode::IdentityMismatch,
+                ..
+            }]
+        ),
+        "{fx:?}"
+    );
+    // Its client certificate is for m1: the new secret is bound.
+    let fx = hello_as(&mut st, "second", true, 3);
+    assert!(matches!(&fx[..], [Effect::Write(Write::Masters(ids))] if ids.contains_key("m1")));
+}
+
+#[test]
 fn a_failed_binding_refuses_the_master_and_forgets_the_name() {
     let mut st = core(&[]);
     let now = t0();
