@@ -81,6 +81,19 @@ pub struct RunningHint {
     pub master: String,
     /// The generation it ran under.
     pub generation: Generation,
+    /// Where it served, once it did: a restarted lan manager probes these
+    /// ports before handing the need to others, as it does past a grace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen: Option<Seen>,
+}
+
+/// Where a service served: its master's address and its ports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    /// The master's advertise address.
+    pub address: String,
+    /// The service's ports.
+    pub ports: allex_protocol::Ports,
 }
 
 /// One line of the running journal.
@@ -476,6 +489,13 @@ mod tests {
             RunningHint {
                 master: "m1".into(),
                 generation: Generation(3),
+                seen: Some(Seen {
+                    address: "10.0.0.1".into(),
+                    ports: allex_protocol::Ports {
+                        tcp: Some(15000),
+                        ..Default::default()
+                    },
+                }),
             },
         );
         s.write_running(&r).unwrap();
@@ -493,6 +513,7 @@ mod journal_tests {
         RunningHint {
             master: m.into(),
             generation: Generation(g),
+            seen: None,
         }
     }
 

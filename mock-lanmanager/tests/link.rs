@@ -273,7 +273,8 @@ async fn restart_holds_running_needs_for_their_master_and_adopts_its_inventory()
 }
 
 #[tokio::test]
-async fn needs_of_a_master_that_does_not_come_back_open_when_the_settle_period_ends() {
+async fn needs_of_a_master_that_does_not_come_back_open_after_the_settle_period_once_they_stop_answering(
+) {
     let dir = tempfile::tempdir().unwrap();
     write_needs(dir.path(), &needs("svc", "A", 1));
     let mut lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
@@ -308,12 +309,24 @@ async fn needs_of_a_master_that_does_not_come_back_open_when_the_settle_period_e
         }
         other => panic!("claimed a settling need: {other:?}"),
     }
+    // Past the settle period A0's ports are probed. They still answer (its
+    // listener lives), so m1 may only be cut off: A0 stays held for it.
+    eventually("the settle period's probe", || {
+        lm.log()
+            .contains("probing those seen serving")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(lm.status().unwrap().needs[0].state, NeedState::Settling);
+    // Once they stop answering, A0 is handed on.
+    drop(a);
     m2.expect(
-        "need_open after the settle period",
+        "need_open once A0 no longer answers",
         |x| matches!(x, LanToMaster::NeedOpen { need } if need.instancename == "A0"),
     )
     .await;
     m2.grant("A0").await;
+    assert!(lm.log().contains("does not answer: handing it to others"));
 }
 
 #[tokio::test]

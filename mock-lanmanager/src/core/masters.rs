@@ -19,6 +19,10 @@ const LIVENESS_INTERVAL: Duration = Duration::from_millis(250);
 /// long, so they are checked less often.
 const LIVENESS_INTERVAL_PAST_GRACE: Duration = Duration::from_secs(1);
 
+/// The epoch of probes of settling needs, which no master's epoch reaches
+/// (masters count theirs up from 1).
+const SETTLE_EPOCH: u64 = u64::MAX;
+
 /// What the identity file keeps of a secret: its SHA-256, so the file alone
 /// does not let anyone speak for a master.
 fn secret_hash(secret: &str) -> String {
@@ -369,6 +373,7 @@ impl State {
                 | Slot::Settling {
                     master: m,
                     generation,
+                    ..
                 }
                 | Slot::Stopping {
                     master: m,
@@ -600,6 +605,9 @@ impl State {
         epoch: u64,
         results: Vec<(InstanceName, Generation, Liveness)>,
     ) {
+        if epoch == SETTLE_EPOCH {
+            return self.on_settle_liveness(master, results);
+        }
         let grace_over = match self.masters.get(master) {
             Some(m) if m.conn.is_none() && m.epoch == epoch => m.grace_over,
             _ => return,
@@ -718,15 +726,89 @@ impl State {
             })
             .cloned()
             .collect();
-        if !settling.is_empty() {
+        // A need seen serving is probed first, as past a grace: its master
+        // may only be cut off from us, and handing it on would run it twice.
+        let (probed, opened): (Vec<InstanceName>, Vec<InstanceName>) =
+            settling.into_iter().partition(|i| {
+                matches!(
+                    self.needs.get(i.as_str()).map(|e| &e.slot),
+                    Some(Slot::Settling { seen: Some(_), .. })
+                )
+            });
+        if !opened.is_empty() || !probed.is_empty() {
             tracing::info!(
-                needs = settling.len(),
-                "settle over: opening needs whose master did not come back"
+                opened = opened.len(),
+                probed = probed.len(),
+                "settle over: opening needs whose master did not come back, probing those seen serving"
             );
         }
-        for instance in settling {
+        for instance in opened {
             self.release(&instance, Release::Neutral);
         }
+        self.probe_settling(&probed, Duration::ZERO);
+    }
+
+    /// One round of connects to the services of `instances` (settling, seen
+    /// serving), a round per master; answered by [`State::on_settle_liveness`].
+    fn probe_settling(&mut self, instances: &[InstanceName], delay: Duration) {
+        let mut by_master: BTreeMap<String, Vec<LivenessTarget>> = BTreeMap::new();
+        for instance in instances {
+            if let Some(Slot::Settling {
+                master,
+                generation,
+                seen: Some(seen),
+            }) = self.needs.get(instance.as_str()).map(|e| &e.slot)
+            {
+                by_master
+                    .entry(master.clone())
+                    .or_default()
+                    .push(LivenessTarget {
+                        instance: instance.clone(),
+                        generation: *generation,
+                        address: seen.address.clone(),
+                        ports: seen.ports.iter().collect(),
+                    });
+            }
+        }
+        for (master, targets) in by_master {
+            self.fx.push(Effect::ProbeLiveness {
+                master,
+                epoch: SETTLE_EPOCH,
+                targets,
+                delay,
+            });
+        }
+    }
+
+    /// A settling need whose service still answers stays held for its
+    /// master, probed again a second later; one that does not is handed on.
+    fn on_settle_liveness(
+        &mut self,
+        master: &str,
+        results: Vec<(InstanceName, Generation, Liveness)>,
+    ) {
+        let mut again = Vec::new();
+        for (instance, generation, verdict) in results {
+            let held = matches!(
+                self.needs.get(&instance).map(|e| &e.slot),
+                Some(Slot::Settling { master: m, generation: g, .. }) if m == master && *g == generation
+            );
+            if !held {
+                continue;
+            }
+            if verdict == Liveness::Answers {
+                again.push(instance);
+            } else {
+                tracing::info!(
+                    master,
+                    %instance,
+                    %generation,
+                    "a service its master did not come back for does not answer: handing it to others"
+                );
+                self.release(&instance, Release::Neutral);
+            }
+        }
+        self.probe_settling(&again, LIVENESS_INTERVAL_PAST_GRACE);
     }
 
     pub(super) fn on_master_message(&mut self, conn: ConnId, msg: MasterToLan) {

@@ -181,6 +181,7 @@ impl State {
                     Slot::Settling {
                         master: h.master.clone(),
                         generation: h.generation,
+                        seen: h.seen.clone(),
                     }
                 }
                 None => Slot::Open,

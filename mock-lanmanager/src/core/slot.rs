@@ -5,7 +5,7 @@
 //! `need_taken` broadcasts) can never fall out of step with it.
 
 use super::{Release, State};
-use crate::needs_store::RunningHint;
+use crate::needs_store::{RunningHint, Seen};
 use allex_protocol::events::EventKind;
 use allex_protocol::Generation;
 use allex_protocol::InstanceName;
@@ -49,10 +49,12 @@ pub(super) enum Slot {
         epoch: u64,
     },
     /// Held for `master` after a restart: the running file said it ran
-    /// (or was granted) `generation` there; its next hello decides.
+    /// (or was granted) `generation` there; its next hello decides. Past
+    /// the settle period, a need `seen` serving is kept while its ports answer.
     Settling {
         master: String,
         generation: Generation,
+        seen: Option<Seen>,
     },
     /// `master` was told to stop `generation` (its check failed, its grant
     /// lapsed, or it ran it unasked); held until it confirms with `down`,
@@ -96,26 +98,42 @@ impl Slot {
 
 /// What the running file records for a slot: who runs it, or is awaited to.
 pub(super) fn slot_hint(slot: &Slot) -> Option<RunningHint> {
+    let hint = |master: &String, generation: &Generation, seen: Option<Seen>| {
+        Some(RunningHint {
+            master: master.clone(),
+            generation: *generation,
+            seen,
+        })
+    };
+    let seen = |address: &String, ports: &Ports| {
+        Some(Seen {
+            address: address.clone(),
+            ports: *ports,
+        })
+    };
     match slot {
-        Slot::Running(r) => Some(RunningHint {
-            master: r.master.clone(),
-            generation: r.generation,
-        }),
-        // Everything a master may run a process for, so that a restarted
-        // lan manager holds the need for it instead of granting it again.
+        Slot::Running(r) => hint(&r.master, &r.generation, seen(&r.address, &r.ports)),
+        Slot::Checking {
+            master,
+            generation,
+            address,
+            ports,
+            ..
+        } => hint(master, generation, seen(address, ports)),
+        Slot::Settling {
+            master,
+            generation,
+            seen,
+        } => hint(master, generation, seen.clone()),
+        // Everything else a master may run a process for, so that a
+        // restarted lan manager holds the need for it instead of granting
+        // it again.
         Slot::Claimed {
             master, generation, ..
         }
-        | Slot::Checking {
-            master, generation, ..
-        }
-        | Slot::Settling { master, generation }
         | Slot::Stopping {
             master, generation, ..
-        } => Some(RunningHint {
-            master: master.clone(),
-            generation: *generation,
-        }),
+        } => hint(master, generation, None),
         Slot::Open | Slot::Backoff { .. } | Slot::Closed => None,
     }
 }

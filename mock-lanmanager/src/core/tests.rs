@@ -711,6 +711,7 @@ fn after_a_restart_a_need_held_for_one_master_is_not_adopted_from_another() {
         RunningHint {
             master: "m1".into(),
             generation: Generation(7),
+            seen: None,
         },
     );
     let startup = Startup {
