@@ -352,7 +352,12 @@ async fn events(
 
 /// The Prometheus text exposition.
 async fn prometheus(State(ctx): State<HttpContext>) -> Answer {
-    let st = status(&ctx).await?;
+    // A follower holds no state: its counters, and no needs or masters.
+    let leads = *ctx.role.borrow() == Role::Leader;
+    let st = match leads {
+        true => status(&ctx).await?,
+        false => LanStatus::default(),
+    };
     let text = crate::metrics::metrics().render(&st);
     Ok((
         [(

@@ -136,6 +136,14 @@ fn a_sigkilled_leader_is_replaced_and_the_master_follows_without_a_restart() {
     );
     let out = cli(&["status", "--json"], &list);
     assert!(out.status.success(), "{}", out.stderr);
+    // Its HTTP API says the same, with the leader in a header and the body;
+    // /metrics is its own.
+    let http_addr = lans[f].http_addr().unwrap_or_else(|| panic!("no HTTP"));
+    let http = allex_testkit::http::HttpClient::new(http_addr, None);
+    let answer = ok(http.get("/v1/needs"));
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert!(answer.body.contains("not_leader") && answer.body.contains(&leader_addr));
+    assert_eq!(ok(http.get("/metrics")).status, 200);
 
     let m = master(&lans);
     for n in ["F1", "F2"] {
