@@ -117,12 +117,16 @@ async fn run(args: RunArgs) -> Result<()> {
     if candidate.is_some() {
         tokio::spawn(announce_leadership(server.role()));
     }
+    let role = server.role();
     tokio::select! {
         r = server.run() => r.context("the lan manager stopped")?,
         () = shutdown => {
             tell_service_manager("STOPPING=1");
-            tracing::info!("stopping: recording which needs run where");
-            crate::server::flush(&events).await;
+            // A follower has no core to flush: nothing it holds is its own.
+            if *role.borrow() == crate::leadership::Role::Leader {
+                tracing::info!("stopping: recording which needs run where");
+                crate::server::flush(&events).await;
+            }
             if let Some(c) = candidate {
                 c.resign().await;
             }

@@ -185,6 +185,13 @@ fn a_sigkilled_leader_is_replaced_and_the_master_follows_without_a_restart() {
     );
     assert!(out.status.success(), "{}", out.stderr);
     wait_running(&lans[next], &["F4"], m.name());
+    // A follower stops cleanly on SIGTERM: it has nothing to flush.
+    let follower = (0..3)
+        .find(|&i| i != l && i != next)
+        .unwrap_or_else(|| panic!("no follower left"));
+    ok(lans[follower].signal(nix::sys::signal::Signal::SIGTERM));
+    let status = ok(lans[follower].wait_exit(DEADLINE));
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]
