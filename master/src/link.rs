@@ -7,6 +7,7 @@
 use crate::driver::Event;
 use allex_protocol::frame::{decode_text, encode, MAX_FROM_LAN_FRAME};
 use allex_protocol::{LanToMaster, MasterToLan};
+use allex_tls::Io;
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use std::time::Duration;
@@ -215,10 +216,6 @@ async fn session(
     }
     end
 }
-
-/// The link's byte stream: TCP, or TLS over it.
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 type Ws = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
 

@@ -6,6 +6,7 @@ use allex_protocol::InstanceName;
 use allex_protocol::{
     AdminToLan, ErrorCode, LanStatus, LanToAdmin, Need, Protocol, PROTOCOL_VERSION,
 };
+use allex_tls::Io;
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
 use thiserror::Error;
@@ -134,10 +135,6 @@ pub fn with_default_port(addr: &str) -> Result<String, AdminError> {
         ))),
     }
 }
-
-/// An admin link's byte stream: TCP, or TLS over it.
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 type Ws = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
 

@@ -17,6 +17,7 @@ use allex_protocol::{
     AdminToLan, DecodeError, ErrorCode, LanToAdmin, LanToMaster, MasterHello, MasterToLan, Opening,
     ProtocolVersion, PROTOCOL_VERSION,
 };
+use allex_tls::Io;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
@@ -48,10 +49,6 @@ const ADMIN_IDLE: Duration = Duration::from_secs(60);
 
 /// Frames written before one flush.
 const WRITE_BATCH: usize = 512;
-
-/// A connection's byte stream: plain TCP, or TLS over it (`--tls-cert`).
-pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 type Ws = WebSocketStream<Box<dyn Io>>;
 

@@ -14,6 +14,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use rustls::{ClientConfig, ServerConfig};
+
+/// A connection's byte stream, plain TCP or TLS over it, so that one
+/// WebSocket type serves both.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 pub use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
 
 /// Why a TLS config could not be built.
