@@ -48,10 +48,12 @@ fn load(
     fence: Option<Fence>,
 ) -> Result<(Box<dyn Storage>, Startup), StoreError> {
     let mut storage: Box<dyn Storage> = match (kind, fence) {
+        (StoreKind::Files, _) => Box::new(FileStorage::new(files)),
         (StoreKind::Etcd { endpoints, prefix }, Some(fence)) => {
             Box::new(EtcdStorage::connect(rt, &endpoints, &prefix, fence)?)
         }
-        _ => Box::new(FileStorage::new(files)),
+        // Only a leader reads the state; without its fence, nothing is opened.
+        (StoreKind::Etcd { .. }, None) => return Err(StoreError::NotLeader),
     };
     let layers = storage.load_layers()?;
     let hints = storage.load_running();

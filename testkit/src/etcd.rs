@@ -99,7 +99,7 @@ impl Drop for Etcd {
         if std::thread::panicking() {
             eprintln!(
                 "--- etcd log ---\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
+                crate::workdir::log_tail(&self.log, 60)
             );
         }
     }
