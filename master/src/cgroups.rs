@@ -9,9 +9,9 @@
 //! so the next start of the same master finds and kills what a SIGKILLed
 //! start left, even when it runs in another cgroup itself.
 //!
-//! Each child gets `<root>/<instance>.<n>`: it enters the group between fork
-//! and exec by writing to a `cgroup.procs` descriptor opened beforehand, so
-//! no process of the service ever runs outside it. `cgroup.kill` (Linux
+//! Each child gets `<root>/<instance>.<n>`: it is cloned into the group
+//! (`CLONE_INTO_CGROUP`, see `clone_exec.rs`), so no process of the service
+//! ever runs outside it. `cgroup.kill` (Linux
 //! 5.14) kills the whole group at once; older kernels get each listed pid
 //! SIGKILLed instead.
 
@@ -322,9 +322,9 @@ impl Tree {
     }
 
     /// A new, empty group for a child of `instance`, with `limits` applied
-    /// as far as the controllers allow, and its `cgroup.procs` opened for
-    /// the child to enter by (closed once the child is forked, so the master
-    /// holds no descriptor per child for it).
+    /// as far as the controllers allow, and its directory opened for the
+    /// child to be cloned into (closed once the child is forked, so the
+    /// master holds no descriptor per child for it).
     pub fn create(
         &self,
         instance: &str,
@@ -334,16 +334,15 @@ impl Tree {
         let dir = self.root.join(format!("{instance}.{n}"));
         std::fs::create_dir(&dir).map_err(io("cannot create", &dir))?;
         let group = ServiceGroup { dir };
-        let path = group.dir.join("cgroup.procs");
-        let procs = match OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&path)
-        {
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_DIRECTORY)
+            .open(&group.dir);
+        let dirfd = match opened {
             Ok(f) => OwnedFd::from(f),
             Err(e) => {
                 group.remove();
-                return Err(io("cannot open", &path)(e));
+                return Err(io("cannot open", &group.dir)(e));
             }
         };
         if let Some(l) = limits {
@@ -354,7 +353,7 @@ impl Tree {
                 group.write("cpu.weight", &w.to_string())?;
             }
         }
-        Ok((group, procs))
+        Ok((group, dirfd))
     }
 
     /// Kills every group left and removes them and the master's directory

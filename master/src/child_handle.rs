@@ -27,6 +27,16 @@ pub struct ChildHandle {
 }
 
 impl ChildHandle {
+    /// The handle of a child started with its pidfd (clone3's `CLONE_PIDFD`).
+    pub fn new(pid: u32, pidfd: OwnedFd, group: Option<ServiceGroup>) -> ChildHandle {
+        ChildHandle {
+            pidfd,
+            pid,
+            reaped: Mutex::new(false),
+            group,
+        }
+    }
+
     /// Opens the pidfd of `pid`, which must be an unreaped child of ours
     /// (so the pid cannot have been reused yet).
     pub fn open(pid: u32, group: Option<ServiceGroup>) -> std::io::Result<ChildHandle> {

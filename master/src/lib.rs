@@ -12,6 +12,7 @@
 pub mod cgroups;
 pub mod child_handle;
 pub mod cli;
+pub mod clone_exec;
 pub mod config;
 pub mod core;
 pub mod daemon;

@@ -19,7 +19,7 @@ use crate::driver::Event;
 use crate::logs::{log_path, pump, RotatingLog};
 use allex_protocol::spawn::{
     ENV_HTTP_PORT, ENV_INSTANCE, ENV_LISTEN_FDNAMES, ENV_LISTEN_FDS, ENV_MASTER_SOCKET, ENV_MODULE,
-    ENV_RUNTIMEDIRECTORY, ENV_SPAWN, ENV_TCP_PORT, ENV_WS_PORT, LISTEN_FDS_START,
+    ENV_RUNTIMEDIRECTORY, ENV_SPAWN, ENV_TCP_PORT, ENV_WS_PORT,
 };
 use allex_protocol::{ExitInfo, Protocol};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -40,8 +40,9 @@ pub fn listen_exec(program: &str, args: &[String]) -> std::io::Error {
         )
         .exec()
 }
-use std::os::unix::process::CommandExt;
-use std::process::Stdio;
+use crate::clone_exec::{Exec, Forked};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
@@ -74,12 +75,10 @@ const SPAWNER_THREADS: usize = 4;
 /// Handle of the spawner thread.
 pub struct Spawner {
     jobs: std::sync::mpsc::Sender<Job>,
-    /// Signals the master found ignored at start (`nohup`, a shell's
-    /// `trap '' QUIT`); exec keeps ignored dispositions, so each child sets
-    /// them back to the default.
-    ignored: Arc<Vec<libc::c_int>>,
     /// Where each child gets a cgroup of its own; `None`: process groups only.
     tree: Option<Arc<Tree>>,
+    /// Reaped children whose cgroups are to be removed once empty.
+    removals: std::sync::mpsc::Sender<Arc<ChildHandle>>,
 }
 
 /// Signals whose disposition is SIG_IGN right now.
@@ -123,6 +122,16 @@ impl Spawner {
                     }
                 })?;
         }
+        let (removals, removed) = std::sync::mpsc::channel::<Arc<ChildHandle>>();
+        std::thread::Builder::new()
+            .name("allex-cgroups".into())
+            .spawn(move || {
+                for handle in removed {
+                    if let Some(g) = handle.group() {
+                        g.remove();
+                    }
+                }
+            })?;
         let ignored = ignored_signals();
         if !ignored.is_empty() {
             tracing::info!(
@@ -132,8 +141,8 @@ impl Spawner {
         }
         Ok(Spawner {
             jobs: tx,
-            ignored: Arc::new(ignored),
             tree,
+            removals,
         })
     }
 
@@ -146,10 +155,10 @@ impl Spawner {
     ) {
         let failed = events.clone();
         let (instance, generation) = (plan.instance.clone(), plan.generation);
-        let ignored = self.ignored.clone();
         let tree = self.tree.clone();
+        let removals = self.removals.clone();
         let job: Job =
-            Box::new(move || spawn_now(plan, &listen, &ignored, tree.as_deref(), events));
+            Box::new(move || spawn_now(plan, &listen, tree.as_deref(), removals, events));
         if self.jobs.send(job).is_err() {
             let _ = failed.send(Event::Spawned {
                 instance,
@@ -198,108 +207,73 @@ fn cloexec_inherited() {
     }
 }
 
-fn port_env(cmd: &mut std::process::Command, name: &str, port: Option<u16>) {
-    match port {
-        Some(p) => cmd.env(name, p.to_string()),
-        None => cmd.env_remove(name),
-    };
-}
-
-fn build_command(
+/// The child of `plan`, ready to fork: its program (the master's own binary
+/// in front when it inherits sockets), arguments and environment.
+fn build_exec(
     plan: &SpawnPlan,
     listen: &[(Protocol, OwnedFd)],
-    ignored: &Arc<Vec<libc::c_int>>,
-    procs: Option<&OwnedFd>,
     output: std::io::PipeWriter,
-) -> std::io::Result<std::process::Command> {
+) -> std::io::Result<Exec> {
     let spec = &plan.spec;
-    let mut cmd = if listen.is_empty() {
-        std::process::Command::new(&spec.command)
+    let mut env: BTreeMap<OsString, Option<OsString>> = BTreeMap::new();
+    let mut set = |k: &str, v: Option<OsString>| {
+        env.insert(OsString::from(k), v);
+    };
+    let mut args: Vec<OsString> = Vec::with_capacity(spec.args.len() + 1);
+    let program = if listen.is_empty() {
+        OsString::from(&spec.command)
     } else {
         // LISTEN_PID must name the service's own pid, known only after the
         // fork: the master's own binary sets it and execs the service, which
         // keeps that pid.
-        let mut c = std::process::Command::new(std::env::current_exe()?);
-        c.arg(LISTEN_EXEC).arg(&spec.command);
+        args.push(OsString::from(LISTEN_EXEC));
+        args.push(OsString::from(&spec.command));
         let names: Vec<&str> = listen.iter().map(|(p, _)| p.as_str()).collect();
-        c.env(ENV_LISTEN_FDS, listen.len().to_string())
-            .env(ENV_LISTEN_FDNAMES, names.join(":"));
-        c
+        set(ENV_LISTEN_FDS, Some(listen.len().to_string().into()));
+        set(ENV_LISTEN_FDNAMES, Some(names.join(":").into()));
+        std::env::current_exe()?.into_os_string()
     };
-    cmd.args(&spec.args)
-        .envs(&spec.env)
-        .env(ENV_SPAWN, allex_protocol::frame::encode(&plan.info))
-        .env(ENV_MODULE, &plan.info.modulename)
-        .env(ENV_INSTANCE, plan.instance.as_str())
-        .env(ENV_MASTER_SOCKET, &plan.socket)
-        .env(ENV_RUNTIMEDIRECTORY, &plan.runtimedir)
-        .env(
-            "NOTIFY_SOCKET",
-            plan.runtimedir.join(crate::notify::NOTIFY_SOCKET_NAME),
-        )
-        .stdin(Stdio::null())
-        .stderr(output.try_clone()?)
-        .stdout(output);
-    port_env(&mut cmd, ENV_TCP_PORT, plan.ports.get(Protocol::Tcp));
-    port_env(&mut cmd, ENV_HTTP_PORT, plan.ports.get(Protocol::Http));
-    port_env(&mut cmd, ENV_WS_PORT, plan.ports.get(Protocol::Ws));
-    if let Some(cwd) = &spec.cwd {
-        cmd.current_dir(cwd);
+    args.extend(spec.args.iter().map(OsString::from));
+    for (k, v) in &spec.env {
+        set(k, Some(v.into()));
     }
-    let master = nix::unistd::getpid().as_raw();
-    let ignored = ignored.clone();
-    let fds: Vec<i32> = listen.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
-    let procs = procs.map(AsRawFd::as_raw_fd);
-    // SAFETY: the closure runs between fork and exec and only makes
-    // async-signal-safe system calls; it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            // Every signal at its default and none blocked, whatever the
-            // master inherited: handlers are reset by exec, ignores are not.
-            for sig in ignored.iter() {
-                libc::signal(*sig, libc::SIG_DFL);
-            }
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            if libc::setpgid(0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The master may have died between fork and prctl; then the
-            // death signal would never come, so give up now.
-            if libc::getppid() != master {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            // Into its own cgroup before exec, so nothing it runs escapes it;
-            // after the death signal is armed, since the move can wait
-            // milliseconds for the kernel (while holding the master's
-            // descriptors), and a master killed meanwhile must take it along.
-            if let Some(fd) = procs {
-                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            // The held sockets become fd 3 onwards, without close-on-exec:
-            // first out of the way (above any target), then into place.
-            let mut high = [0i32; 3];
-            for (i, fd) in fds.iter().enumerate().take(3) {
-                high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 64);
-                if high[i] < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            for (i, fd) in high.iter().enumerate().take(fds.len().min(3)) {
-                if libc::dup2(*fd, LISTEN_FDS_START + i as i32) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+    set(
+        ENV_SPAWN,
+        Some(allex_protocol::frame::encode(&plan.info).into()),
+    );
+    set(ENV_MODULE, Some((&plan.info.modulename).into()));
+    set(ENV_INSTANCE, Some(plan.instance.as_str().into()));
+    set(
+        ENV_MASTER_SOCKET,
+        Some(plan.socket.clone().into_os_string()),
+    );
+    set(
+        ENV_RUNTIMEDIRECTORY,
+        Some(plan.runtimedir.clone().into_os_string()),
+    );
+    set(
+        "NOTIFY_SOCKET",
+        Some(
+            plan.runtimedir
+                .join(crate::notify::NOTIFY_SOCKET_NAME)
+                .into_os_string(),
+        ),
+    );
+    for (name, p) in [
+        (ENV_TCP_PORT, Protocol::Tcp),
+        (ENV_HTTP_PORT, Protocol::Http),
+        (ENV_WS_PORT, Protocol::Ws),
+    ] {
+        set(name, plan.ports.get(p).map(|p| p.to_string().into()));
     }
-    Ok(cmd)
+    Exec::new(
+        &program,
+        &args,
+        &env,
+        spec.cwd.as_deref(),
+        OwnedFd::from(output),
+        listen.iter().map(|(_, fd)| fd.as_raw_fd()).collect(),
+    )
 }
 
 /// A new cgroup for a child of `plan`, or `None` (logged) when the tree
@@ -318,45 +292,43 @@ fn new_group(tree: Option<&Tree>, plan: &SpawnPlan) -> Option<(ServiceGroup, Own
 fn spawn_now(
     plan: SpawnPlan,
     listen: &[(Protocol, OwnedFd)],
-    ignored: &Arc<Vec<libc::c_int>>,
     tree: Option<&Tree>,
+    removals: std::sync::mpsc::Sender<Arc<ChildHandle>>,
     events: UnboundedSender<Event>,
 ) {
     let (instance, generation) = (plan.instance.clone(), plan.generation);
-    let (mut group, procs) = new_group(tree, &plan).unzip();
+    let (mut group, cgroup_dir) = new_group(tree, &plan).unzip();
     // Created close-on-exec: a child forked at the same moment on another
     // spawner thread must not inherit this one's pipe (it would hold the pipe
     // open past this child's exit).
     let started = std::io::pipe().and_then(|(reader, writer)| {
         // Registered before the fork, so nothing can fail once a child runs.
         let output = Receiver::from_owned_fd(OwnedFd::from(reader))?;
-        let child = build_command(&plan, listen, ignored, procs.as_ref(), writer)?.spawn()?;
-        drop(procs);
-        // The command (and with it our copies of the write end) is gone by
-        // now, so the pipe reports end-of-file once the child's group is.
-        let pid = child.id();
-        // Our unreaped child: its pid cannot have been reused yet. Should
-        // the pidfd fail, kill the child at once rather than lose track of it.
-        let handle = match ChildHandle::open(pid, group.take()).and_then(|h| {
-            let h = Arc::new(h);
-            // SAFETY: the AsyncFd owns a clone of the Arc, so the pidfd stays
-            // open and the same for the AsyncFd's whole life.
-            unsafe { AsyncFd::register_with_interest(h.clone(), Interest::READABLE) }
-                .map(|fd| (h, fd))
-                .map_err(|e| std::io::Error::other(e.to_string()))
-        }) {
-            Ok(pair) => pair,
-            Err(e) => {
-                let mut child = child;
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(std::io::Error::new(
-                    e.kind(),
-                    format!("cannot watch the child through a pidfd (Linux 5.4 or later is needed): {e}"),
-                ));
-            }
-        };
-        Ok((pid, handle, output))
+        let mut exec = build_exec(&plan, listen, writer)?;
+        if let Some(dir) = &cgroup_dir {
+            exec = exec.in_cgroup(dir.as_raw_fd());
+        }
+        // The exec (and with it our copy of the write end) is gone once
+        // this returns, so the pipe reports end-of-file once the child's
+        // group is.
+        let Forked { pid, pidfd } = exec.spawn()?;
+        drop(cgroup_dir);
+        let handle = Arc::new(ChildHandle::new(pid, pidfd, group.take()));
+        // SAFETY: the AsyncFd owns a clone of the Arc, so the pidfd stays
+        // open and the same for the AsyncFd's whole life.
+        let exited =
+            match unsafe { AsyncFd::register_with_interest(handle.clone(), Interest::READABLE) } {
+                Ok(fd) => fd,
+                Err(e) => {
+                    // Never lose track of a running child: kill and reap it.
+                    handle.signal(libc::SIGKILL);
+                    let _ = handle.reap();
+                    return Err(std::io::Error::other(format!(
+                        "cannot watch the child's pidfd: {e}"
+                    )));
+                }
+            };
+        Ok((pid, (handle, exited), output))
     });
     let (pid, (handle, exited), output) = match started {
         Ok(started) => started,
@@ -403,14 +375,11 @@ fn spawn_now(
             pid,
             exit,
         });
-        // The reap killed the group; it is removed once empty, off the
-        // async workers, after the death is reported.
+        // The reap killed the group; it is removed once empty, after the
+        // death is reported, on the one thread that removes groups (not a
+        // blocking-pool thread, whose creation would delay the report).
         if handle.group().is_some() {
-            drop(tokio::task::spawn_blocking(move || {
-                if let Some(g) = handle.group() {
-                    g.remove();
-                }
-            }));
+            let _ = removals.send(handle);
         }
     };
     tokio::spawn(async move {
