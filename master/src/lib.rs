@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod beat;
 pub mod cgroups;
 pub mod child_handle;
 pub mod cli;

@@ -4,6 +4,7 @@
 //! rule); what the messages mean is the state task's business, so every frame
 //! except heartbeats is handed to it as an [`Event`].
 
+use crate::beat::Beat;
 use crate::driver::Event;
 use allex_protocol::frame::{decode_text, encode, MAX_FROM_LAN_FRAME};
 use allex_protocol::{LanToMaster, MasterToLan};
@@ -24,8 +25,10 @@ const WELCOME_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long TCP connect plus WebSocket handshake may take; a link that
 /// accepts and then says nothing must not hold the reconnect loop forever.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// A link with no frame for this many heartbeats is treated as cut.
+/// A link with no frame for this many heartbeat units is treated as cut.
 const MISSED_HEARTBEATS: u32 = 3;
+/// Heartbeat units between two beats the master sends.
+const BEAT_UNITS: u32 = 2;
 
 /// Where the lan managers are and how patiently to reconnect.
 #[derive(Debug, Clone)]
@@ -99,6 +102,8 @@ enum SessionEnd {
     Silent(Duration),
     #[error("the master is shutting down")]
     Shutdown,
+    #[error("the heartbeat timer failed: {0}")]
+    Timer(std::io::Error),
     #[error("that lan manager follows; the leader is {}", .0.as_deref().unwrap_or("not elected yet"))]
     NotLeader(Option<String>),
 }
@@ -228,6 +233,12 @@ async fn connect(
         .map_err(SessionEnd::Connect)?;
     let local = tcp.local_addr().map_err(SessionEnd::Connect)?.ip();
     let _ = tcp.set_nodelay(true);
+    // The welcome's heartbeat is not known yet; the lan managers' default is
+    // what the kernel's probes are timed on.
+    let heartbeat = Duration::from_millis(allex_protocol::timing::HEARTBEAT_MS);
+    if let Err(e) = allex_protocol::keepalive::arm(&tcp, heartbeat) {
+        tracing::debug!(error = %e, "no TCP keepalive on the link");
+    }
     let tcp: Box<dyn Io> = match tls {
         None => Box::new(tcp),
         Some(config) => {
@@ -266,10 +277,32 @@ async fn drive(
     last_refusal: &mut Option<String>,
 ) -> SessionEnd {
     let mut heartbeat: Option<Duration> = None;
+    // Heartbeat answers matter to the core only for fencing.
+    let mut forward_beats = false;
     let mut seq: u64 = 0;
     let mut last_rx = Instant::now();
-    let mut next_beat = Instant::now() + WELCOME_TIMEOUT;
+    let no_welcome_by = tokio::time::Instant::now() + WELCOME_TIMEOUT;
+    let mut beat: Option<Beat> = None;
     loop {
+        if let (Some(every), None) = (heartbeat, &beat) {
+            // One beat every two heartbeat units: each one wakes both ends,
+            // and the silence that ends the link stays three units. With
+            // fencing, every unit, as the fence may be as short as two.
+            let units = if forward_beats { 1 } else { BEAT_UNITS };
+            match Beat::every(every * units) {
+                Ok(b) => beat = Some(b),
+                Err(e) => return SessionEnd::Timer(e),
+            }
+        }
+        let tick = async {
+            match beat.as_mut() {
+                Some(b) => b.tick().await,
+                None => {
+                    tokio::time::sleep_until(no_welcome_by).await;
+                    Ok(())
+                }
+            }
+        };
         tokio::select! {
             out = out_rx.recv() => {
                 let Some(msg) = out else { return SessionEnd::Shutdown };
@@ -304,12 +337,12 @@ async fn drive(
                     LanToMaster::Error { code: allex_protocol::ErrorCode::NotLeader, leader, .. } if !*welcomed => {
                         return SessionEnd::NotLeader(leader.clone());
                     }
-                    LanToMaster::Welcome { heartbeat_ms, .. } => {
+                    LanToMaster::Welcome { heartbeat_ms, fence_ms, .. } => {
                         *welcomed = true;
-                        let every = Duration::from_millis((*heartbeat_ms).max(10));
-                        heartbeat = Some(every);
-                        next_beat = Instant::now() + every;
+                        heartbeat = Some(Duration::from_millis((*heartbeat_ms).max(10)));
+                        forward_beats = fence_ms.is_some();
                     }
+                    LanToMaster::Heartbeat { .. } if !forward_beats => continue,
                     LanToMaster::Error { code, message, .. } if !*welcomed => {
                         let text = format!("{code}: {message}");
                         if last_refusal.as_deref() != Some(text.as_str()) {
@@ -323,19 +356,23 @@ async fn drive(
                     return SessionEnd::Shutdown;
                 }
             }
-            _ = tokio::time::sleep_until(next_beat) => {
+            ticked = tick => {
+                if let Err(e) = ticked {
+                    return SessionEnd::Timer(e);
+                }
                 let Some(every) = heartbeat else {
                     return SessionEnd::NoWelcome(WELCOME_TIMEOUT);
                 };
+                // Checked at each beat: the answer to the last one is due
+                // well before the next, so no timer of its own is needed.
                 let silent = every * MISSED_HEARTBEATS;
-                if last_rx.elapsed() > silent {
+                if last_rx.elapsed() >= silent {
                     return SessionEnd::Silent(silent);
                 }
                 seq += 1;
                 if let Err(end) = send(ws, &MasterToLan::Heartbeat { seq }, silent).await {
                     return end;
                 }
-                next_beat = Instant::now() + every;
             }
         }
     }

@@ -212,14 +212,21 @@ pub async fn serve_guarded(
             GUARD_FALLBACK
         };
         match watch.as_mut() {
+            // Watched: no timer at all, so an idle master does not wake for it.
+            Some(stream) if !complained => {
+                if stream.next().await.is_none() {
+                    watch = None;
+                }
+                // Let a `rm -rf` of the directory finish first: a socket
+                // recreated under it would make its final rmdir fail.
+                tokio::time::sleep(GUARD_SETTLE).await;
+            }
             Some(stream) => {
                 tokio::select! {
                     event = stream.next() => {
                         if event.is_none() {
                             watch = None;
                         }
-                        // Let a `rm -rf` of the directory finish first: a socket
-                        // recreated under it would make its final rmdir fail.
                         tokio::time::sleep(GUARD_SETTLE).await;
                     }
                     _ = tokio::time::sleep(wait) => {}

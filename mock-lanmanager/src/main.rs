@@ -27,7 +27,10 @@ fn real_main() -> Result<()> {
         )
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
     let result = runtime.block_on(allex_lanmanager::commands::execute(cli));
     // A deposed leader's writer may be waiting on a frozen etcd link: do
     // not wait for it to end the process.

@@ -277,6 +277,9 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ConnContext>) {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
+                if let Err(e) = allex_protocol::keepalive::arm(&stream, ctx.settings.heartbeat) {
+                    tracing::debug!(error = %e, "no TCP keepalive on a connection");
+                }
                 next_id += 1;
                 tokio::spawn(connection::serve(stream, peer, next_id, ctx.clone()));
             }

@@ -14,6 +14,7 @@ pub mod events;
 pub mod frame;
 pub mod generation;
 pub mod health;
+pub mod keepalive;
 pub mod lan;
 pub mod layers;
 pub mod local;
