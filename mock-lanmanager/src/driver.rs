@@ -14,12 +14,13 @@ use crate::outbox::{mono_us, Outbox};
 use crate::portcheck::{check_ports, probe_service};
 use crate::storage::Storage;
 use allex_protocol::InstanceName;
-use allex_protocol::{AdminToLan, LanToAdmin, MasterHello, MasterToLan};
+use allex_protocol::{AdminToLan, LanToAdmin, LanToMaster, MasterHello, MasterToLan};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Capacity of the driver's inbox from connections; senders wait when it is full.
 pub const EVENT_QUEUE: usize = 64 * 1024;
@@ -109,6 +110,10 @@ pub fn now() -> Now {
     }
 }
 
+/// Inputs handled in one batch at most, so a flood cannot keep one batch
+/// (and the frames it holds back) going forever.
+const BATCH: usize = 256;
+
 /// Runs the core: executes its effects and feeds it what happens.
 pub struct Driver {
     core: State,
@@ -127,6 +132,8 @@ pub struct Driver {
     hub: Arc<EventHub>,
     /// Log requests under way, from masters to admin sessions.
     logs: LogRelay,
+    /// Taken notices not yet sent, per connection, in order (see [`Effect::Taken`]).
+    taken: HashMap<ConnId, Vec<InstanceName>>,
 }
 
 impl Driver {
@@ -155,6 +162,7 @@ impl Driver {
             journal,
             hub,
             logs: LogRelay::default(),
+            taken: HashMap::new(),
         };
         let mut fed = VecDeque::new();
         for effect in initial {
@@ -172,18 +180,36 @@ impl Driver {
                     Some(ev) => self.accept(ev),
                     None => break,
                 },
-                Some(done) = self.done_rx.recv() => match done {
-                    Done::Input(input) => Some(input),
-                    Done::Flushed(ack) => {
-                        if let Some(w) = self.flushes.remove(&ack) {
-                            let _ = w.send(());
-                        }
-                        None
-                    }
-                },
+                Some(done) = self.done_rx.recv() => self.done(done),
             };
-            if let Some(input) = input {
-                self.feed_all(VecDeque::from([input]));
+            let mut queue: VecDeque<Input> = input.into_iter().collect();
+            // What else is already waiting goes in the same batch, so the
+            // taken notices of a burst merge (see `flush_taken`).
+            while queue.len() < BATCH {
+                let more = match events.try_recv() {
+                    Ok(ev) => self.accept(ev),
+                    Err(_) => match self.done_rx.try_recv() {
+                        Ok(done) => self.done(done),
+                        Err(_) => break,
+                    },
+                };
+                queue.extend(more);
+            }
+            if !queue.is_empty() {
+                self.feed_all(queue);
+            }
+        }
+    }
+
+    /// A writer's or helper's completion as an input, if it is one.
+    fn done(&mut self, done: Done) -> Option<Input> {
+        match done {
+            Done::Input(input) => Some(input),
+            Done::Flushed(ack) => {
+                if let Some(w) = self.flushes.remove(&ack) {
+                    let _ = w.send(());
+                }
+                None
             }
         }
     }
@@ -285,6 +311,46 @@ impl Driver {
                 self.execute(effect, &mut queue);
             }
         }
+        let conns: Vec<ConnId> = self.taken.keys().copied().collect();
+        for conn in conns {
+            self.flush_taken(conn, &mut queue);
+        }
+        // What a failed flush queued (a dead connection) is fed now.
+        if !queue.is_empty() {
+            self.feed_all(queue);
+        }
+    }
+
+    /// Sends the taken notices gathered for `conn`, as one frame.
+    fn flush_taken(&mut self, conn: ConnId, fed: &mut VecDeque<Input>) {
+        let Some(mut names) = self.taken.remove(&conn) else {
+            return;
+        };
+        let msg = if names.len() == 1 {
+            LanToMaster::NeedTaken {
+                instancename: names.swap_remove(0),
+            }
+        } else {
+            LanToMaster::NeedsTaken {
+                instancenames: names,
+            }
+        };
+        self.send(
+            conn,
+            Utf8Bytes::from(allex_protocol::frame::encode(&msg)),
+            fed,
+        );
+    }
+
+    fn send(&mut self, conn: ConnId, frame: Utf8Bytes, fed: &mut VecDeque<Input>) {
+        let sent = self.outboxes.get(&conn).is_some_and(|o| o.send(frame));
+        if !sent
+            && !fed
+                .iter()
+                .any(|i| matches!(i, Input::MasterGone { conn: c } if *c == conn))
+        {
+            fed.push_back(Input::MasterGone { conn });
+        }
     }
 
     fn later(&self, input: Input) {
@@ -294,25 +360,23 @@ impl Driver {
     fn execute(&mut self, effect: Effect, fed: &mut VecDeque<Input>) {
         match effect {
             Effect::Send { conn, frame } => {
-                let sent = self.outboxes.get(&conn).is_some_and(|o| o.send(frame));
-                if !sent
-                    && !fed
-                        .iter()
-                        .any(|i| matches!(i, Input::MasterGone { conn: c } if *c == conn))
-                {
-                    fed.push_back(Input::MasterGone { conn });
-                }
+                // Every frame to a connection after the notices before it.
+                self.flush_taken(conn, fed);
+                self.send(conn, frame, fed);
             }
+            Effect::Taken { conn, instance } => self.taken.entry(conn).or_default().push(instance),
             Effect::Refuse {
                 conn,
                 code,
                 message,
             } => {
+                self.flush_taken(conn, fed);
                 if let Some(o) = self.outboxes.get(&conn) {
                     o.refuse_uncounted(code, message);
                 }
             }
             Effect::Close { conn, reason } => {
+                self.flush_taken(conn, fed);
                 if let Some(o) = self.outboxes.get(&conn) {
                     o.kill(reason);
                 }

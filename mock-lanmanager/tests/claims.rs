@@ -338,3 +338,46 @@ async fn removing_a_need_stops_its_running_service() {
     let st = lm.status().unwrap();
     assert!(st.needs.is_empty() && st.running.is_empty(), "{st:?}");
 }
+
+#[tokio::test]
+async fn a_burst_of_grants_to_one_master_reaches_the_others_as_taken_in_order_and_in_few_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    write_needs(dir.path(), &needs("svc", "T", 200));
+    let lm = LanManager::start(LanOptions::patient(dir.path())).unwrap();
+    let mut taker = FakeMaster::connect(lm.addr(), "taker", &["svc"]).await;
+    let mut watcher = FakeMaster::connect(lm.addr(), "watcher", &["svc"]).await;
+    for m in [&mut taker, &mut watcher] {
+        m.expect("needs", |x| matches!(x, LanToMaster::Needs { .. }))
+            .await;
+    }
+    // All claims in one go, so the lan manager takes many in one batch.
+    for i in 0..200 {
+        taker
+            .send(&MasterToLan::Claim {
+                instancename: allex_protocol::InstanceName::new(format!("T{i}")).unwrap(),
+                ports: None,
+            })
+            .await;
+    }
+    let mut taken: Vec<String> = Vec::new();
+    let mut frames = 0;
+    while taken.len() < 200 {
+        match watcher.recv().await {
+            LanToMaster::NeedTaken { instancename } => {
+                frames += 1;
+                taken.push(instancename.to_string());
+            }
+            LanToMaster::NeedsTaken { instancenames } => {
+                frames += 1;
+                taken.extend(instancenames.iter().map(|n| n.to_string()));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let expected: Vec<String> = (0..200).map(|i| format!("T{i}")).collect();
+    assert_eq!(
+        taken, expected,
+        "every need taken once, in the order granted"
+    );
+    assert!(frames < 200, "no notice was merged: {frames} frames");
+}

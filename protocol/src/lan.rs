@@ -187,6 +187,12 @@ pub enum LanToMaster {
         /// Instance name.
         instancename: InstanceName,
     },
+    /// Several needs are no longer open: a `need_taken` for each, in order,
+    /// in one frame (a burst of grants to others tells every master).
+    NeedsTaken {
+        /// Instance names.
+        instancenames: Vec<InstanceName>,
+    },
     /// The claim is granted: spawn within the deadline and report `spawned`.
     Grant {
         /// The need.

@@ -142,6 +142,12 @@ fn lan_to_master_examples() {
         LanToMaster::NeedTaken {
             instancename: allex_protocol::instance!("Time"),
         },
+        LanToMaster::NeedsTaken {
+            instancenames: vec![
+                allex_protocol::instance!("Time"),
+                allex_protocol::instance!("Clock"),
+            ],
+        },
         LanToMaster::Grant {
             need: need(),
             generation: Generation(7),

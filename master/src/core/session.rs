@@ -166,10 +166,11 @@ impl State {
                 self.try_claim(&name, &BTreeSet::new());
                 self.capacity_changed();
             }
-            LanToMaster::NeedTaken { instancename } => {
-                self.open.remove(&instancename);
-                self.drop_claim(&instancename);
-                self.release_kept(&instancename);
+            LanToMaster::NeedTaken { instancename } => self.taken(&instancename),
+            LanToMaster::NeedsTaken { instancenames } => {
+                for instancename in &instancenames {
+                    self.taken(instancename);
+                }
             }
             LanToMaster::ClaimRefused {
                 instancename,
@@ -228,6 +229,13 @@ impl State {
                 tracing::warn!(%code, %message, "the lan manager refused a message");
             }
         }
+    }
+
+    /// A need is no longer open: forget it, and the claim on it.
+    fn taken(&mut self, instance: &InstanceName) {
+        self.open.remove(instance);
+        self.drop_claim(instance);
+        self.release_kept(instance);
     }
 
     /// Fencing: after the fence time without a word from the lan manager,

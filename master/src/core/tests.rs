@@ -579,3 +579,40 @@ fn children_of_one_interval_share_one_timer_and_one_batch_per_tick() {
         "the stopping child is not probed"
     );
 }
+
+/// The instances claimed among `fx`.
+fn claimed(fx: &[Effect]) -> Vec<String> {
+    sent(fx)
+        .into_iter()
+        .filter_map(|m| match m {
+            MasterToLan::Claim { instancename, .. } => Some(instancename.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn needs_taken_in_one_frame_drops_each_claim_as_need_taken_does() {
+    let t0 = Instant::now();
+    let (mut st, _) = state(t0);
+    let offer = |names: &[&str]| LanToMaster::Needs {
+        needs: names
+            .iter()
+            .map(|n| Need::new("svc", InstanceName::new(*n).unwrap()))
+            .collect(),
+    };
+    // Four ports of each protocol: four claims, the fifth need waits.
+    let fx = st.handle(t0, Input::LinkMessage(offer(&["A", "B", "C", "D", "E"])));
+    assert_eq!(claimed(&fx), ["A", "B", "C", "D"]);
+    // A and B go to others: their ports come back, and E is claimed.
+    let fx = st.handle(
+        t0,
+        Input::LinkMessage(LanToMaster::NeedsTaken {
+            instancenames: vec![
+                allex_protocol::instance!("A"),
+                allex_protocol::instance!("B"),
+            ],
+        }),
+    );
+    assert_eq!(claimed(&fx), ["E"]);
+}

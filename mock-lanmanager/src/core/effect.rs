@@ -98,6 +98,16 @@ pub enum Effect {
         /// The encoded frame.
         frame: Utf8Bytes,
     },
+    /// Tell the master on `conn` that `instance` is no longer open. Said
+    /// apart from [`Effect::Send`] so the driver can merge the notices that
+    /// follow one another on a connection into one `needs_taken` frame: a
+    /// burst of grants would otherwise be 99 frames per grant with 100 masters.
+    Taken {
+        /// The connection.
+        conn: ConnId,
+        /// The need no longer open.
+        instance: InstanceName,
+    },
     /// Send an error frame and close the connection with the same reason.
     Refuse {
         /// The connection.

@@ -419,10 +419,23 @@ impl State {
     }
 
     fn broadcast_taken(&mut self, instance: &InstanceName, except: Option<&str>) {
-        let msg = LanToMaster::NeedTaken {
-            instancename: instance.clone(),
+        let Some(entry) = self.needs.get(instance) else {
+            return;
         };
-        self.broadcast(instance, &msg, except);
+        for (name, m) in &self.masters {
+            if Some(name.as_str()) == except
+                || !m.serves(&entry.need)
+                || self.draining.contains_key(name)
+            {
+                continue;
+            }
+            if let Some(conn) = m.conn {
+                self.fx.push(Effect::Taken {
+                    conn,
+                    instance: instance.clone(),
+                });
+            }
+        }
     }
 
     /// The `needs` frame for a master, shared by masters that serve the same.

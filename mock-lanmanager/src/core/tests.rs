@@ -103,6 +103,9 @@ fn sent(fx: &[Effect], conn: ConnId) -> Vec<LanToMaster> {
             Effect::Send { conn: c, frame } if *c == conn => {
                 Some(decode_text::<LanToMaster>(frame, usize::MAX).unwrap())
             }
+            Effect::Taken { conn: c, instance } if *c == conn => Some(LanToMaster::NeedTaken {
+                instancename: instance.clone(),
+            }),
             _ => None,
         })
         .collect()

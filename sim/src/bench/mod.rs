@@ -437,6 +437,15 @@ pub fn run_bench(cfg: &BenchConfig, command: String) -> Result<Report, BenchErro
                 mib(s.lan_rss_kib),
                 "MiB",
             ));
+            rows.push(Row::new(
+                4,
+                format!(
+                    "{v} x {k} ({how}): lan manager RSS {:.1} s later",
+                    scale::SETTLE_AFTER.as_secs_f64()
+                ),
+                mib(s.lan_rss_settled_kib),
+                "MiB",
+            ));
         }
     }
     if cfg.event_followers > 0 && cfg.event_needs > 0 {

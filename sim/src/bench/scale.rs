@@ -36,7 +36,13 @@ pub struct Scale {
     pub lan_rss_kib: u64,
     /// The lan manager's PSS after the run, in KiB.
     pub lan_pss_kib: u64,
+    /// The lan manager's RSS [`SETTLE_AFTER`] later, in KiB.
+    pub lan_rss_settled_kib: u64,
 }
+
+/// How long after the burst the settled RSS is read: past the lan
+/// manager's next running snapshot (due within a second).
+pub const SETTLE_AFTER: Duration = Duration::from_millis(2500);
 
 /// The share of needs master `idx` of `masters` claims when not racing.
 fn share(need: &Need, idx: usize, masters: usize) -> bool {
@@ -146,6 +152,10 @@ pub fn run(
     });
     let (running_ms, messages) = result?;
     let mem = memory(pid)?;
+    // The lan manager hands freed heap back after its next running
+    // snapshot, at most a second after the burst's last change.
+    std::thread::sleep(SETTLE_AFTER);
+    let settled = memory(pid)?;
     drop(lan);
     drop(etcd);
     Ok(Scale {
@@ -158,5 +168,6 @@ pub fn run(
         messages,
         lan_rss_kib: mem.rss_kib,
         lan_pss_kib: mem.pss_kib,
+        lan_rss_settled_kib: settled.rss_kib,
     })
 }

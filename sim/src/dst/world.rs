@@ -1098,6 +1098,18 @@ impl World {
     fn lan_effects(&mut self, fx: Vec<lan::Effect>) {
         let inc = self.lan.inc;
         for e in fx {
+            // The driver may merge taken notices; one frame each is the
+            // same thing in order, and what the simulated network carries.
+            let e = match e {
+                lan::Effect::Taken { conn, instance } => lan::Effect::Send {
+                    conn,
+                    frame: allex_protocol::frame::encode(&LanToMaster::NeedTaken {
+                        instancename: instance,
+                    })
+                    .into(),
+                },
+                other => other,
+            };
             match e {
                 lan::Effect::Send { conn, frame } => {
                     let open = self
@@ -1198,7 +1210,10 @@ impl World {
                         },
                     );
                 }
-                lan::Effect::Reply { .. } | lan::Effect::Event { .. } => {}
+                // Made a Send above.
+                lan::Effect::Reply { .. }
+                | lan::Effect::Event { .. }
+                | lan::Effect::Taken { .. } => {}
                 lan::Effect::Timer { at, timer } => {
                     let at = self.us(at);
                     self.push(
