@@ -484,12 +484,21 @@ impl Driver {
 /// buffers that are free again a moment later, and glibc keeps them; the
 /// running snapshot, written at most once a second while services change
 /// and so shortly after every burst, is when to give them back.
+///
+/// Only when much is free: a trim holds malloc's locks while it walks the
+/// heap, which the state owner's allocations would wait behind.
 fn return_free_memory() {
+    /// Free heap below this stays with malloc.
     #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim(3) only releases free heap pages; it takes malloc's
-    // own locks and touches no memory of ours.
+    const WORTH_TRIMMING: usize = 16 << 20;
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallinfo2(3) only reads malloc's statistics and malloc_trim(3)
+    // only releases free heap pages; both take malloc's own locks and
+    // touch no memory of ours.
     unsafe {
-        libc::malloc_trim(0);
+        if libc::mallinfo2().fordblks >= WORTH_TRIMMING {
+            libc::malloc_trim(0);
+        }
     }
 }
 
