@@ -386,25 +386,35 @@ impl State {
         );
     }
 
+    /// The connections of every connected master that can serve the need
+    /// (none draining), except `except`.
+    fn recipients(&self, instance: &InstanceName, except: Option<&str>) -> Vec<ConnId> {
+        let Some(entry) = self.needs.get(instance) else {
+            return Vec::new();
+        };
+        self.masters
+            .iter()
+            .filter(|(name, m)| {
+                Some(name.as_str()) != except
+                    && m.serves(&entry.need)
+                    && !self.draining.contains_key(*name)
+            })
+            .filter_map(|(_, m)| m.conn)
+            .collect()
+    }
+
     /// Tells every connected master that can serve the need, except `except`.
     fn broadcast(&mut self, instance: &InstanceName, msg: &LanToMaster, except: Option<&str>) {
-        let Some(entry) = self.needs.get(instance) else {
+        let conns = self.recipients(instance, except);
+        if conns.is_empty() {
             return;
-        };
+        }
         let frame = text(msg);
-        for (name, m) in &self.masters {
-            if Some(name.as_str()) == except
-                || !m.serves(&entry.need)
-                || self.draining.contains_key(name)
-            {
-                continue;
-            }
-            if let Some(conn) = m.conn {
-                self.fx.push(Effect::Send {
-                    conn,
-                    frame: frame.clone(),
-                });
-            }
+        for conn in conns {
+            self.fx.push(Effect::Send {
+                conn,
+                frame: frame.clone(),
+            });
         }
     }
 
@@ -419,22 +429,11 @@ impl State {
     }
 
     fn broadcast_taken(&mut self, instance: &InstanceName, except: Option<&str>) {
-        let Some(entry) = self.needs.get(instance) else {
-            return;
-        };
-        for (name, m) in &self.masters {
-            if Some(name.as_str()) == except
-                || !m.serves(&entry.need)
-                || self.draining.contains_key(name)
-            {
-                continue;
-            }
-            if let Some(conn) = m.conn {
-                self.fx.push(Effect::Taken {
-                    conn,
-                    instance: instance.clone(),
-                });
-            }
+        for conn in self.recipients(instance, except) {
+            self.fx.push(Effect::Taken {
+                conn,
+                instance: instance.clone(),
+            });
         }
     }
 
