@@ -134,6 +134,34 @@ pub struct Driver {
     logs: LogRelay,
     /// Taken notices not yet sent, per connection, in order (see [`Effect::Taken`]).
     taken: HashMap<ConnId, Vec<InstanceName>>,
+    /// Where port checks run: a thread of their own, so that a burst of
+    /// thousands of connects does not take the state owner's thread.
+    checks: tokio::runtime::Handle,
+}
+
+/// A one-thread runtime for port checks, or the current one when no thread
+/// can be started.
+fn checks_runtime() -> tokio::runtime::Handle {
+    let built = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let started = built.and_then(|rt| {
+        std::thread::Builder::new()
+            .name("allex-checks".into())
+            .spawn(move || {
+                let _ = tx.send(rt.handle().clone());
+                // Runs the checks spawned onto it until the process ends.
+                rt.block_on(std::future::pending::<()>());
+            })
+    });
+    match started.ok().and_then(|_| rx.recv().ok()) {
+        Some(h) => h,
+        None => {
+            tracing::warn!("no thread for port checks; they share the state owner's");
+            tokio::runtime::Handle::current()
+        }
+    }
 }
 
 impl Driver {
@@ -163,6 +191,7 @@ impl Driver {
             hub,
             logs: LogRelay::default(),
             taken: HashMap::new(),
+            checks: checks_runtime(),
         };
         let mut fed = VecDeque::new();
         for effect in initial {
@@ -433,7 +462,7 @@ impl Driver {
                 timeout,
             } => {
                 let tx = self.done_tx.clone();
-                tokio::spawn(async move {
+                self.checks.spawn(async move {
                     let started = Instant::now();
                     let result = check_ports(&address, &protocols, ports, timeout).await;
                     crate::metrics::metrics().port_check(result.is_ok(), started.elapsed());
