@@ -254,7 +254,9 @@ async fn connect(
         Ok(v6) => format!("ws://[{v6}]:{port}/"),
         Err(_) => format!("ws://{host}:{port}/"),
     };
-    let ws_cfg = WebSocketConfig::default().max_message_size(Some(MAX_FROM_LAN_FRAME));
+    let ws_cfg = WebSocketConfig::default()
+        .read_buffer_size(allex_protocol::frame::WS_READ_BUFFER)
+        .max_message_size(Some(MAX_FROM_LAN_FRAME));
     let (ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(ws_cfg)).await?;
     Ok((ws, local))
 }

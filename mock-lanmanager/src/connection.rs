@@ -68,6 +68,7 @@ pub struct ConnContext {
 /// The WebSocket limits of the lan manager's side.
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
+        .read_buffer_size(allex_protocol::frame::WS_READ_BUFFER)
         .max_message_size(Some(HARD_FRAME_LIMIT))
         .max_frame_size(Some(HARD_FRAME_LIMIT))
 }

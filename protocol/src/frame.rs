@@ -14,6 +14,11 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 pub const MAX_TO_LAN_FRAME: usize = 1 << 20;
 /// Largest frame the lan manager sends (a snapshot of many needs).
 pub const MAX_FROM_LAN_FRAME: usize = 64 << 20;
+/// The WebSocket read buffer of every link. tungstenite zeroes the free part
+/// of its buffer before each read, so its 128 KiB default cost a 128 KiB
+/// memset per frame received: the largest part of an idle wake (a
+/// heartbeat). Large frames take more reads of this size instead.
+pub const WS_READ_BUFFER: usize = 16 << 10;
 /// Largest frame on the master's Unix socket, either way.
 pub const MAX_LOCAL_FRAME: usize = 64 << 10;
 
