@@ -17,6 +17,22 @@ use allex_protocol::ExitInfo;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
+/// The pidfd of `pid`, which must be an unreaped child of ours (so the pid
+/// cannot have been reused yet).
+pub fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    let raw =
+        libc::pid_t::try_from(pid).map_err(|_| std::io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new
+    // descriptor (close-on-exec) or -1; it touches no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, raw, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(fd).map_err(|_| std::io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: the descriptor was just returned to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// A running (or exited, not yet reaped) child of this master.
 #[derive(Debug)]
 pub struct ChildHandle {
@@ -40,23 +56,7 @@ impl ChildHandle {
     /// Opens the pidfd of `pid`, which must be an unreaped child of ours
     /// (so the pid cannot have been reused yet).
     pub fn open(pid: u32, group: Option<ServiceGroup>) -> std::io::Result<ChildHandle> {
-        let raw = libc::pid_t::try_from(pid)
-            .map_err(|_| std::io::Error::from_raw_os_error(libc::ESRCH))?;
-        // SAFETY: pidfd_open(2) takes a pid and flags and returns a new
-        // descriptor (close-on-exec) or -1; it touches no memory of ours.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, raw, 0) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let fd = RawFd::try_from(fd).map_err(|_| std::io::Error::from_raw_os_error(libc::EBADF))?;
-        // SAFETY: the descriptor was just returned to us and nothing else owns it.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(ChildHandle {
-            pidfd,
-            pid,
-            reaped: Mutex::new(false),
-            group,
-        })
+        Ok(ChildHandle::new(pid, pidfd_open(pid)?, group))
     }
 
     /// The child's pid (also its process group's id).

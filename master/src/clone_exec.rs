@@ -239,19 +239,21 @@ impl Exec {
         drop(report_w);
         let pid_t = pid as libc::pid_t;
         let pidfd = if by_fork {
-            // SAFETY: pidfd_open(2) on our own unreaped child.
-            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid_t, 0) };
-            if fd < 0 {
-                let e = io::Error::last_os_error();
-                reap_failed(pid_t);
-                return Err(e);
+            match crate::child_handle::pidfd_open(pid as u32) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    // Without a pidfd the child cannot be watched: it must
+                    // not run at all (it may be past exec already).
+                    // SAFETY: kill(2) on our own unreaped child.
+                    unsafe { libc::kill(pid_t, libc::SIGKILL) };
+                    reap_failed(pid_t);
+                    return Err(e);
+                }
             }
-            fd as RawFd
         } else {
-            pidfd
+            // SAFETY: clone3 just handed us this descriptor; nothing else owns it.
+            unsafe { OwnedFd::from_raw_fd(pidfd) }
         };
-        // SAFETY: the kernel just handed us this descriptor; nothing else owns it.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
         let mut buf = [0u8; 4];
         let n = loop {
             // SAFETY: read(2) into a 4-byte buffer we own.
